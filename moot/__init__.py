@@ -1,0 +1,67 @@
+"""moot: distributed locks, group membership and leader election over the
+coordination engine you already run, chosen by one URL.
+
+    import moot
+    with moot.connect("file:///var/lib/myapp/coord", member_id="conductor-1") as coord:
+        with coord.lock("volume-42", timeout=10) as held:
+            write_with(held.token)
+"""
+
+from moot.coordinator import Coordinator, connect, default_url
+from moot.errors import (
+    BackendError,
+    ConfigurationError,
+    ConnectionLost,
+    CoordinatorClosed,
+    DriverNotInstalled,
+    GroupError,
+    GroupNotEmpty,
+    GroupNotFound,
+    InvalidArgument,
+    InvalidName,
+    InvalidURL,
+    LockError,
+    LockTimeout,
+    MemberAlreadyJoined,
+    MemberNotFound,
+    MootError,
+    SessionExpired,
+    UnknownBackend,
+)
+from moot.recipes.election import Election
+from moot.recipes.group import Group, GroupWatch, Member
+from moot.recipes.lock import Lock, LockInfo
+from moot.recipes.queue import Waiter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "ConfigurationError",
+    "ConnectionLost",
+    "Coordinator",
+    "CoordinatorClosed",
+    "DriverNotInstalled",
+    "Election",
+    "Group",
+    "GroupError",
+    "GroupNotEmpty",
+    "GroupNotFound",
+    "GroupWatch",
+    "InvalidArgument",
+    "InvalidName",
+    "InvalidURL",
+    "Lock",
+    "LockError",
+    "LockInfo",
+    "LockTimeout",
+    "Member",
+    "MemberAlreadyJoined",
+    "MemberNotFound",
+    "MootError",
+    "SessionExpired",
+    "UnknownBackend",
+    "Waiter",
+    "connect",
+    "default_url",
+]

@@ -1,0 +1,249 @@
+"""The primitive protocol every backend implements.
+
+Recipes (locks, groups, elections, ...) are written once, on these primitives
+only. A backend is small: it maps each primitive onto its engine and adds
+nothing else. What each primitive guarantees is stated here; the conformance
+suite (``tests/conformance``) checks it through the recipes on every backend.
+
+Keys
+    A key is a ``/``-separated path of segments made of ``[A-Za-z0-9_%-]``
+    (recipes build them; user names are escaped by :mod:`moot.names`). A
+    *prefix* is a key path ending in ``/``. Values are bytes. Every stored key
+    has a *version*, an int that changes on every write of that key (use it
+    for compare-and-set / compare-and-delete).
+
+Sessions
+    A backend object holds at most one session at a time, opened with a TTL.
+    The coordinator's heartbeat calls :meth:`Backend.refresh_session` about
+    every ``ttl / 3``. When the session ends (closed, expired because it was
+    not refreshed within its TTL, evicted, or its process died) every
+    *ephemeral* key created under it disappears, and watches on those keys
+    fire. A backend that learns on its own that its session ended calls the
+    listener given to :meth:`Backend.set_session_listener`.
+
+Sequence
+    :meth:`Backend.create_sequential` creates a key under a prefix with a
+    number ``seq`` strictly greater than that of every key ever created under
+    the same prefix, across restarts of every client, as long as the engine
+    keeps its data. This one primitive gives FIFO queues and fencing tokens.
+
+Watch
+    :meth:`Backend.watch` calls back (with no arguments, on a backend thread)
+    at least once after any change to the watched key (exact key) or to any
+    key directly under the watched prefix, made after ``watch()`` returned:
+    creation, update, deletion, or disappearance because its session ended.
+    Spurious calls are allowed; callers re-read state after a call. Callbacks
+    must be quick and must not call back into the backend on that thread.
+    Where an engine has no notifications the backend polls, with backoff,
+    inside itself.
+
+Errors
+    Primitives raise :class:`moot.errors.ConnectionLost` when the engine
+    cannot be reached and :class:`moot.errors.SessionExpired` when an
+    operation needs the session and it is gone. Nothing else is expected.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+
+from moot.url import BackendURL
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One stored key, as read from the backend.
+
+    ``seq`` is set for keys made by :meth:`Backend.create_sequential` (the
+    backend may set it for others too). ``owner`` is the session id that an
+    ephemeral key is bound to, ``None`` for a persistent key.
+    """
+
+    key: str
+    value: bytes
+    version: int
+    seq: int | None = None
+    owner: str | None = None
+
+
+class Watch(abc.ABC):
+    """A registered watch; ``cancel()`` stops its callbacks (idempotent)."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None: ...
+
+
+class CallbackWatch(Watch):
+    """A watch that is a callback plus a cancel action; the common case."""
+
+    def __init__(self, callback: Callable[[], None], on_cancel: Callable[[CallbackWatch], None]):
+        self.callback = callback
+        self._on_cancel = on_cancel
+        self.cancelled = False
+
+    def fire(self) -> None:
+        if not self.cancelled:
+            self.callback()
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self._on_cancel(self)
+
+
+class Backend(abc.ABC):
+    """The primitives of one connection to a coordination engine.
+
+    Instances are thread-safe: the coordinator's heartbeat thread, watch
+    threads and application threads call them concurrently.
+    """
+
+    #: True where the engine notifies changes (no polling behind watch()).
+    native_watch: bool = True
+    #: URL/keyword options this backend understands beyond the coordinator's
+    #: (ttl, namespace, timeout, heartbeat, *_reconnect_backoff).
+    OPTIONS: frozenset[str] = frozenset()
+
+    def __init__(self, url: BackendURL, options: dict[str, object]):
+        self.url = url
+        self.options = options
+        self._session_listener: Callable[[], None] | None = None
+
+    # -- lifecycle --------------------------------------------------------
+    @abc.abstractmethod
+    def connect(self, timeout: float) -> None:
+        """Reach the engine within ``timeout`` seconds or raise ConnectionLost."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """End the session (its ephemeral keys vanish), cancel every watch and
+        drop connections. Never raises; safe to call twice."""
+
+    def ping(self) -> str:
+        """One round trip to the engine; returns a description of the server."""
+        self.get("moot-ping")
+        return type(self).__name__
+
+    # -- session ----------------------------------------------------------
+    @abc.abstractmethod
+    def open_session(self, ttl: float) -> str:
+        """Open a new session with time-to-live ``ttl`` seconds; return its id.
+
+        Ephemeral keys created from then on are bound to it. Any previous
+        session of this backend object must already be closed or expired.
+        """
+
+    @abc.abstractmethod
+    def refresh_session(self) -> None:
+        """Keep the session alive for another TTL: one round trip, however
+        many keys it owns. Raises SessionExpired if it is already gone."""
+
+    @abc.abstractmethod
+    def close_session(self) -> None:
+        """End the session now; its ephemeral keys vanish. Never raises for a
+        session that is already gone."""
+
+    @abc.abstractmethod
+    def expire_session(self, session_id: str) -> bool:
+        """End any session now, as if its TTL had run out (eviction).
+
+        Its ephemeral keys vanish and its owner learns on its next refresh.
+        Returns False if no such session was alive.
+        """
+
+    @abc.abstractmethod
+    def session_last_seen(self, session_id: str) -> float | None:
+        """Wall-clock time the session was last known alive, None if it is gone."""
+
+    def set_session_listener(self, listener: Callable[[], None]) -> None:
+        """Register the callable to run when the backend learns that its
+        session ended (without a refresh being asked for)."""
+        self._session_listener = listener
+
+    def _session_lost(self) -> None:
+        listener = self._session_listener
+        if listener is not None:
+            listener()
+
+    # -- keys -------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, key: str) -> Entry | None:
+        """The live entry at ``key``, or None."""
+
+    @abc.abstractmethod
+    def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> Entry | None:
+        """Create ``key`` if absent; return the new entry, or None if it exists."""
+
+    @abc.abstractmethod
+    def compare_and_set(self, key: str, value: bytes, version: int) -> Entry | None:
+        """Overwrite ``key`` if its version is still ``version``; keeps the
+        key's owner and seq. Returns the new entry, or None on mismatch/absence."""
+
+    @abc.abstractmethod
+    def delete(self, key: str, version: int | None = None) -> bool:
+        """Delete ``key`` (only at ``version`` if given); True if deleted."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[Entry]:
+        """Every live entry whose key starts with ``prefix``, sorted by key."""
+
+    @abc.abstractmethod
+    def create_sequential(self, prefix: str, value: bytes, *, ephemeral: bool = True) -> Entry:
+        """Create a new key directly under ``prefix`` with a fresh ``seq``
+        (see the module docstring); return it."""
+
+    @abc.abstractmethod
+    def watch(self, key: str, callback: Callable[[], None]) -> Watch:
+        """Watch one key, or every key directly under a prefix (``key`` ending
+        in ``/``). See the module docstring for the guarantee."""
+
+    # -- compound operations (override to save round trips) ---------------
+    def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, list[Entry]]:
+        """Create an ephemeral sequential key under ``prefix`` and return it
+        with the live entries under ``prefix`` at that moment (which include it)."""
+        entry = self.create_sequential(prefix, value, ephemeral=True)
+        return entry, self.list(prefix)
+
+
+class Dispatcher:
+    """A daemon thread that runs watch callbacks in order, off the caller's
+    thread and outside any backend lock. Backends may share this helper."""
+
+    def __init__(self, name: str):
+        self._queue: list[Callable[[], None]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        with self._cond:
+            if not self._closed:
+                self._queue.append(fn)
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            for fn in batch:
+                try:
+                    fn()
+                except Exception:  # a failing callback must not stop the others
+                    logging.getLogger("moot.backends").exception("watch callback failed")
+
+    def close(self, timeout: float = 1.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+

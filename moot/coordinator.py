@@ -1,0 +1,339 @@
+"""The Coordinator: one session with a backend, kept alive by a heartbeat
+thread, and the factory of every recipe (locks, groups, elections).
+
+Guarantees:
+
+* ``connect()`` returns only once the backend answered and a session is open.
+* The heartbeat runs in a real OS thread (never a green thread), every
+  ``heartbeat`` seconds (default ``ttl / 3``).
+* When the session ends (expired, evicted, or unreachable for a whole TTL),
+  every lock and leadership held through it is reported lost (callbacks run,
+  ``is_held`` turns False) *before* anybody else can have taken it over,
+  then a new session is opened and joined groups are joined again.
+* ``close()`` releases held locks, leaves joined groups, ends the session and
+  stops the heartbeat; it never raises for state that is already gone.
+"""
+
+from __future__ import annotations
+
+import getpass
+import importlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from moot import names
+from moot.backends.base import Backend, Dispatcher
+from moot.errors import (
+    ConnectionLost,
+    CoordinatorClosed,
+    DriverNotInstalled,
+    InvalidArgument,
+    InvalidURL,
+    MootError,
+    SessionExpired,
+)
+from moot.url import BACKENDS, BackendURL, option_float, parse_url
+
+if TYPE_CHECKING:
+    from moot.recipes.election import Election
+    from moot.recipes.group import Group
+    from moot.recipes.lock import Lock, LockInfo
+
+log = logging.getLogger("moot.coordinator")
+
+DEFAULT_TTL = 10.0
+DEFAULT_TIMEOUT = 10.0
+CORE_OPTIONS = frozenset(
+    {"ttl", "namespace", "timeout", "heartbeat", "initial_reconnect_backoff", "max_reconnect_backoff"}
+)
+
+
+class SessionBound(Protocol):
+    """What the coordinator tells about session changes (held locks, joined groups)."""
+
+    def _session_lost(self) -> None: ...
+
+    def _session_renewed(self) -> None: ...
+
+    def _close(self) -> None: ...
+
+
+def default_url() -> str:
+    """``$MOOT_URL`` if set, else a file:// directory private to this user."""
+    if os.environ.get("MOOT_URL"):
+        return os.environ["MOOT_URL"]
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return f"file://{os.path.join(base, f'moot-{getpass.getuser()}')}"
+
+
+def default_member_id() -> str:
+    """Unique per process: host, pid and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _load_backend(url: BackendURL, options: dict[str, Any]) -> Backend:
+    module_name, class_name, extra, client = BACKENDS[url.scheme]
+    if client is not None:
+        try:
+            importlib.import_module(client)
+        except ImportError:
+            raise DriverNotInstalled(
+                f"the {url.scheme}:// backend needs the {client!r} package: pip install 'moot[{extra}]'"
+            ) from None
+    cls: type[Backend] = getattr(importlib.import_module(module_name), class_name)
+    unknown = set(options) - CORE_OPTIONS - cls.OPTIONS
+    if unknown:
+        known = ", ".join(sorted(CORE_OPTIONS | cls.OPTIONS))
+        raise InvalidURL(f"unknown option(s) {', '.join(sorted(unknown))} for {url.scheme}://; known: {known}")
+    return cls(url, options)
+
+
+def connect(url: str | None = None, member_id: str | None = None, **options: Any) -> Coordinator:
+    """Open a session with the backend named by ``url`` and start its heartbeat.
+
+    ``url`` defaults to ``$MOOT_URL``, else a file:// directory in the user's
+    runtime or temporary directory. Options come from the URL's query string
+    and from keywords (keywords win): ``ttl`` (seconds, default 10),
+    ``namespace`` (default ``"default"``), ``timeout`` (connect, default 10),
+    ``heartbeat`` (default ttl/3), ``initial_reconnect_backoff`` and
+    ``max_reconnect_backoff`` (seconds).
+    """
+    parsed = parse_url(default_url() if url is None else url)
+    merged: dict[str, Any] = dict(parsed.query)
+    merged.update(options)
+    coordinator = Coordinator(parsed, member_id, merged)
+    coordinator._start()
+    return coordinator
+
+
+class Coordinator:
+    """A session with a coordination backend; see the module docstring."""
+
+    def __init__(self, url: BackendURL, member_id: str | None, options: dict[str, Any]):
+        self.url = url.redacted()
+        self.member_id = names.check_name(member_id if member_id is not None else default_member_id(),
+                                          "member_id")
+        self.ttl = option_float(options, "ttl", DEFAULT_TTL)
+        self.timeout = option_float(options, "timeout", DEFAULT_TIMEOUT)
+        self.heartbeat_interval = option_float(options, "heartbeat", self.ttl / 3)
+        if self.heartbeat_interval >= self.ttl:
+            raise InvalidURL(f"heartbeat={self.heartbeat_interval:g} must be shorter than ttl={self.ttl:g}")
+        self.initial_reconnect_backoff = option_float(options, "initial_reconnect_backoff", 0.1)
+        self.max_reconnect_backoff = option_float(options, "max_reconnect_backoff", max(1.0, self.ttl / 3))
+        self.namespace = names.check_name(str(options.get("namespace", "default")), "namespace")
+        self._prefix = names.segment(self.namespace) + "/"
+        self.backend = _load_backend(url, options)
+        self.session_id: str | None = None
+        self._bound: set[SessionBound] = set()
+        self._bound_lock = threading.Lock()
+        self._closed = False
+        self._stop = threading.Event()
+        self._session_dead = threading.Event()
+        self._session_ok = threading.Event()
+        self._session_lock = threading.Lock()
+        self._last_ok = time.monotonic()
+        self.callbacks: Dispatcher | None = None
+        self._heartbeat: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<moot.Coordinator {self.url} member_id={self.member_id!r} {state}>"
+
+    def __enter__(self) -> Coordinator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- lifecycle --------------------------------------------------------
+    def _start(self) -> None:
+        try:
+            self.backend.connect(self.timeout)
+            self.backend.set_session_listener(self._session_dead.set)
+            self._last_ok = time.monotonic()
+            self.session_id = self.backend.open_session(self.ttl)
+        except MootError:
+            self.backend.close()
+            raise
+        except Exception as exc:  # a client library's own error: name it, hide secrets
+            self.backend.close()
+            raise ConnectionLost(f"cannot connect to {self.url}: {type(exc).__name__}") from None
+        self._session_ok.set()
+        self.callbacks = Dispatcher("moot-callbacks")
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="moot-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def close(self) -> None:
+        """Release held locks, leave joined groups, end the session. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join()
+        with self._bound_lock:
+            bound = list(self._bound)
+        for item in bound:
+            try:
+                item._close()
+            except Exception:
+                log.debug("error while closing %r", item, exc_info=True)
+        try:
+            self.backend.close()
+        finally:
+            if self.callbacks is not None:
+                self.callbacks.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise CoordinatorClosed(f"{self!r} is closed; open a new one with moot.connect()")
+
+    # -- session ----------------------------------------------------------
+    def bind(self, item: SessionBound) -> None:
+        """Tell ``item`` when the session is lost or renewed, until unbound."""
+        with self._bound_lock:
+            self._bound.add(item)
+
+    def unbind(self, item: SessionBound) -> None:
+        with self._bound_lock:
+            self._bound.discard(item)
+
+    def wait_for_session(self, deadline: float | None) -> bool:
+        """Block until a live session exists (after a loss); False on deadline."""
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._session_ok.wait(remaining)
+
+    def _heartbeat_loop(self) -> None:
+        backoff = self.initial_reconnect_backoff
+        wait = self.heartbeat_interval
+        while not self._stop.is_set():
+            if self._session_dead.wait(wait):
+                self._session_dead.clear()
+                self._lose_session("the backend reported the session ended")
+            if self._stop.is_set():
+                return
+            started = time.monotonic()
+            try:
+                if self._session_ok.is_set():
+                    self.backend.refresh_session()
+                else:
+                    self.session_id = self.backend.open_session(self.ttl)
+                    log.warning("moot: new session opened on %s for %s", self.url, self.member_id)
+                    self._session_ok.set()
+                    self._renew_bound()
+                late = started - self._last_ok - self.heartbeat_interval
+                if late > self.ttl / 3:
+                    log.warning("moot: heartbeat ran %.2fs late (ttl %.1fs) on %s", late, self.ttl, self.url)
+                self._last_ok = started
+                backoff = self.initial_reconnect_backoff
+                wait = self.heartbeat_interval
+            except SessionExpired:
+                self._lose_session("the session expired")
+                wait = 0.0
+            except Exception as exc:  # ConnectionLost or a client library error
+                if self._session_ok.is_set() and time.monotonic() - self._last_ok >= self.ttl:
+                    self._lose_session(f"backend unreachable for a whole TTL ({type(exc).__name__})")
+                log.warning("moot: heartbeat to %s failed (%s); retrying in %.2fs", self.url,
+                            type(exc).__name__, backoff)
+                wait = min(backoff, max(0.0, self._last_ok + self.ttl - time.monotonic())) \
+                    if self._session_ok.is_set() else backoff
+                backoff = min(backoff * 2, self.max_reconnect_backoff)
+
+    def _lose_session(self, why: str) -> None:
+        if not self._session_ok.is_set():
+            return
+        self._session_ok.clear()
+        log.warning("moot: session of %s on %s lost: %s; its locks are lost", self.member_id, self.url, why)
+        with self._bound_lock:
+            bound = list(self._bound)
+        for item in bound:
+            try:
+                item._session_lost()
+            except Exception:
+                log.exception("moot: error while reporting a lost session to %r", item)
+        try:
+            self.backend.close_session()
+        except Exception:
+            log.debug("closing the old session failed", exc_info=True)
+
+    def _renew_bound(self) -> None:
+        with self._bound_lock:
+            bound = list(self._bound)
+        for item in bound:
+            try:
+                item._session_renewed()
+            except Exception:
+                log.exception("moot: error while renewing %r on a new session", item)
+
+    def run_callback(self, fn: Callable[[], None]) -> None:
+        """Run a user callback on the coordinator's callback thread."""
+        if self.callbacks is not None:
+            self.callbacks.submit(fn)
+
+    # -- keys -------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        """A backend key in this coordinator's namespace (parts already escaped)."""
+        return self._prefix + "/".join(parts)
+
+    # -- recipes ----------------------------------------------------------
+    def lock(self, name: str, timeout: float | None = None,
+             on_lost: Callable[[Lock], None] | None = None) -> Lock:
+        """An exclusive, FIFO, fenced lock named ``name`` (not yet acquired).
+
+        ``timeout`` is the default for ``acquire()`` and for ``with``."""
+        from moot.recipes.lock import Lock
+
+        return Lock(self, name, timeout=timeout, on_lost=on_lost)
+
+    def lock_info(self, name: str) -> LockInfo | None:
+        """Who holds lock ``name`` (member, token, since) and who waits, in
+        order; None if nobody holds or waits for it."""
+        from moot.recipes.lock import lock_info
+
+        return lock_info(self, name)
+
+    def locks(self) -> list[LockInfo]:
+        """Every lock that is held or waited for in this namespace."""
+        from moot.recipes.lock import all_locks
+
+        return all_locks(self)
+
+    def group(self, name: str) -> Group:
+        """The group ``name`` (created by the first ``join()``)."""
+        from moot.recipes.group import Group
+
+        return Group(self, name)
+
+    def groups(self) -> list[str]:
+        """Names of every group in this namespace."""
+        from moot.recipes.group import all_groups
+
+        return all_groups(self)
+
+    def election(self, name: str) -> Election:
+        """The leader election ``name``."""
+        from moot.recipes.election import Election
+
+        return Election(self, name)
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """Validate a user timeout (None = forever); returns the monotonic deadline."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout != timeout:
+        raise InvalidArgument(f"timeout must be a number of seconds or None, not {timeout!r}")
+    if timeout < 0:
+        raise InvalidArgument(f"timeout must not be negative (got {timeout}); use None to wait forever")
+    return time.monotonic() + timeout

@@ -1,0 +1,1 @@
+"""Recipes: locks, groups, elections, written once on the backend primitives."""

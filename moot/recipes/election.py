@@ -1,0 +1,125 @@
+"""Leader election on the FIFO queue: candidates are served in arrival order;
+the head of the queue leads. Leadership carries a fencing token like a lock.
+
+A leader whose session ends loses leadership (``is_leader`` False, the
+``on_change`` callbacks run) and the next candidate takes over within the
+session TTL (at once on file://).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from moot import names
+from moot.backends.base import Entry, Watch
+from moot.coordinator import Coordinator, check_timeout
+from moot.errors import SessionExpired
+from moot.recipes import queue
+
+
+class Election:
+    """The election ``name``; see the module docstring."""
+
+    def __init__(self, coord: Coordinator, name: str):
+        self.name = names.check_name(name, "election name")
+        self._coord = coord
+        self._prefix = coord.key("election", names.segment(self.name), "q") + "/"
+        self._entry: Entry | None = None
+        self._mutex = threading.Lock()
+        self._callbacks: list[Callable[[str | None], None]] = []
+        self._watch: Watch | None = None
+        self._last_leader: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<moot.Election {self.name!r}{' leading' if self.is_leader else ''}>"
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this coordinator leads (no round trip)."""
+        return self._entry is not None
+
+    @property
+    def token(self) -> int | None:
+        """Fencing token of the current leadership, None when not leading."""
+        return self._entry.seq if self._entry is not None else None
+
+    def campaign(self, timeout: float | None = None) -> bool:
+        """Stand for leadership and wait until elected: True once leading,
+        False if ``timeout`` ran out (the candidacy is then withdrawn)."""
+        deadline = check_timeout(timeout)
+        if self._entry is not None:
+            return True
+        value = queue.encode(self._coord.member_id, "leader")
+        entry = queue.wait_turn(self._coord, self._prefix, value, deadline)
+        if entry is None:
+            return False
+        with self._mutex:
+            self._entry = entry
+        self._coord.bind(self)
+        return True
+
+    def leader(self) -> str | None:
+        """The member id of the current leader, or None."""
+        entries = queue.ordered(self._coord.backend.list(self._prefix))
+        return queue.decode(entries[0]).member if entries else None
+
+    def candidates(self) -> list[str]:
+        """Member ids of the leader and the waiting candidates, in order."""
+        return [queue.decode(e).member for e in queue.ordered(self._coord.backend.list(self._prefix))]
+
+    def resign(self) -> bool:
+        """Give up leadership; True if this coordinator was leading. Never raises
+        for a leadership that is already gone."""
+        with self._mutex:
+            entry, self._entry = self._entry, None
+        if entry is None:
+            return False
+        self._coord.unbind(self)
+        try:
+            return self._coord.backend.delete(entry.key)
+        except SessionExpired:
+            return False
+
+    def on_change(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(leader_member_id_or_None)`` whenever the leader
+        changes, on the coordinator's callback thread."""
+        with self._mutex:
+            self._callbacks.append(callback)
+            if self._watch is None:
+                self._last_leader = self.leader()
+                self._watch = self._coord.backend.watch(self._prefix,
+                                                        lambda: self._coord.run_callback(self._check_leader))
+
+    def _check_leader(self) -> None:
+        current = self.leader()
+        with self._mutex:
+            if current == self._last_leader:
+                return
+            self._last_leader = current
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback(current)
+
+    def stop_watching(self) -> None:
+        """Stop the ``on_change`` callbacks."""
+        with self._mutex:
+            watch, self._watch = self._watch, None
+            self._callbacks.clear()
+        if watch is not None:
+            watch.cancel()
+
+    # -- session events ---------------------------------------------------
+    def _session_lost(self) -> None:
+        with self._mutex:
+            lost, self._entry = self._entry, None
+        self._coord.unbind(self)
+        if lost is not None:
+            self._coord.run_callback(self._check_leader)
+
+    def _session_renewed(self) -> None:
+        """Leadership lost with a session is not taken back silently."""
+
+    def _close(self) -> None:
+        self.stop_watching()
+        self.resign()

@@ -1,0 +1,243 @@
+"""Group membership with liveness, written once on the primitives.
+
+A member is an ephemeral key bound to its coordinator's session: it is listed
+exactly while that session lives, so a crashed member disappears within the
+session TTL (at once on file://). A coordinator that loses its session joins
+its groups again on the next one, with the same capabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from moot import names
+from moot.backends.base import Entry
+from moot.coordinator import Coordinator
+from moot.errors import (
+    GroupNotEmpty,
+    GroupNotFound,
+    InvalidArgument,
+    MemberAlreadyJoined,
+    MemberNotFound,
+    SessionExpired,
+)
+
+#: Raw bytes capabilities are stored base64-free under this JSON marker.
+_BYTES = "__moot_bytes__"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A live member of a group.
+
+    ``last_seen`` is when its session was last confirmed alive by the engine
+    (for a listed member: at most one TTL ago, usually far less)."""
+
+    member_id: str
+    capabilities: Any
+    joined_at: float
+    last_seen: float
+
+
+def _encode(capabilities: Any, joined_at: float) -> bytes:
+    if isinstance(capabilities, bytes | bytearray):
+        capabilities = {_BYTES: bytes(capabilities).hex()}
+    try:
+        return json.dumps({"capabilities": capabilities, "joined_at": joined_at}).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"capabilities must be JSON-serializable or bytes: {exc}") from None
+
+
+def _decode(member_id: str, entry: Entry, last_seen: float) -> Member:
+    data = json.loads(entry.value)
+    capabilities = data.get("capabilities")
+    if isinstance(capabilities, dict) and set(capabilities) == {_BYTES}:
+        capabilities = bytes.fromhex(capabilities[_BYTES])
+    return Member(member_id, capabilities, float(data.get("joined_at", 0.0)), last_seen)
+
+
+class GroupWatch:
+    """A registered group watch; ``cancel()`` stops its callbacks."""
+
+    def __init__(self, group: Group, on_join: Callable[[Member], None] | None,
+                 on_leave: Callable[[str], None] | None):
+        self._group = group
+        self._on_join = on_join
+        self._on_leave = on_leave
+        self._known = group._member_entries()
+        self._mutex = threading.Lock()
+        self._cancelled = False
+        coord = group._coord
+        self._watch = coord.backend.watch(group._members_prefix, lambda: coord.run_callback(self._refresh))
+        self._refresh()  # a change between the snapshot and the watch is not lost
+
+    def _refresh(self) -> None:
+        with self._mutex:
+            if self._cancelled:
+                return
+            current = self._group._member_entries()
+            joined = [m for m in current if m not in self._known]
+            left = [m for m in self._known if m not in current]
+            self._known = current
+        now = time.time()
+        for member_id in left:
+            if self._on_leave is not None:
+                self._on_leave(member_id)
+        for member_id in joined:
+            if self._on_join is not None:
+                self._on_join(_decode(member_id, current[member_id], now))
+
+    def cancel(self) -> None:
+        with self._mutex:
+            self._cancelled = True
+        self._watch.cancel()
+
+
+class Group:
+    """The group ``name``; see the module docstring."""
+
+    def __init__(self, coord: Coordinator, name: str):
+        self.name = names.check_name(name, "group name")
+        self._coord = coord
+        base = coord.key("group", names.segment(self.name))
+        self._meta = base + "/meta"
+        self._members_prefix = base + "/members/"
+        self._my_key = self._members_prefix + names.segment(coord.member_id)
+        self._capabilities: Any = None
+        self._joined = False
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<moot.Group {self.name!r}{' joined' if self._joined else ''}>"
+
+    @property
+    def joined(self) -> bool:
+        """True while this coordinator is a member (and wants to stay one)."""
+        return self._joined
+
+    def create(self) -> bool:
+        """Create the group if it does not exist; True if this call created it."""
+        self._coord.check_open()
+        return self._coord.backend.create(self._meta, json.dumps({"created": time.time()}).encode()) is not None
+
+    def join(self, capabilities: Any = None) -> None:
+        """Join (creating the group if needed), with JSON-able or bytes capabilities.
+
+        Joining again from the same coordinator updates the capabilities.
+        Raises MemberAlreadyJoined if another live session joined under the
+        same member id."""
+        value = _encode(capabilities, time.time())
+        self.create()
+        with self._mutex:
+            if self._create_member(value) is None:
+                current = self._coord.backend.get(self._my_key)
+                if current is None or current.owner != self._coord.session_id:
+                    raise MemberAlreadyJoined(
+                        f"member {self._coord.member_id!r} is already in group {self.name!r} through "
+                        f"another live session; give each process its own member_id")
+                self._coord.backend.compare_and_set(self._my_key, value, current.version)
+            self._capabilities = capabilities
+            self._joined = True
+        self._coord.bind(self)
+
+    def _create_member(self, value: bytes) -> Entry | None:
+        return self._coord.backend.create(self._my_key, value, ephemeral=True)
+
+    def leave(self) -> bool:
+        """Leave the group; True if this coordinator was a member. Never
+        raises for a group or membership that is already gone."""
+        with self._mutex:
+            was, self._joined = self._joined, False
+        self._coord.unbind(self)
+        try:
+            deleted = self._coord.backend.delete(self._my_key)
+        except SessionExpired:
+            deleted = False
+        return was and deleted
+
+    def update_capabilities(self, capabilities: Any) -> None:
+        """Replace this member's capabilities; MemberNotFound if not joined."""
+        with self._mutex:
+            for _ in range(10):
+                current = self._coord.backend.get(self._my_key)
+                if current is None or not self._joined:
+                    raise MemberNotFound(f"{self._coord.member_id!r} is not in group {self.name!r}; join() first")
+                joined_at = json.loads(current.value).get("joined_at", time.time())
+                if self._coord.backend.compare_and_set(self._my_key, _encode(capabilities, joined_at),
+                                                       current.version) is not None:
+                    self._capabilities = capabilities
+                    return
+        raise MemberNotFound(f"{self._coord.member_id!r} kept changing in group {self.name!r}")
+
+    def _member_entries(self) -> dict[str, Entry]:
+        prefix = self._members_prefix
+        return {names.unsegment(e.key[len(prefix):]): e
+                for e in self._coord.backend.list(prefix) if "/" not in e.key[len(prefix):]}
+
+    def exists(self) -> bool:
+        return self._coord.backend.get(self._meta) is not None
+
+    def members(self) -> dict[str, Member]:
+        """Every live member: ``{member_id: Member}``. GroupNotFound if the
+        group was never created (or was deleted)."""
+        self._coord.check_open()
+        entries = self._member_entries()
+        if not entries and not self.exists():
+            raise GroupNotFound(f"group {self.name!r} does not exist; join() creates it")
+        now = time.time()
+        return {member_id: _decode(member_id, entry, now) for member_id, entry in entries.items()}
+
+    def member(self, member_id: str) -> Member:
+        """One live member; MemberNotFound if it is not (or no longer) in the group."""
+        names.check_name(member_id, "member_id")
+        entry = self._coord.backend.get(self._members_prefix + names.segment(member_id))
+        if entry is None:
+            raise MemberNotFound(f"{member_id!r} is not in group {self.name!r}")
+        last_seen = self._coord.backend.session_last_seen(entry.owner) if entry.owner else None
+        return _decode(member_id, entry, last_seen or time.time())
+
+    def is_up(self, member_id: str) -> bool:
+        """True if ``member_id`` is a live member of this group."""
+        names.check_name(member_id, "member_id")
+        return self._coord.backend.get(self._members_prefix + names.segment(member_id)) is not None
+
+    def watch(self, on_join: Callable[[Member], None] | None = None,
+              on_leave: Callable[[str], None] | None = None) -> GroupWatch:
+        """Call ``on_join(member)`` / ``on_leave(member_id)`` for changes after
+        this call, on the coordinator's callback thread, in order."""
+        self._coord.check_open()
+        return GroupWatch(self, on_join, on_leave)
+
+    def delete(self) -> None:
+        """Delete the group; GroupNotEmpty if it has members, GroupNotFound if absent."""
+        self._coord.check_open()
+        if self._member_entries():
+            raise GroupNotEmpty(f"group {self.name!r} still has members; they must leave first")
+        if not self._coord.backend.delete(self._meta):
+            raise GroupNotFound(f"group {self.name!r} does not exist")
+
+    # -- session events ---------------------------------------------------
+    def _session_lost(self) -> None:
+        """Membership died with the session; it is restored on the next one."""
+
+    def _session_renewed(self) -> None:
+        with self._mutex:
+            if not self._joined:
+                return
+            self._coord.backend.create(self._meta, json.dumps({"created": time.time()}).encode())
+            self._create_member(_encode(self._capabilities, time.time()))
+
+    def _close(self) -> None:
+        self.leave()
+
+
+def all_groups(coord: Coordinator) -> list[str]:
+    root = coord.key("group") + "/"
+    return sorted(names.unsegment(e.key[len(root):-len("/meta")])
+                  for e in coord.backend.list(root) if e.key.endswith("/meta")
+                  and e.key[len(root):].count("/") == 1)

@@ -1,0 +1,166 @@
+"""Exclusive locks: FIFO, fenced, introspectable, on every backend alike.
+
+Guarantees (checked by the conformance suite on every backend):
+
+* Mutual exclusion while the holder's session lives.
+* ``token``: an int strictly greater than the token of every earlier
+  acquisition of the same lock name, across restarts of every client.
+* Waiters are served in arrival order; a release wakes only the next one.
+* A holder learns it lost the lock (session expired or evicted): ``is_held``
+  turns False and ``on_lost`` is called, on the coordinator's callback thread.
+* ``release()`` never raises for a lock that is not held or already gone.
+* ``coord.lock_info(name)`` tells who holds it, since when, with which token,
+  and who waits, from any client.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from moot import names
+from moot.backends.base import Entry
+from moot.coordinator import Coordinator, check_timeout
+from moot.errors import LockError, LockTimeout, SessionExpired
+from moot.recipes import queue
+from moot.recipes.queue import Waiter
+
+
+def lock_prefix(coord: Coordinator, name: str) -> str:
+    return coord.key("lock", names.segment(name), "q") + "/"
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """A lock as seen from any client: holder, token, since, and waiters in order."""
+
+    name: str
+    holder: str | None
+    token: int | None
+    since: float | None
+    waiters: tuple[Waiter, ...]
+    mode: str = "exclusive"
+
+
+class Lock:
+    """An exclusive lock named ``name``; see the module docstring.
+
+    One ``Lock`` object is one would-be holder: two objects with the same
+    name exclude each other, even in one process. Not reentrant.
+    """
+
+    def __init__(self, coord: Coordinator, name: str, timeout: float | None = None,
+                 on_lost: Callable[[Lock], None] | None = None):
+        self.name = names.check_name(name, "lock name")
+        check_timeout(timeout)
+        self._coord = coord
+        self._prefix = lock_prefix(coord, self.name)
+        self._timeout = timeout
+        self._on_lost = on_lost
+        self._entry: Entry | None = None
+        self._mutex = threading.Lock()
+        self.since: float | None = None
+
+    def __repr__(self) -> str:
+        state = f"held token={self.token}" if self.is_held else "not held"
+        return f"<moot.Lock {self.name!r} {state}>"
+
+    @property
+    def token(self) -> int | None:
+        """Fencing token of the current hold (None when not held)."""
+        entry = self._entry
+        return entry.seq if entry is not None else None
+
+    @property
+    def is_held(self) -> bool:
+        """True while this object holds the lock and its session lives (no round trip)."""
+        return self._entry is not None
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock; True once held, False if not (non-blocking, or timeout ran out).
+
+        ``timeout`` (seconds, None = forever) defaults to the one given to
+        ``coord.lock()``. Raises LockError if this object already holds it.
+        """
+        deadline = check_timeout(self._timeout if timeout is None else timeout)
+        self._coord.check_open()
+        if self._entry is not None:
+            raise LockError(f"lock {self.name!r} is already held by this Lock object (not reentrant)")
+        value = queue.encode(self._coord.member_id, "exclusive")
+        entry = queue.wait_turn(self._coord, self._prefix, value, deadline, blocking=blocking)
+        if entry is None:
+            return False
+        with self._mutex:
+            self._entry = entry
+            self.since = time.time()
+        self._coord.bind(self)
+        return True
+
+    def release(self) -> bool:
+        """Release the lock; True if it was held and is now released.
+
+        Never raises for a lock that is not held or whose session is gone;
+        raises ConnectionLost if the backend cannot be reached (the lock is
+        then freed by the backend when the session's TTL runs out)."""
+        with self._mutex:
+            entry, self._entry = self._entry, None
+            self.since = None
+        if entry is None:
+            return False
+        self._coord.unbind(self)
+        try:
+            return self._coord.backend.delete(entry.key)
+        except SessionExpired:
+            return False
+
+    def __enter__(self) -> Lock:
+        if not self.acquire(timeout=self._timeout):
+            raise LockTimeout(f"lock {self.name!r} not acquired within {self._timeout}s")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    # -- session events (from the coordinator) -----------------------------
+    def _session_lost(self) -> None:
+        with self._mutex:
+            lost, self._entry = self._entry, None
+            self.since = None
+        self._coord.unbind(self)
+        if lost is not None and self._on_lost is not None:
+            callback = self._on_lost
+            self._coord.run_callback(lambda: callback(self))
+
+    def _session_renewed(self) -> None:
+        """A lost lock is never taken again behind the user's back."""
+
+    def _close(self) -> None:
+        self.release()
+
+
+def _info(name: str, entries: list[Entry]) -> LockInfo | None:
+    if not entries:
+        return None
+    ordered = queue.ordered(entries)
+    head = queue.decode(ordered[0])
+    return LockInfo(name, head.member, head.token, head.since,
+                    tuple(queue.decode(e) for e in ordered[1:]))
+
+
+def lock_info(coord: Coordinator, name: str) -> LockInfo | None:
+    names.check_name(name, "lock name")
+    return _info(name, coord.backend.list(lock_prefix(coord, name)))
+
+
+def all_locks(coord: Coordinator) -> list[LockInfo]:
+    root = coord.key("lock") + "/"
+    by_name: dict[str, list[Entry]] = {}
+    for entry in coord.backend.list(root):
+        segment = entry.key[len(root):].split("/", 1)[0]
+        by_name.setdefault(names.unsegment(segment), []).append(entry)
+    infos = (_info(name, entries) for name, entries in sorted(by_name.items()))
+    return [info for info in infos if info is not None]

@@ -1,0 +1,638 @@
+"""Real servers for the test suite, started on 127.0.0.1 on free ports.
+
+Every server runs as a child process of the caller, on free ports of
+127.0.0.1, with its data and log in a fresh temporary directory that is
+removed when it stops. Servers already running on the machine (a system
+Redis on 6379, ...) are never used nor touched. Install the servers with
+``scripts/install-deps.sh``; a kind whose server is missing raises
+:class:`ServerError` (tests then fail, they are not skipped).
+
+API (stdlib only)::
+
+    from tests import servers
+
+    urls = servers.start(["redis", "zookeeper", "etcd"])  # started in parallel
+    # {"redis": "redis://127.0.0.1:P/0", "zookeeper": "zookeeper://127.0.0.1:P",
+    #  "etcd": "etcd://127.0.0.1:P"}; a kind whose MOOT_TEST_<KIND>_URL is set
+    # is not started: that URL is returned instead.
+    servers.stop()                 # stops everything this process started
+
+    cluster = servers.start_cluster("etcd", size=3)    # or "zookeeper"
+    cluster.url                    # "etcd://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"
+    cluster.members                # [Member(kind, index, ports, directory, pid), ...]
+    leader = cluster.leader(timeout=30)   # the member that is leader now
+    cluster.kill(leader)           # SIGKILL by PID, waits until it is gone
+    cluster.members_alive()        # the members still running
+    cluster.stop()                 # stops all members, removes their data
+
+Guarantees: ``start``/``start_cluster`` return only once every server
+answers its own protocol (redis PING, ZooKeeper ``srvr`` showing a mode, etcd
+``/health`` true), or raise :class:`ServerError` with the tail of the
+server's log within the kind's startup bound. Stopping sends SIGTERM, then
+SIGKILL after a bound, to the recorded PIDs only. Children started in a
+test process also get SIGTERM from the kernel if the thread that started
+them dies (``setpriv --pdeathsig``), so a killed test run leaves no server
+behind; start servers from a long-lived thread (pytest's main thread).
+
+Adding a server kind is one small subclass of :class:`Kind` (its argv and
+config, its readiness probe, its URL) added to :data:`KINDS`.
+
+Command line (state kept in ``.servers/state.json`` at the repo root)::
+
+    python -m tests.servers start [KIND ...]   # prints export lines for the URLs
+    python -m tests.servers status
+    python -m tests.servers stop
+"""
+
+from __future__ import annotations
+
+import abc
+import atexit
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+STATE_FILE = REPO / ".servers" / "state.json"
+INSTALL_HINT = "run scripts/install-deps.sh (as root) to install the test servers"
+
+#: Ports are drawn from below Linux's ephemeral range, so an outgoing
+#: connection cannot take one between the check and the server's bind.
+_PORT_RANGE = (20000, 32000)
+_STOP_GRACE = 10.0
+
+
+class ServerError(RuntimeError):
+    """A test server is missing, did not start, or does not answer."""
+
+
+@dataclasses.dataclass
+class Member:
+    """One running server process."""
+
+    kind: str
+    index: int
+    ports: tuple[int, ...]  # ports[0] is the client port
+    directory: Path
+    pid: int = 0
+    process: subprocess.Popen[bytes] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+
+    @property
+    def port(self) -> int:
+        """The port clients connect to."""
+        return self.ports[0]
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "server.log"
+
+    def alive(self) -> bool:
+        """True while the process runs (a zombie counts as dead)."""
+        if self.process is not None:
+            return self.process.poll() is None
+        return _pid_alive(self.pid)
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------
+# Server kinds
+
+
+class Kind(abc.ABC):
+    """How to run, probe and address one kind of server."""
+
+    name: ClassVar[str]
+    #: ports each member needs; the first one is the client port
+    ports_per_member: ClassVar[int] = 1
+    #: bound on the time from launch to "answers", generous for 2 cores
+    startup_timeout: ClassVar[float] = 30.0
+    #: True when :meth:`argv` can build a multi-member cluster
+    clusterable: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def missing(self) -> str | None:
+        """What is not installed, or None when the server can run."""
+
+    @abc.abstractmethod
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        """The command for ``member``; write any config into its directory."""
+
+    @abc.abstractmethod
+    def ready(self, member: Member) -> bool:
+        """True once the member answers its protocol (must not raise)."""
+
+    @abc.abstractmethod
+    def url(self, members: Sequence[Member]) -> str:
+        """The moot URL naming all ``members``."""
+
+    def is_leader(self, member: Member) -> bool:
+        """True when ``member`` is the cluster's leader now (must not raise)."""
+        raise ServerError(f"{self.name} has no leader")
+
+
+def _hosts(members: Sequence[Member]) -> str:
+    return ",".join(m.address for m in members)
+
+
+class Redis(Kind):
+    name = "redis"
+    startup_timeout = 15.0
+
+    def missing(self) -> str | None:
+        return None if shutil.which("redis-server") else "redis-server"
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        return [
+            "redis-server", "--port", str(member.port), "--bind", HOST,
+            "--save", "", "--appendonly", "no", "--dir", str(member.directory),
+            "--daemonize", "no", "--logfile", "",
+        ]  # fmt: skip
+
+    def ready(self, member: Member) -> bool:
+        return _tcp_exchange(member.port, b"PING\r\n", until=b"\r\n").startswith(b"+PONG")
+
+    def url(self, members: Sequence[Member]) -> str:
+        return f"redis://{_hosts(members)}/0"
+
+
+class ZooKeeper(Kind):
+    """ZooKeeper from Debian's jars, run with ``java`` directly.
+
+    tickTime is 250 ms so sessions down to 500 ms are allowed (up to 60 s);
+    all four-letter words are enabled; the admin server is off.
+    """
+
+    name = "zookeeper"
+    ports_per_member = 3  # client, quorum, leader election
+    startup_timeout = 60.0
+    clusterable = True
+    jars = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
+
+    def missing(self) -> str | None:
+        absent = [j for j in self.jars if not os.path.exists(j)]
+        if not shutil.which("java"):
+            absent.append("java")
+        return ", ".join(absent) or None
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        data = member.directory / "data"
+        data.mkdir(exist_ok=True)
+        lines = [
+            "tickTime=250",
+            "initLimit=40",
+            "syncLimit=20",
+            "minSessionTimeout=500",
+            "maxSessionTimeout=60000",
+            f"dataDir={data}",
+            f"clientPort={member.port}",
+            f"clientPortAddress={HOST}",
+            "maxClientCnxns=0",
+            "4lw.commands.whitelist=*",
+            "admin.enableServer=false",
+        ]
+        if len(peers) > 1:
+            (data / "myid").write_text(f"{member.index + 1}\n")
+            lines += [f"server.{p.index + 1}={HOST}:{p.ports[1]}:{p.ports[2]}" for p in peers]
+        config = member.directory / "zoo.cfg"
+        config.write_text("\n".join(lines) + "\n")
+        return [
+            "java", "-Xms32m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-Djava.net.preferIPv4Stack=true", "-Dzookeeper.forceSync=no",
+            "-Dorg.slf4j.simpleLogger.showDateTime=true",
+            "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
+            "-cp", ":".join(self.jars),
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(config),
+        ]  # fmt: skip
+
+    def ready(self, member: Member) -> bool:
+        return b"Mode: " in _tcp_exchange(member.port, b"srvr")
+
+    def is_leader(self, member: Member) -> bool:
+        return b"Mode: leader" in _tcp_exchange(member.port, b"srvr")
+
+    def url(self, members: Sequence[Member]) -> str:
+        return f"zookeeper://{_hosts(members)}"
+
+
+class Etcd(Kind):
+    name = "etcd"
+    ports_per_member = 2  # client, peer
+    startup_timeout = 30.0
+    clusterable = True
+
+    def missing(self) -> str | None:
+        return None if shutil.which("etcd") else "etcd"
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        client = f"http://{HOST}:{member.port}"
+        peer = f"http://{HOST}:{member.ports[1]}"
+        cluster = ",".join(f"m{p.index}=http://{HOST}:{p.ports[1]}" for p in peers)
+        token = f"moot-{peers[0].ports[1]}-{os.getpid()}"
+        return [
+            "etcd", "--name", f"m{member.index}",
+            "--data-dir", str(member.directory / "data"),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", cluster, "--initial-cluster-state", "new",
+            "--initial-cluster-token", token,
+            "--logger", "zap", "--log-outputs", "stderr",
+        ]  # fmt: skip
+
+    def ready(self, member: Member) -> bool:
+        health = _http_json(f"http://{member.address}/health")
+        return health is not None and health.get("health") == "true"
+
+    def is_leader(self, member: Member) -> bool:
+        status = _http_json(f"http://{member.address}/v3/maintenance/status", body={})
+        if status is None:
+            return False
+        return bool(status.get("leader")) and status["leader"] == status["header"]["member_id"]
+
+    def url(self, members: Sequence[Member]) -> str:
+        return f"etcd://{_hosts(members)}"
+
+
+#: every kind of server this module can run, by name
+KINDS: dict[str, Kind] = {k.name: k for k in (Redis(), ZooKeeper(), Etcd())}
+
+
+# --------------------------------------------------------------------------
+# Probes (never raise: a server that does not answer yet is "not ready")
+
+
+def _tcp_exchange(port: int, request: bytes, until: bytes | None = None) -> bytes:
+    """Send ``request``; return what the server answers before closing (or ``until``)."""
+    reply = b""
+    try:
+        with socket.create_connection((HOST, port), timeout=2.0) as sock:
+            sock.sendall(request)
+            while chunk := sock.recv(4096):
+                reply += chunk
+                if until is not None and until in reply:
+                    break
+    except OSError:
+        pass
+    return reply
+
+
+def _http_json(url: str, body: dict[str, object] | None = None) -> dict[str, object] | None:
+    data = None if body is None else json.dumps(body).encode()
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=2.0) as response:
+            parsed = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+_lock = threading.Lock()
+_given_ports: set[int] = set()
+_running: list[Cluster] = []
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports of 127.0.0.1 that nothing listens on now."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(*_PORT_RANGE)
+        if port in _given_ports:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                continue
+        _given_ports.add(port)
+        ports.append(port)
+    return ports
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # never signal a process group by accident
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of another process still "exists"
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def _signal(member: Member, sig: signal.Signals) -> None:
+    if member.process is not None:
+        if member.process.poll() is None:
+            member.process.send_signal(sig)
+    elif _pid_alive(member.pid):
+        os.kill(member.pid, sig)
+
+
+def _wait_gone(member: Member, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while member.alive():
+        if time.monotonic() > deadline:
+            return False
+        if member.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                member.process.wait(0.1)
+        else:
+            time.sleep(0.05)
+    return True
+
+
+def _stop_members(members: Iterable[Member]) -> None:
+    """SIGTERM all, SIGKILL whoever is left after the grace period, remove data."""
+    members = list(members)
+    for member in members:
+        _signal(member, signal.SIGTERM)
+    for member in members:
+        if not _wait_gone(member, _STOP_GRACE):
+            _signal(member, signal.SIGKILL)
+            _wait_gone(member, _STOP_GRACE)
+    for member in members:
+        shutil.rmtree(member.directory, ignore_errors=True)
+
+
+@dataclasses.dataclass(eq=False)
+class Cluster:
+    """Servers of one kind started together (one member for a plain server)."""
+
+    kind: Kind
+    members: list[Member]
+
+    @property
+    def url(self) -> str:
+        """The moot URL naming every member (alive or not)."""
+        return self.kind.url(self.members)
+
+    def members_alive(self) -> list[Member]:
+        return [m for m in self.members if m.alive()]
+
+    def leader(self, timeout: float = 30.0) -> Member:
+        """The member that says it is leader, waiting up to ``timeout`` for one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for member in self.members_alive():
+                if self.kind.is_leader(member):
+                    return member
+            time.sleep(0.1)
+        raise ServerError(f"no {self.kind.name} leader within {timeout} s")
+
+    def kill(self, member: Member, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` (default SIGKILL: a crash) to ``member`` and wait until it is gone."""
+        _signal(member, sig)
+        if not _wait_gone(member, _STOP_GRACE):
+            raise ServerError(f"{member.kind} member {member.index} (pid {member.pid}) survived {sig.name}")
+
+    def stop(self) -> None:
+        """Stop every member and remove its data (idempotent)."""
+        _stop_members(self.members)
+        with _lock:
+            if self in _running:
+                _running.remove(self)
+
+
+def _launch(kind: Kind, size: int, detach: bool) -> Cluster:
+    """Spawn the processes of one cluster; does not wait for them."""
+    members = [
+        Member(kind.name, i, tuple(_free_ports(kind.ports_per_member)),
+               Path(tempfile.mkdtemp(prefix=f"moot-{kind.name}-")))
+        for i in range(size)
+    ]  # fmt: skip
+    cluster = Cluster(kind, members)
+    for member in members:
+        argv = kind.argv(member, members)
+        if not detach and shutil.which("setpriv"):
+            argv = ["setpriv", "--pdeathsig", "TERM", "--", *argv]
+        with open(member.log, "wb") as log:
+            member.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=member.directory, start_new_session=True,
+            )  # fmt: skip
+        member.pid = member.process.pid
+    return cluster
+
+
+def _wait_ready(clusters: Sequence[Cluster]) -> list[Cluster]:
+    """Wait until every member answers; return the clusters that must be retried
+    because a member could not bind its port. Raises ServerError on any other failure."""
+    start = time.monotonic()
+    pending = {id(m): (c, m) for c in clusters for m in c.members}
+    retry: list[Cluster] = []
+    while pending:
+        for key, (cluster, member) in list(pending.items()):
+            if cluster in retry:
+                del pending[key]
+            elif cluster.kind.ready(member):
+                del pending[key]
+            elif not member.alive():
+                tail = member.log_tail()
+                if any(s in tail.lower() for s in ("address already in use", "bindexception")):
+                    retry.append(cluster)
+                    del pending[key]
+                    continue
+                raise ServerError(
+                    f"{member.kind} member {member.index} exited while starting; "
+                    f"log {member.log}:\n{tail}"
+                )
+            elif time.monotonic() - start > cluster.kind.startup_timeout:
+                raise ServerError(
+                    f"{member.kind} on port {member.port} did not answer within "
+                    f"{cluster.kind.startup_timeout:.0f} s; log {member.log}:\n{member.log_tail()}"
+                )
+        time.sleep(0.05)
+    return retry
+
+
+def _start(requests: Sequence[tuple[str, int]], detach: bool = False) -> list[Cluster]:
+    """Start clusters (kind name, size) in parallel; all answer, or none is left running."""
+    kinds = []
+    for name, size in requests:
+        if name not in KINDS:
+            raise ServerError(f"unknown server kind {name!r}; known: {', '.join(KINDS)}")
+        kind = KINDS[name]
+        if size > 1 and not kind.clusterable:
+            raise ServerError(f"{name} cannot run as a {size}-member cluster here")
+        if (absent := kind.missing()) is not None:
+            raise ServerError(f"{name} server not installed (missing {absent}); {INSTALL_HINT}")
+        kinds.append((kind, size))
+    clusters: list[Cluster] = []
+    try:
+        for _ in range(3):
+            with _lock:
+                launched = [_launch(kind, size, detach) for kind, size in kinds]
+                clusters += launched
+            retry = _wait_ready(launched)
+            if not retry:
+                break
+            _stop_members(m for c in retry for m in c.members)
+            clusters = [c for c in clusters if c not in retry]
+            kinds = [(c.kind, len(c.members)) for c in retry]
+        else:
+            raise ServerError(f"could not find free ports for {[k.name for k, _ in kinds]}")
+    except BaseException:
+        _stop_members(m for c in clusters for m in c.members)
+        raise
+    if not detach:
+        with _lock:
+            _running.extend(clusters)
+    return clusters
+
+
+def start(kinds: Iterable[str]) -> dict[str, str]:
+    """Start one server of each kind (in parallel); return {kind: URL}.
+
+    A kind whose environment variable ``MOOT_TEST_<KIND>_URL`` is set is not
+    started; that URL is returned for it.
+    """
+    urls: dict[str, str] = {}
+    wanted: list[tuple[str, int]] = []
+    for name in dict.fromkeys(kinds):
+        given = os.environ.get(f"MOOT_TEST_{name.upper()}_URL")
+        if given:
+            urls[name] = given
+        else:
+            wanted.append((name, 1))
+    for cluster in _start(wanted):
+        urls[cluster.kind.name] = cluster.url
+    return urls
+
+
+def start_cluster(kind: str, size: int = 3) -> Cluster:
+    """Start a ``size``-member cluster of ``kind`` ("etcd" or "zookeeper")."""
+    return _start([(kind, size)])[0]
+
+
+def stop() -> None:
+    """Stop every server and cluster this process started and still runs."""
+    with _lock:
+        clusters = list(_running)
+    for cluster in clusters:
+        cluster.stop()
+
+
+atexit.register(stop)
+
+
+# --------------------------------------------------------------------------
+# Command line: servers that outlive the command, recorded in STATE_FILE
+
+
+def _load_state() -> list[Cluster]:
+    try:
+        records = json.loads(STATE_FILE.read_text())
+    except FileNotFoundError:
+        return []
+    clusters = []
+    for record in records:
+        members = [
+            Member(record["kind"], m["index"], tuple(m["ports"]), Path(m["directory"]), m["pid"])
+            for m in record["members"]
+        ]
+        # a recorded PID that now runs something else is not ours: forget it
+        for member in members:
+            if not _cmdline(member.pid).startswith(record["command"]):
+                member.pid = 0
+        clusters.append(Cluster(KINDS[record["kind"]], members))
+    return clusters
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _save_state(clusters: Sequence[Cluster]) -> None:
+    records = [
+        {
+            "kind": c.kind.name,
+            "url": c.url,
+            "command": _cmdline(c.members[0].pid).split(" ")[0],
+            "members": [
+                {"index": m.index, "ports": list(m.ports), "directory": str(m.directory),
+                 "pid": m.pid}
+                for m in c.members
+            ],
+        }
+        for c in clusters
+    ]  # fmt: skip
+    STATE_FILE.parent.mkdir(exist_ok=True)
+    STATE_FILE.write_text(json.dumps(records, indent=2) + "\n")
+
+
+def main(argv: Sequence[str]) -> int:
+    """``start [KIND ...]`` | ``status`` | ``stop``; see the module docstring."""
+    command, names = (argv[0], list(argv[1:])) if argv else ("", [])
+    if command == "start":
+        running = [c for c in _load_state() if c.members_alive()]
+        if running:
+            print(f"already running (see {STATE_FILE}); run 'stop' first", file=sys.stderr)
+            return 1
+        try:
+            clusters = _start([(name, 1) for name in names or KINDS], detach=True)
+        except ServerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        _save_state(clusters)
+        for cluster in clusters:
+            print(f"export MOOT_TEST_{cluster.kind.name.upper()}_URL={cluster.url}")
+        return 0
+    if command == "status":
+        clusters = _load_state()
+        for cluster in clusters:
+            for m in cluster.members:
+                state = "answers" if m.alive() and cluster.kind.ready(m) else (
+                    "running, not answering" if m.alive() else "gone")
+                print(f"{cluster.kind.name:10} {cluster.url:40} pid {m.pid or '-':>7}  {state}")
+        if not clusters:
+            print("no servers recorded")
+        return 0
+    if command == "stop":
+        for cluster in _load_state():
+            _stop_members(cluster.members)
+        STATE_FILE.unlink(missing_ok=True)
+        return 0
+    print("usage: python -m tests.servers start [KIND ...] | status | stop", file=sys.stderr)
+    print(f"kinds: {', '.join(KINDS)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
