@@ -135,7 +135,8 @@ class Coordinator:
         self._bound_lock = threading.Lock()
         self._closed = False
         self._stop = threading.Event()
-        self._session_dead = threading.Event()
+        self._wake = threading.Event()  # set by close() and by the backend's session listener
+        self._session_dead = False
         self._session_ok = threading.Event()
         self._session_lock = threading.Lock()
         self._last_ok = time.monotonic()
@@ -156,7 +157,7 @@ class Coordinator:
     def _start(self) -> None:
         try:
             self.backend.connect(self.timeout)
-            self.backend.set_session_listener(self._session_dead.set)
+            self.backend.set_session_listener(self._on_backend_session_end)
             self._last_ok = time.monotonic()
             self.session_id = self.backend.open_session(self.ttl)
         except MootError:
@@ -176,6 +177,7 @@ class Coordinator:
             return
         self._closed = True
         self._stop.set()
+        self._wake.set()
         if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
             self._heartbeat.join()
         with self._bound_lock:
@@ -214,12 +216,18 @@ class Coordinator:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self._session_ok.wait(remaining)
 
+    def _on_backend_session_end(self) -> None:
+        self._session_dead = True
+        self._wake.set()
+
     def _heartbeat_loop(self) -> None:
         backoff = self.initial_reconnect_backoff
         wait = self.heartbeat_interval
         while not self._stop.is_set():
-            if self._session_dead.wait(wait):
-                self._session_dead.clear()
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._session_dead:
+                self._session_dead = False
                 self._lose_session("the backend reported the session ended")
             if self._stop.is_set():
                 return

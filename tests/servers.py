@@ -76,6 +76,7 @@ INSTALL_HINT = "run scripts/install-deps.sh (as root) to install the test server
 #: connection cannot take one between the check and the server's bind.
 _PORT_RANGE = (20000, 32000)
 _STOP_GRACE = 10.0
+_DIR_PREFIX = "moot-server-"
 
 
 class ServerError(RuntimeError):
@@ -91,9 +92,7 @@ class Member:
     ports: tuple[int, ...]  # ports[0] is the client port
     directory: Path
     pid: int = 0
-    process: subprocess.Popen[bytes] | None = dataclasses.field(
-        default=None, repr=False, compare=False
-    )
+    process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def port(self) -> int:
@@ -271,10 +270,9 @@ class Etcd(Kind):
         return health is not None and health.get("health") == "true"
 
     def is_leader(self, member: Member) -> bool:
-        status = _http_json(f"http://{member.address}/v3/maintenance/status", body={})
-        if status is None:
-            return False
-        return bool(status.get("leader")) and status["leader"] == status["header"]["member_id"]
+        status = _http_json(f"http://{member.address}/v3/maintenance/status", body={}) or {}
+        header = status.get("header")
+        return isinstance(header, dict) and status.get("leader") == header.get("member_id") is not None
 
     def url(self, members: Sequence[Member]) -> str:
         return f"etcd://{_hosts(members)}"
@@ -431,7 +429,7 @@ def _launch(kind: Kind, size: int, detach: bool) -> Cluster:
     """Spawn the processes of one cluster; does not wait for them."""
     members = [
         Member(kind.name, i, tuple(_free_ports(kind.ports_per_member)),
-               Path(tempfile.mkdtemp(prefix=f"moot-{kind.name}-")))
+               Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{kind.name}-")))
         for i in range(size)
     ]  # fmt: skip
     cluster = Cluster(kind, members)
@@ -445,7 +443,19 @@ def _launch(kind: Kind, size: int, detach: bool) -> Cluster:
                 cwd=member.directory, start_new_session=True,
             )  # fmt: skip
         member.pid = member.process.pid
+        (member.directory / "pid").write_text(f"{member.pid}\n")
     return cluster
+
+
+def _sweep_stale_dirs() -> None:
+    """Remove the data of servers that died without being stopped (a killed test run)."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{_DIR_PREFIX}*"):
+        try:
+            pid = int((directory / "pid").read_text())
+        except (OSError, ValueError):
+            continue  # being created right now, or not ours
+        if not _pid_alive(pid):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _wait_ready(clusters: Sequence[Cluster]) -> list[Cluster]:
@@ -456,9 +466,7 @@ def _wait_ready(clusters: Sequence[Cluster]) -> list[Cluster]:
     retry: list[Cluster] = []
     while pending:
         for key, (cluster, member) in list(pending.items()):
-            if cluster in retry:
-                del pending[key]
-            elif cluster.kind.ready(member):
+            if cluster in retry or cluster.kind.ready(member):
                 del pending[key]
             elif not member.alive():
                 tail = member.log_tail()
@@ -467,13 +475,12 @@ def _wait_ready(clusters: Sequence[Cluster]) -> list[Cluster]:
                     del pending[key]
                     continue
                 raise ServerError(
-                    f"{member.kind} member {member.index} exited while starting; "
-                    f"log {member.log}:\n{tail}"
+                    f"{member.kind} member {member.index} exited while starting; its log ends:\n{tail}"
                 )
             elif time.monotonic() - start > cluster.kind.startup_timeout:
                 raise ServerError(
                     f"{member.kind} on port {member.port} did not answer within "
-                    f"{cluster.kind.startup_timeout:.0f} s; log {member.log}:\n{member.log_tail()}"
+                    f"{cluster.kind.startup_timeout:.0f} s; its log ends:\n{member.log_tail()}"
                 )
         time.sleep(0.05)
     return retry
@@ -491,6 +498,7 @@ def _start(requests: Sequence[tuple[str, int]], detach: bool = False) -> list[Cl
         if (absent := kind.missing()) is not None:
             raise ServerError(f"{name} server not installed (missing {absent}); {INSTALL_HINT}")
         kinds.append((kind, size))
+    _sweep_stale_dirs()
     clusters: list[Cluster] = []
     try:
         for _ in range(3):
@@ -618,8 +626,11 @@ def main(argv: Sequence[str]) -> int:
         clusters = _load_state()
         for cluster in clusters:
             for m in cluster.members:
-                state = "answers" if m.alive() and cluster.kind.ready(m) else (
-                    "running, not answering" if m.alive() else "gone")
+                state = (
+                    "answers"
+                    if m.alive() and cluster.kind.ready(m)
+                    else ("running, not answering" if m.alive() else "gone")
+                )
                 print(f"{cluster.kind.name:10} {cluster.url:40} pid {m.pid or '-':>7}  {state}")
         if not clusters:
             print("no servers recorded")

@@ -1,0 +1,103 @@
+"""Fixtures shared by every test: the backend URLs the conformance suite runs
+against, and coordinators isolated per test by a fresh namespace.
+
+By default every backend kind in :data:`KINDS` is tested; the servers behind
+them are started once per run by ``tests/servers.py`` (a missing server fails
+the run, it is never skipped). ``MOOT_TEST_URLS=url[,url...]`` runs the suite
+against those URLs only (handy while developing one backend).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import moot
+
+#: Every backend kind the conformance suite runs on.
+KINDS = ["memory", "file", "redis", "zookeeper", "etcd"]
+SERVER_KINDS = {"redis", "zookeeper", "etcd"}
+
+#: Short session TTL used by tests so that expiry-based tests stay fast.
+TEST_TTL = 2.0
+
+
+def _selected() -> list[tuple[str, str | None]]:
+    """(kind, explicit url or None) pairs for this run."""
+    given = os.environ.get("MOOT_TEST_URLS")
+    if given:
+        urls = [u.strip() for u in given.split(",") if u.strip()]
+        return [(u.split("://", 1)[0], u) for u in urls]
+    return [(kind, None) for kind in KINDS]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        selected = _selected()
+        metafunc.parametrize("backend", [k for k, _ in selected], ids=[k for k, _ in selected],
+                             indirect=True)
+
+
+@pytest.fixture(scope="session")
+def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """kind -> base URL for every selected kind; servers started once per run."""
+    selected = _selected()
+    urls = {kind: url for kind, url in selected if url is not None}
+    missing = [kind for kind, url in selected if url is None]
+    if "memory" in missing:
+        urls["memory"] = "memory://conformance"
+    if "file" in missing:
+        urls["file"] = f"file://{tmp_path_factory.mktemp('file-backend')}"
+    wanted = [kind for kind in missing if kind in SERVER_KINDS]
+    if not wanted:
+        yield urls
+        return
+    from tests import servers
+
+    try:
+        urls.update(servers.start(wanted))
+        yield urls
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The kind under test (parametrized over every selected backend)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def url(backend: str, server_urls: dict[str, str]) -> str:
+    """Base URL of the backend under test."""
+    return server_urls[backend]
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+Connect = Callable[..., moot.Coordinator]
+
+
+@pytest.fixture
+def connect(url: str, namespace: str) -> Iterator[Connect]:
+    """``connect(member_id=None, **options)``: a coordinator on the backend
+    under test, in this test's own namespace, closed after the test."""
+    opened: list[moot.Coordinator] = []
+
+    def make(member_id: str | None = None, **options: Any) -> moot.Coordinator:
+        options.setdefault("ttl", TEST_TTL)
+        options.setdefault("namespace", namespace)
+        coord = moot.connect(url, member_id=member_id, **options)
+        opened.append(coord)
+        return coord
+
+    yield make
+    for coord in opened:
+        coord.close()
