@@ -32,8 +32,8 @@ present() {
 
 missing=()
 for need in "${NEEDS[@]}"; do
-  read -r probe packages <<<"$need"
-  present "$probe" || missing+=($packages)
+  read -r -a fields <<<"$need"
+  present "${fields[0]}" || missing+=("${fields[@]:1}")
 done
 
 if ((${#missing[@]} == 0)); then
@@ -54,6 +54,7 @@ if [[ ! -e $POLICY ]]; then
     "${SUDO[@]}" tee "$POLICY" >/dev/null
   "${SUDO[@]}" chmod 755 "$POLICY"
   trap '"${SUDO[@]}" rm -f "$POLICY"' EXIT
+  trap 'exit 130' INT TERM
 fi
 
 echo "install-deps: installing ${missing[*]}"
@@ -63,7 +64,7 @@ export DEBIAN_FRONTEND=noninteractive
   "${missing[@]}" || die "apt-get install ${missing[*]} failed"
 
 for need in "${NEEDS[@]}"; do
-  read -r probe packages <<<"$need"
-  present "$probe" || die "$probe still missing after installing $packages"
+  read -r -a fields <<<"$need"
+  present "${fields[0]}" || die "${fields[0]} still missing after installing ${fields[*]:1}"
 done
 echo "install-deps: done"

@@ -22,6 +22,8 @@ API (stdlib only)::
     cluster.members                # [Member(kind, index, ports, directory, pid), ...]
     leader = cluster.leader(timeout=30)   # the member that is leader now
     cluster.kill(leader)           # SIGKILL by PID, waits until it is gone
+    cluster.restart(leader)        # same ports and data; returns once it answers
+    cluster.kind.url([leader])     # a URL naming only some members, in that order
     cluster.members_alive()        # the members still running
     cluster.stop()                 # stops all members, removes their data
 
@@ -92,6 +94,7 @@ class Member:
     ports: tuple[int, ...]  # ports[0] is the client port
     directory: Path
     pid: int = 0
+    argv: list[str] = dataclasses.field(default_factory=list, repr=False)
     process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -392,6 +395,7 @@ class Cluster:
 
     kind: Kind
     members: list[Member]
+    detached: bool = False
 
     @property
     def url(self) -> str:
@@ -417,6 +421,14 @@ class Cluster:
         if not _wait_gone(member, _STOP_GRACE):
             raise ServerError(f"{member.kind} member {member.index} (pid {member.pid}) survived {sig.name}")
 
+    def restart(self, member: Member) -> None:
+        """Start a killed member again, on its ports and data; return once it answers."""
+        if member.alive():
+            raise ServerError(f"{member.kind} member {member.index} is still running")
+        _spawn(member, self.detached)
+        if _wait_ready([Cluster(self.kind, [member], self.detached)]):
+            raise ServerError(f"{member.kind} member {member.index} could not bind its ports again")
+
     def stop(self) -> None:
         """Stop every member and remove its data (idempotent)."""
         _stop_members(self.members)
@@ -432,19 +444,24 @@ def _launch(kind: Kind, size: int, detach: bool) -> Cluster:
                Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{kind.name}-")))
         for i in range(size)
     ]  # fmt: skip
-    cluster = Cluster(kind, members)
+    cluster = Cluster(kind, members, detach)
     for member in members:
-        argv = kind.argv(member, members)
-        if not detach and shutil.which("setpriv"):
-            argv = ["setpriv", "--pdeathsig", "TERM", "--", *argv]
-        with open(member.log, "wb") as log:
-            member.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=member.directory, start_new_session=True,
-            )  # fmt: skip
-        member.pid = member.process.pid
-        (member.directory / "pid").write_text(f"{member.pid}\n")
+        member.argv = kind.argv(member, members)
+        _spawn(member, detach)
     return cluster
+
+
+def _spawn(member: Member, detach: bool) -> None:
+    argv = member.argv
+    if not detach and shutil.which("setpriv"):
+        argv = ["setpriv", "--pdeathsig", "TERM", "--", *argv]
+    with open(member.log, "ab") as log:
+        member.process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=member.directory, start_new_session=True,
+        )  # fmt: skip
+    member.pid = member.process.pid
+    (member.directory / "pid").write_text(f"{member.pid}\n")
 
 
 def _sweep_stale_dirs() -> None:

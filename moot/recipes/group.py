@@ -81,8 +81,10 @@ class GroupWatch:
             if self._cancelled:
                 return
             current = self._group._member_entries()
-            joined = [m for m in current if m not in self._known]
-            left = [m for m in self._known if m not in current]
+            # A member whose entry now belongs to another session left and
+            # came back (e.g. it lost its session and rejoined): report both.
+            left = [m for m, e in self._known.items() if m not in current or current[m].owner != e.owner]
+            joined = [m for m, e in current.items() if m not in self._known or self._known[m].owner != e.owner]
             self._known = current
         now = time.time()
         for member_id in left:

@@ -1,0 +1,574 @@
+"""``etcd://host:port[,host:port...][/root]``: etcd v3 (also ``etcd3+http://``, ``etcd3+https://``).
+
+The backend speaks etcd's v3 JSON gateway (``/v3/``, ``/v3beta/`` on etcd 3.3)
+with the standard library only: pooled keep-alive ``http.client`` connections
+for unary calls and one thread multiplexing every watch. Measured on one
+etcd 3.4 on loopback, one range request took 0.36 ms through ``http.client``,
+0.45 ms through urllib3, 0.87 ms through etcd3gw (requests) and 0.31 ms
+through the gRPC client ``etcd3``, which is unmaintained and imports only with
+the pure-Python protobuf. The gateway with ``http.client`` is within 15% of
+gRPC, 2.4 times faster than etcd3gw, and needs no package at all.
+
+Sessions
+    A session is a lease. etcd counts lease TTLs in whole seconds, so the TTL
+    is rounded up (at least 1 s); the server also raises it to its own minimum
+    (1.5 election timeouts, rounded up: 2 s with etcd's defaults, 1 s with
+    ``--election-timeout 500``), and checks for expired leases every 0.5 s.
+    The session id is the lease id in decimal. A refresh is one keep-alive
+    call, whatever the number of keys attached to the lease.
+
+Keys
+    An entry's version is its ``mod_revision``, its seq its
+    ``create_revision`` (set on every entry), its owner the lease id.
+    Sequential keys are ``prefix`` plus a random unique name: their order is
+    their seq (the cluster's revision, strictly increasing, kept across
+    restarts), not their name. A path in the URL (``etcd://h:2379/app``) puts
+    every key under ``app/``.
+
+Watch
+    Each watch is one gateway watch stream (the gateway cannot add watches to
+    a stream once open); one thread per backend reads all of them, and
+    ``cancel()`` closes the stream at once. A stream that breaks is reopened
+    and its callback called, so no change goes unnoticed.
+
+Options (URL query)
+    ``tls=true`` (implied by ``etcd3+https``), ``ca_cert``, ``cert_cert``,
+    ``cert_key`` (file paths); ``user:password@`` in the URL turns on etcd
+    authentication.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import math
+import selectors
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
+from moot.errors import BackendError, ConnectionLost, CoordinatorClosed, SessionExpired
+from moot.url import BackendURL
+
+_Json = dict[str, Any]
+
+#: gRPC status codes the gateway reports for an engine that is (now) unusable.
+_UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
+_UNAUTHENTICATED = 16
+_RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return b"\x00"  # etcd: up to the end of the keyspace
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+class _Http:
+    """Thread-safe pooled keep-alive HTTP to the gateway of one of ``hosts``."""
+
+    def __init__(self, url: BackendURL, timeout: float):
+        self._url = url
+        self._hosts = [url.host_port(2379, i) for i in range(max(1, len(url.hosts)))]
+        self._current = 0
+        self.timeout = timeout
+        self._context = self._tls_context(url)
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self.api = "/v3/"
+
+    @staticmethod
+    def _tls_context(url: BackendURL) -> ssl.SSLContext | None:
+        q = url.query
+        if url.scheme != "etcd3+https" and q.get("tls", "").lower() not in ("1", "true", "yes"):
+            return None
+        context = ssl.create_default_context(cafile=q.get("ca_cert"))
+        if q.get("cert_cert"):
+            context.load_cert_chain(q["cert_cert"], q.get("cert_key"))
+        return context
+
+    def where(self) -> str:
+        return self._url.redacted()
+
+    def _address(self) -> tuple[str, int]:
+        return self._hosts[self._current % len(self._hosts)]
+
+    def _failed(self, exc: BaseException) -> ConnectionLost:
+        """Move on to the next host and describe the failure."""
+        self._current += 1
+        return ConnectionLost(f"etcd at {self.where()} is unreachable: {exc or type(exc).__name__}")
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection the server has not closed, or a new one."""
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                sock = conn.sock
+                if sock is not None and not selectors.select.select([sock], [], [], 0)[0]:
+                    return conn, True
+                conn.close()
+        host, port = self._address()
+        if self._context is None:
+            return http.client.HTTPConnection(host, port, timeout=self.timeout), False
+        return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._context), False
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._token is not None:
+            headers["Authorization"] = self._token
+        return headers
+
+    def call(self, path: str, body: _Json | None = None, *, idempotent: bool = False) -> _Json:
+        """POST ``body`` to ``api + path`` (GET ``path`` if no body); the decoded
+        answer, or ConnectionLost / SessionExpired (lease not found) / BackendError."""
+        for attempt in range(3):
+            conn, reused = self._connection()
+            try:
+                if body is None:
+                    conn.request("GET", path, headers=self.headers())
+                else:
+                    conn.request("POST", self.api + path, json.dumps(body), self.headers())
+                resp = conn.getresponse()
+                payload = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if reused and idempotent and attempt == 0:
+                    continue
+                raise self._failed(exc) from None
+            with self._lock:
+                self._idle.append(conn)
+            try:
+                answer = json.loads(payload.split(b"\n", 1)[0]) if payload.strip() else {}
+            except ValueError:
+                raise BackendError(f"etcd at {self.where()} answered {resp.status} with no JSON") from None
+            if resp.status == 200:
+                return answer.get("result", answer) if path.endswith("keepalive") else answer
+            code, message = answer.get("code"), answer.get("error") or answer.get("message") or resp.reason
+            if code == _UNAUTHENTICATED and self._url.password is not None and attempt < 2:
+                self.authenticate()
+                continue
+            if code in _UNAVAILABLE_CODES:
+                raise ConnectionLost(f"etcd at {self.where()} cannot serve now: {message}")
+            if code == 5 and "lease not found" in str(message):
+                raise SessionExpired("the etcd lease of the session is gone (expired or revoked)")
+            raise BackendError(f"etcd at {self.where()} refused {path}: {message} (HTTP {resp.status})")
+        raise AssertionError("unreachable")
+
+    def authenticate(self) -> None:
+        """Get a fresh auth token for the URL's user (if it has a password)."""
+        if self._url.password is None:
+            return
+        self._token = None
+        answer = self.call("auth/authenticate", {"name": self._url.username or "", "password": self._url.password})
+        self._token = answer["token"]
+
+    def open_stream(self, path: str, body: _Json) -> socket.socket:
+        """A socket on which ``body`` was POSTed to ``api + path`` (a stream)."""
+        host, port = self._address()
+        data = json.dumps(body).encode()
+        head = [f"POST {self.api}{path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(data)}"]
+        head += [f"{name}: {value}" for name, value in self.headers().items()]
+        try:
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+            if self._context is not None:
+                sock = self._context.wrap_socket(sock, server_hostname=host)
+            sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + data)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        return sock
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class _StreamLost(Exception):
+    """A watch stream ended or answered something other than events."""
+
+
+class _Stream:
+    """One gateway watch stream: its socket and an incremental decoder of the
+    chunked HTTP answer into JSON messages."""
+
+    def __init__(self, request: _Json, watch: CallbackWatch):
+        self.request = request
+        self.watch = watch
+        self.sock: socket.socket | None = None
+        self.failures = 0
+        self._raw = bytearray()
+        self._body = bytearray()
+        self._in_body = False
+
+    def open(self, http_: _Http) -> None:
+        """(Re)open the stream and wait until etcd confirms the watch, so every
+        later change is reported; raises ConnectionLost."""
+        self.close()
+        self._raw.clear()
+        self._body.clear()
+        self._in_body = False
+        sock = self.sock = http_.open_stream("watch", {"create_request": self.request})
+        try:
+            while not self._created():
+                data = sock.recv(65536)
+                if not data:
+                    raise _StreamLost("closed before the watch was created")
+                self._raw += data
+        except (OSError, ValueError, _StreamLost) as exc:
+            self.close()
+            raise ConnectionLost(f"cannot watch on etcd at {http_.where()}: {exc}") from None
+        sock.setblocking(False)
+
+    def _created(self) -> bool:
+        for message in self.messages():
+            if message.get("created"):
+                return True
+        return False
+
+    def messages(self) -> list[_Json]:
+        """Decode what was received; raises _StreamLost if the stream is over."""
+        if not self._in_body:
+            end = self._raw.find(b"\r\n\r\n")
+            if end < 0:
+                return []
+            status = bytes(self._raw[: self._raw.find(b"\r\n")]).decode("latin-1")
+            if status.split(" ")[1:2] != ["200"]:
+                raise _StreamLost(status)
+            del self._raw[: end + 4]
+            self._in_body = True
+        while (eol := self._raw.find(b"\r\n")) >= 0:
+            size = int(bytes(self._raw[:eol]).split(b";")[0], 16)
+            if size == 0:
+                raise _StreamLost("the server ended the watch stream")
+            if len(self._raw) < eol + size + 4:
+                break
+            self._body += self._raw[eol + 2 : eol + 2 + size]
+            del self._raw[: eol + size + 4]
+        messages = []
+        while (eol := self._body.find(b"\n")) >= 0:
+            line = bytes(self._body[:eol])
+            del self._body[: eol + 1]
+            if not line.strip():
+                continue
+            message = json.loads(line)
+            result = message.get("result")
+            if result is None or result.get("canceled"):
+                raise _StreamLost(str(message.get("error") or result))
+            messages.append(result)
+        return messages
+
+    def feed(self) -> bool:
+        """Read what the socket has; True if it brought events."""
+        assert self.sock is not None
+        events = False
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return events
+            if not data:
+                raise _StreamLost("the connection closed")
+            self._raw += data
+            events = any("events" in m for m in self.messages()) or events
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class _WatchHub:
+    """The one thread that reads every watch stream of a backend, fires their
+    callbacks through the dispatcher and reopens the streams that break."""
+
+    def __init__(self, http_: _Http, dispatcher: Dispatcher):
+        self._http = http_
+        self._dispatcher = dispatcher
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._lock = threading.Lock()
+        self._added: list[_Stream] = []
+        self._dropped: list[_Stream] = []
+        self._retry: dict[_Stream, float] = {}  # stream -> monotonic time to reopen it
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="moot-etcd-watch", daemon=True)
+        self._thread.start()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:  # closed, or already full of wake-ups
+            pass
+
+    def add(self, stream: _Stream) -> None:
+        with self._lock:
+            self._added.append(stream)
+        self._wake()
+
+    def drop(self, stream: _Stream) -> None:
+        with self._lock:
+            self._dropped.append(stream)
+        self._wake()
+
+    def _run(self) -> None:
+        while not self._closed:
+            now = time.monotonic()
+            timeout = max(0.0, min(self._retry.values()) - now) if self._retry else None
+            for key, _ in self._selector.select(timeout):
+                if key.data is None:
+                    while True:
+                        try:
+                            self._wake_r.recv(4096)
+                        except BlockingIOError:
+                            break
+                    continue
+                stream = key.data
+                try:
+                    if stream.feed():
+                        self._dispatcher.submit(stream.watch.fire)
+                except (OSError, ValueError, _StreamLost):
+                    self._lost(stream)
+            self._apply_changes()
+            self._reopen_due()
+        for key in list(self._selector.get_map().values()):
+            if key.data is not None:
+                key.data.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _apply_changes(self) -> None:
+        with self._lock:
+            added, self._added = self._added, []
+            dropped, self._dropped = self._dropped, []
+        for stream in added:
+            if stream.sock is not None:
+                self._selector.register(stream.sock, selectors.EVENT_READ, stream)
+        for stream in dropped:
+            self._retry.pop(stream, None)
+            if stream.sock is not None and stream.sock.fileno() in self._selector.get_map():
+                self._selector.unregister(stream.sock)
+            stream.close()
+
+    def _lost(self, stream: _Stream) -> None:
+        if stream.sock is not None:
+            self._selector.unregister(stream.sock)
+        stream.close()
+        self._retry[stream] = time.monotonic()
+
+    def _reopen_due(self) -> None:
+        now = time.monotonic()
+        for stream in [s for s, when in self._retry.items() if when <= now]:
+            if stream.watch.cancelled or self._closed:
+                self._retry.pop(stream)
+                continue
+            try:
+                stream.open(self._http)
+            except ConnectionLost:
+                stream.failures += 1
+                delay = _RECONNECT_DELAYS[min(stream.failures, len(_RECONNECT_DELAYS)) - 1]
+                self._retry[stream] = time.monotonic() + delay
+                continue
+            stream.failures = 0
+            del self._retry[stream]
+            assert stream.sock is not None
+            self._selector.register(stream.sock, selectors.EVENT_READ, stream)
+            self._dispatcher.submit(stream.watch.fire)  # changes while it was down
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(2.0)
+
+
+class EtcdBackend(Backend):
+    """Primitives over etcd v3: leases, transactions and watches."""
+
+    def connect(self, timeout: float) -> None:
+        root = self.url.path.strip("/")
+        self._root = root + "/" if root else ""
+        self._lease: int | None = None
+        self._closed = False
+        self._http = _Http(self.url, timeout)
+        self._http.authenticate()
+        version = self._http.call("/version", idempotent=True).get("etcdserver", "0.0")
+        self._version = str(version)
+        major_minor = tuple(int(part) for part in self._version.split(".")[:2])
+        if major_minor < (3, 3):
+            raise BackendError(f"etcd at {self.url.redacted()} is {self._version}; moot needs etcd 3.3 or later")
+        self._http.api = "/v3beta/" if major_minor == (3, 3) else "/v3/"
+        self._dispatcher = Dispatcher("moot-etcd-callbacks")
+        self._hub = _WatchHub(self._http, self._dispatcher)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.close_session()
+        except (BackendError, OSError):
+            pass  # it expires on its TTL
+        self._closed = True
+        self._hub.close()
+        self._dispatcher.close()
+        self._http.close()
+
+    def ping(self) -> str:
+        return f"etcd {self._call('/version', None).get('etcdserver', '?')}"
+
+    def _call(self, path: str, body: _Json | None, *, idempotent: bool = False) -> _Json:
+        if self._closed:
+            raise CoordinatorClosed("this etcd backend is closed")
+        return self._http.call(path, body, idempotent=idempotent)
+
+    # -- keys as etcd sees them ------------------------------------------
+    def _key(self, key: str) -> bytes:
+        return (self._root + key).encode()
+
+    def _entry(self, kv: _Json) -> Entry:
+        lease = int(kv.get("lease", 0))
+        return Entry(
+            key=base64.b64decode(kv["key"]).decode()[len(self._root) :],
+            value=base64.b64decode(kv.get("value", "")),
+            version=int(kv["mod_revision"]),
+            seq=int(kv["create_revision"]),
+            owner=str(lease) if lease else None,
+        )
+
+    def _range(self, prefix: str) -> _Json:
+        start = self._key(prefix) or b"\x00"
+        return {"key": _b64(start), "range_end": _b64(_prefix_end(self._key(prefix)))}
+
+    def _put(self, key: str, value: bytes, ephemeral: bool) -> _Json:
+        put: _Json = {"key": _b64(self._key(key)), "value": _b64(value)}
+        if ephemeral:
+            if self._lease is None:
+                raise SessionExpired("no etcd session is open; ephemeral keys need a live session")
+            put["lease"] = self._lease
+        return put
+
+    # -- session ----------------------------------------------------------
+    def open_session(self, ttl: float) -> str:
+        answer = self._call("lease/grant", {"TTL": max(1, math.ceil(ttl))})
+        if answer.get("error"):
+            raise BackendError(f"etcd at {self.url.redacted()} refused a lease: {answer['error']}")
+        self._lease = int(answer["ID"])
+        return str(self._lease)
+
+    def refresh_session(self) -> None:
+        if self._lease is None:
+            raise SessionExpired("no etcd session is open")
+        answer = self._call("lease/keepalive", {"ID": self._lease}, idempotent=True)
+        if int(answer.get("TTL", 0)) <= 0:
+            raise SessionExpired("the etcd lease of the session expired")
+
+    def close_session(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                self._call("kv/lease/revoke", {"ID": lease})
+            except SessionExpired:
+                pass
+
+    def expire_session(self, session_id: str) -> bool:
+        try:
+            lease = int(session_id)
+            self._call("kv/lease/revoke", {"ID": lease})
+        except (ValueError, SessionExpired):
+            return False
+        if lease == self._lease:
+            self._session_lost()
+        return True
+
+    def session_last_seen(self, session_id: str) -> float | None:
+        try:
+            lease = int(session_id)
+        except ValueError:
+            return None
+        answer = self._call("kv/lease/timetolive", {"ID": lease}, idempotent=True)
+        remaining = int(answer.get("TTL", -1))
+        if remaining < 0:
+            return None
+        return time.time() - (int(answer.get("grantedTTL", remaining)) - remaining)
+
+    # -- keys -------------------------------------------------------------
+    def get(self, key: str) -> Entry | None:
+        kvs = self._call("kv/range", {"key": _b64(self._key(key))}, idempotent=True).get("kvs")
+        return self._entry(kvs[0]) if kvs else None
+
+    def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> Entry | None:
+        put = self._put(key, value, ephemeral)
+        absent = {"key": put["key"], "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+        answer = self._call("kv/txn", {"compare": [absent], "success": [{"request_put": put}]})
+        if not answer.get("succeeded"):
+            return None
+        revision = int(answer["header"]["revision"])
+        return Entry(key, bytes(value), revision, revision, str(put["lease"]) if ephemeral else None)
+
+    def compare_and_set(self, key: str, value: bytes, version: int) -> Entry | None:
+        put = {"key": _b64(self._key(key)), "value": _b64(value), "ignore_lease": True, "prev_kv": True}
+        same = {"key": put["key"], "target": "MOD", "result": "EQUAL", "mod_revision": version}
+        answer = self._call("kv/txn", {"compare": [same], "success": [{"request_put": put}]})
+        if not answer.get("succeeded"):
+            return None
+        previous = self._entry(answer["responses"][0]["response_put"]["prev_kv"])
+        return Entry(key, bytes(value), int(answer["header"]["revision"]), previous.seq, previous.owner)
+
+    def delete(self, key: str, version: int | None = None) -> bool:
+        target = {"key": _b64(self._key(key))}
+        if version is None:
+            return int(self._call("kv/deleterange", target).get("deleted", 0)) > 0
+        same = {**target, "target": "MOD", "result": "EQUAL", "mod_revision": version}
+        answer = self._call("kv/txn", {"compare": [same], "success": [{"request_delete_range": target}]})
+        return bool(answer.get("succeeded"))
+
+    def list(self, prefix: str) -> list[Entry]:
+        answer = self._call("kv/range", self._range(prefix), idempotent=True)
+        return [self._entry(kv) for kv in answer.get("kvs", [])]
+
+    def create_sequential(self, prefix: str, value: bytes, *, ephemeral: bool = True) -> Entry:
+        return self._sequential(prefix, value, ephemeral, False)[0]
+
+    def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, list[Entry]]:
+        """One transaction: put the new key and read the prefix."""
+        return self._sequential(prefix, value, True, True)
+
+    def _sequential(self, prefix: str, value: bytes, ephemeral: bool, read: bool) -> tuple[Entry, list[Entry]]:
+        key = f"{prefix}{uuid.uuid4().hex}"
+        put = self._put(key, value, ephemeral)
+        ops: list[_Json] = [{"request_put": put}]
+        if read:
+            ops.append({"request_range": self._range(prefix)})
+        answer = self._call("kv/txn", {"success": ops})
+        revision = int(answer["header"]["revision"])
+        entry = Entry(key, bytes(value), revision, revision, str(put["lease"]) if ephemeral else None)
+        if not read:
+            return entry, []
+        return entry, [self._entry(kv) for kv in answer["responses"][1]["response_range"].get("kvs", [])]
+
+    def watch(self, key: str, callback: Callable[[], None]) -> Watch:
+        if self._closed:
+            raise CoordinatorClosed("this etcd backend is closed")
+        request: _Json = {"key": _b64(self._key(key))}
+        if key.endswith("/"):
+            request = self._range(key)
+        stream = _Stream(request, CallbackWatch(callback, lambda _watch: self._hub.drop(stream)))
+        stream.open(self._http)
+        self._hub.add(stream)
+        return stream.watch
