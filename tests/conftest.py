@@ -37,9 +37,10 @@ def _selected() -> list[tuple[str, str | None]]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        selected = _selected()
-        metafunc.parametrize("backend", [k for k, _ in selected], ids=[k for k, _ in selected],
-                             indirect=True)
+        kinds = [kind for kind, _ in _selected()]
+        if metafunc.definition.get_closest_marker("multiprocess"):
+            kinds = [kind for kind in kinds if kind != "memory"]  # one process by definition
+        metafunc.parametrize("backend", kinds, ids=kinds, indirect=True)
 
 
 @pytest.fixture(scope="session")

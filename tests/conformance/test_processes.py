@@ -23,13 +23,9 @@ def _worker(url: str, namespace: str, *args: str) -> subprocess.Popen[str]:
                             cwd=REPO, stdout=subprocess.PIPE, text=True)
 
 
-@pytest.fixture
-def multiprocess(backend: str) -> None:
-    if backend == "memory":
-        pytest.skip("memory:// is one process by definition")
+pytestmark = pytest.mark.multiprocess
 
 
-@pytest.mark.usefixtures("multiprocess")
 def test_sigkilled_holder_frees_its_lock_and_membership(connect: Connect, url: str, namespace: str) -> None:
     coord = connect("survivor")
     proc = _worker(url, namespace, "hold", "shared", "workers")
@@ -56,7 +52,6 @@ def test_sigkilled_holder_frees_its_lock_and_membership(connect: Connect, url: s
             proc.wait()
 
 
-@pytest.mark.usefixtures("multiprocess")
 def test_processes_looping_on_one_lock_never_overlap(url: str, namespace: str, tmp_path: Path) -> None:
     logfile = tmp_path / "log"
     logfile.touch()
