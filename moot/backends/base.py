@@ -46,6 +46,7 @@ Errors
 from __future__ import annotations
 
 import abc
+import builtins
 import dataclasses
 import logging
 import threading
@@ -202,7 +203,7 @@ class Backend(abc.ABC):
         in ``/``). See the module docstring for the guarantee."""
 
     # -- compound operations (override to save round trips) ---------------
-    def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, list[Entry]]:
+    def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, builtins.list[Entry]]:
         """Create an ephemeral sequential key under ``prefix`` and return it
         with the live entries under ``prefix`` at that moment (which include it)."""
         entry = self.create_sequential(prefix, value, ephemeral=True)

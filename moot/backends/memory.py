@@ -64,10 +64,6 @@ class _Store:
         with self.lock:
             return self._locked_end_session(session_id)
 
-    def wake_reaper(self) -> None:
-        with self.lock:
-            self._reaper_wake.notify()
-
     def _reap(self) -> None:
         while True:
             expired: list[_Session] = []

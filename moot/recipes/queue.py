@@ -11,6 +11,7 @@ session ended) the waiter reads the queue again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -97,10 +98,8 @@ _REQUEUE = Entry("", b"", 0)
 
 
 def _leave(coord: Coordinator, mine: Entry) -> None:
-    try:
+    with contextlib.suppress(SessionExpired):
         coord.backend.delete(mine.key)
-    except SessionExpired:
-        pass
 
 
 def _wait_in_queue(coord: Coordinator, prefix: str, mine: Entry, queue: list[Entry],
