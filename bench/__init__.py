@@ -1,0 +1,1 @@
+"""Benchmarks of moot (run ``python -m bench``); timings live here, never in tests."""
