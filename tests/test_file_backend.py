@@ -1,0 +1,318 @@
+"""The file:// backend's own guarantees, on a real directory: crashes free
+keys at once and wake watchers, long segments, persistence of seq, eviction.
+(The behaviour shared with every backend is in tests/conformance.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import moot
+from moot.backends.file import FileBackend
+from moot.url import parse_url
+from tests.waiting import BOUND, wait_event
+
+REPO = Path(__file__).resolve().parents[1]
+
+Make = Callable[[], FileBackend]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "coord"
+
+
+@pytest.fixture
+def make(root: Path) -> Iterator[Make]:
+    """``make()``: a connected backend with an open session on ``root``."""
+    opened: list[FileBackend] = []
+
+    def factory() -> FileBackend:
+        backend = FileBackend(parse_url(f"file://{root}"), {})
+        backend.connect(5)
+        backend.open_session(2)
+        opened.append(backend)
+        return backend
+
+    yield factory
+    for backend in opened:
+        backend.close()
+
+
+def _event_watch(backend: FileBackend, key: str) -> threading.Event:
+    fired = threading.Event()
+    backend.watch(key, fired.set)
+    return fired
+
+
+_HOLDER = """
+import os, sys, time
+from moot.backends.file import FileBackend
+from moot.url import parse_url
+backend = FileBackend(parse_url(sys.argv[1]), {})
+backend.connect(5)
+backend.open_session(2)
+assert backend.create("ns/group/g/members/m", b"member", ephemeral=True)
+entry = backend.create_sequential("ns/lock/x/q/", b"holder")
+if sys.argv[2] == "fork" and os.fork() == 0:
+    time.sleep(60)  # a child that outlives its parent must not keep the keys alive
+    os._exit(0)
+print(entry.key, flush=True)
+time.sleep(60)
+"""
+
+
+def _holder(root: Path, mode: str = "plain") -> tuple[subprocess.Popen[str], str]:
+    """A process holding ephemeral keys; returns it and its lock queue key."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, f"file://{root}", mode], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None
+    key = proc.stdout.readline().strip()
+    assert key.startswith("ns/lock/x/q/"), key
+    return proc, key
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(BOUND)
+
+
+def _names(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+def test_sigkilled_owner_frees_its_keys_at_once_and_wakes_watchers(make: Make, root: Path) -> None:
+    observer = make()
+    proc, key = _holder(root)
+    try:
+        assert observer.get(key) is not None
+        assert [e.key for e in observer.list("ns/group/g/members/")] == ["ns/group/g/members/m"]
+        exact = _event_watch(observer, key)  # how a lock waiter watches its predecessor
+        prefix = _event_watch(observer, "ns/group/g/members/")
+        member = _event_watch(observer, "ns/group/g/members/m")
+    finally:
+        _kill(proc)
+    for fired, what in ((exact, "exact watch"), (prefix, "prefix watch"), (member, "member watch")):
+        wait_event(fired, what=f"{what} woken by the owner's death")
+    assert observer.get(key) is None
+    assert observer.list("ns/") == []
+    # A newcomer queues behind nobody, and the dead entries were reaped from disk.
+    mine, queue = observer.enqueue("ns/lock/x/q/", b"next")
+    assert queue == [mine] and mine.seq is not None and mine.seq > int(key.rsplit("/", 1)[1])
+    queue_dir = root / "ns.d" / "lock.d" / "x.d" / "q.d"
+    assert [n for n in _names(queue_dir) if not n.startswith(".")] == [mine.key.rsplit("/", 1)[1]]
+    assert len([n for n in _names(queue_dir) if n.startswith(".s-")]) == 1  # the observer's own spare
+
+
+def test_forked_child_does_not_keep_its_parents_keys_alive(make: Make, root: Path) -> None:
+    observer = make()
+    proc, key = _holder(root, "fork")
+    gone = _event_watch(observer, key)
+    _kill(proc)
+    try:
+        wait_event(gone, what="key freed while the forked child lives")
+        assert observer.get(key) is None
+    finally:  # the child was re-parented when its parent died: find it by its command line
+        found = subprocess.run(["pgrep", "-f", f"file://{root}"], capture_output=True, text=True).stdout
+        for pid in found.split():
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_watches_fire_on_create_update_and_delete(make: Make) -> None:
+    writer, watcher = make(), make()
+    for ephemeral in (False, True):
+        key = f"ns/k-{ephemeral}"
+        exact, prefix = _event_watch(watcher, key), _event_watch(watcher, "ns/")
+        entry = writer.create(key, b"1", ephemeral=ephemeral)
+        assert entry is not None
+        wait_event(exact, what="exact watch on create")
+        wait_event(prefix, what="prefix watch on create")
+        for fired in (exact, prefix):
+            fired.clear()
+        updated = writer.compare_and_set(key, b"2", entry.version)
+        assert updated is not None and updated.owner == entry.owner
+        wait_event(exact, what="exact watch on update")
+        wait_event(prefix, what="prefix watch on update")
+        exact.clear()
+        assert writer.delete(key)
+        wait_event(exact, what="exact watch on delete")
+
+
+def test_watch_on_a_prefix_that_does_not_exist_yet(make: Make) -> None:
+    a, b = make(), make()
+    fired = _event_watch(a, "brand/new/dir/")
+    b.create("brand/new/dir/k", b"", ephemeral=True)
+    wait_event(fired, what="watch on a directory made by watch()")
+
+
+def test_two_backends_in_one_process_behave_like_two_processes(make: Make) -> None:
+    a, b = make(), make()
+    assert a.create("ns/k", b"a", ephemeral=True) is not None
+    assert b.create("ns/k", b"b", ephemeral=True) is None
+    entry = b.get("ns/k")
+    assert entry is not None and entry.value == b"a" and entry.owner is not None
+    gone = _event_watch(b, "ns/k")
+    a.close_session()
+    wait_event(gone, what="close_session deletes the keys")
+    assert b.get("ns/k") is None
+    assert b.create("ns/k", b"b", ephemeral=True) is not None
+
+
+def test_long_segments_are_hashed_on_disk_and_round_trip(make: Make, root: Path) -> None:
+    backend, other = make(), make()
+    long_dir, long_leaf = "d" * 300, "%C3%A9" * 128  # 768 chars: the longest escaped name
+    key = f"ns/{long_dir}/{long_leaf}"
+    fired = _event_watch(other, key)
+    entry = backend.create(key, b"v", ephemeral=True)
+    assert entry is not None and entry.key == key
+    wait_event(fired, what="watch on a hashed name")
+    assert other.get(key) == entry
+    assert [e.key for e in other.list("ns/")] == [key]
+    assert [e.key for e in other.list(f"ns/{long_dir[:50]}")] == [key]
+    assert other.list(f"ns/{long_dir}/x") == []
+    seq = other.create_sequential(f"ns/{long_dir}/", b"s", ephemeral=False)
+    assert [e.key for e in other.list(f"ns/{long_dir}/")] == sorted([key, seq.key])
+    for dirpath, dirnames, filenames in os.walk(root):
+        assert all(len(name.encode()) <= 255 for name in dirnames + filenames), dirpath
+    assert other.delete(key) and other.get(key) is None
+
+
+def test_a_hashed_directory_left_unnamed_by_a_crash_is_named_by_the_next_user(make: Make, root: Path) -> None:
+    backend = make()
+    long_dir = "n" * 250
+    backend.create(f"ns/{long_dir}/first", b"")
+    hashed = next(p for p in (root / "ns.d").iterdir() if p.name.endswith(".d"))
+    (hashed / ".name").unlink()  # as if its maker died between mkdir and naming it
+    assert make().create(f"ns/{long_dir}/second", b"") is not None
+    assert [e.key for e in make().list("ns/")] == [f"ns/{long_dir}/first", f"ns/{long_dir}/second"]
+
+
+def test_a_key_and_keys_below_it_coexist(make: Make) -> None:
+    backend = make()
+    assert backend.create("a/b", b"leaf") is not None
+    assert backend.create("a/b/c", b"below") is not None
+    assert [(e.key, e.value) for e in backend.list("a/")] == [("a/b", b"leaf"), ("a/b/c", b"below")]
+    assert [e.key for e in backend.list("a/b")] == ["a/b", "a/b/c"]
+    assert [e.key for e in backend.list("a/b/")] == ["a/b/c"]
+
+
+def test_seq_and_versions_keep_increasing_across_backend_objects(make: Make, root: Path) -> None:
+    first = make()
+    seqs = [first.create_sequential("q/", b"", ephemeral=False).seq for _ in range(3)]
+    created = first.create("q/plain", b"x")
+    assert created is not None
+    first.close()
+    second = make()
+    assert second.delete("q/plain")
+    again = second.create("q/plain", b"y")
+    assert again is not None and again.version != created.version
+    assert second.compare_and_set("q/plain", b"z", created.version) is None  # stale version: refused
+    later = second.create_sequential("q/", b"")
+    assert later.seq is not None and later.seq > max(s for s in seqs if s is not None)
+    assert later.key == f"q/{later.seq:020d}"
+
+
+def test_compare_and_set_and_delete_check_versions(make: Make) -> None:
+    a, b = make(), make()
+    entry = a.create("ns/m", b"1", ephemeral=True)
+    assert entry is not None
+    assert b.compare_and_set("ns/m", b"2", entry.version + 100) is None
+    updated = b.compare_and_set("ns/m", b"a longer value than before", entry.version)
+    assert updated is not None and updated.version > entry.version and updated.owner == entry.owner
+    shorter = a.compare_and_set("ns/m", b"3", updated.version)
+    assert shorter is not None and a.get("ns/m") == shorter
+    assert not b.delete("ns/m", version=entry.version)
+    assert b.delete("ns/m", version=shorter.version)
+    assert not a.delete("ns/m")
+    # The owner's spare is reused for its next key once somebody else deleted the old one.
+    assert a.create("ns/m", b"again", ephemeral=True) is not None
+
+
+def test_eviction_removes_keys_for_everybody_and_tells_the_owner(make: Make) -> None:
+    owner, evicter = make(), make()
+    lost = threading.Event()
+    owner.set_session_listener(lost.set)
+    session = owner._session.id  # type: ignore[union-attr]
+    assert owner.create("ns/old/k", b"", ephemeral=True) is not None
+    gone = _event_watch(evicter, "ns/old/k")
+    assert evicter.session_last_seen(session) is not None
+    assert evicter.expire_session(session)
+    assert not evicter.expire_session(session)
+    wait_event(gone, what="evicted key deleted")
+    wait_event(lost, what="owner told of its eviction")
+    assert evicter.get("ns/old/k") is None and evicter.session_last_seen(session) is None
+    for key in ("ns/old/k2", "ns/new/k"):  # a directory it used before, and a new one
+        with pytest.raises(moot.SessionExpired):
+            owner.create(key, b"", ephemeral=True)
+    with pytest.raises(moot.SessionExpired):
+        owner.refresh_session()
+    assert evicter.list("ns/") == []
+    owner.close_session()
+    owner.open_session(2)
+    assert owner.create("ns/old/k", b"", ephemeral=True) is not None
+
+
+def test_refresh_and_last_seen(make: Make) -> None:
+    a, b = make(), make()
+    session = a._session.id  # type: ignore[union-attr]
+    before = b.session_last_seen(session)
+    a.refresh_session()
+    after = b.session_last_seen(session)
+    assert before is not None and after is not None and after >= before
+    assert b.session_last_seen("0" * 32) is None and b.session_last_seen("../etc") is None
+    assert not b.expire_session("../../x")
+    a.close_session()
+    assert b.session_last_seen(session) is None
+    with pytest.raises(moot.SessionExpired):
+        a.refresh_session()
+    with pytest.raises(moot.SessionExpired):
+        a.create("k", b"", ephemeral=True)
+
+
+@pytest.mark.parametrize("key", ["../x", "a//b", "a/.b", "/a", "a/b/", "", "a/b\x00", "a/ü"])
+def test_keys_that_could_escape_the_root_are_refused(make: Make, key: str) -> None:
+    with pytest.raises(moot.InvalidArgument):
+        make().create(key, b"")
+
+
+def test_root_is_private_and_bad_urls_fail_clearly(make: Make, root: Path, tmp_path: Path) -> None:
+    make()
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    with pytest.raises(moot.InvalidURL):
+        FileBackend(parse_url("file://somehost/dir"), {}).connect(1)
+    (tmp_path / "plain-file").write_text("")
+    with pytest.raises(moot.ConnectionLost):
+        FileBackend(parse_url(f"file://{tmp_path}/plain-file/sub"), {}).connect(1)
+
+
+def test_close_cleans_up_and_stops_the_watch_thread(make: Make, root: Path) -> None:
+    a, b = make(), make()
+    b.watch("ns/", lambda: None)
+    entry, queue = a.enqueue("ns/q/", b"")
+    assert queue == [entry]
+    a.close()
+    b.close()
+    a.close()
+    with pytest.raises(moot.CoordinatorClosed):
+        a.get("ns/q/x")
+    assert not [t for t in threading.enumerate() if t.name == "moot-file-inotify"]
+    queue_dir = root / "ns.d" / "q.d"
+    assert _names(queue_dir) == [".lock"]  # no key and no spare left behind
+    assert _names(root / ".sessions") == []
+
+
+def test_coordinator_round_trip(root: Path) -> None:
+    with moot.connect(f"file://{root}", member_id="me", ttl=2) as coord:
+        with coord.lock("volume", timeout=5) as held:
+            assert held.token is not None
+            info = coord.lock_info("volume")
+            assert info is not None and info.holder == "me"
+        assert coord.lock_info("volume") is None
