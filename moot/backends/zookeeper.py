@@ -1,0 +1,866 @@
+"""``zookeeper://host:port[,host:port...][/chroot]`` (alias ``kazoo://``): ZooKeeper through kazoo.
+
+Keys live under the URL's chroot (default ``/moot``): key ``a/b`` is znode
+``/moot/a/b``. ``user:password@`` in the URL authenticates with ZooKeeper's
+``digest`` scheme and creates every znode readable and writable by that
+identity only. While the connection is down kazoo reconnects by itself; an
+operation waits at most the connect ``timeout`` for the connection, then as
+long for its answer, else raises ConnectionLost.
+
+Sessions
+    A moot session is a native ZooKeeper session whose timeout is the TTL;
+    kazoo pings the server by itself, and ``refresh_session`` is one
+    ``exists`` round trip. The server bounds session timeouts to
+    [``minSessionTimeout``, ``maxSessionTimeout``], by default 2 and 20
+    ``tickTime`` (4 s to 40 s with the usual 2 s tick), and expires sessions
+    on tick boundaries: for TTLs of 1 s, run the server with ``tickTime=250``
+    (or ``minSessionTimeout=500``). Session ids are the ZooKeeper session ids
+    in hex; every live session also has an ephemeral record
+    ``<chroot>/.sessions/<id>`` holding its password, so that
+    ``expire_session`` can end any session for real: it attaches a second
+    connection to that session and closes it, which the server treats like an
+    expiry (ephemeral znodes go, watches fire, the owner learns it on its
+    next contact). The tradeoff: any client that can read the chroot can
+    attach to (hence end, or act as) any moot session; restrict the chroot
+    with credentials when the ensemble is shared with untrusted clients.
+    When kazoo reports the session LOST, the session listener is called.
+
+Keys and versions
+    A key's znode data is one header byte and the value; znodes created as
+    mere parents (empty data) are not keys, and are never deleted, so the
+    sequence counters they carry survive. A key's version is its ``mzxid``
+    (changes on every write, never reused), its owner the ``ephemeralOwner``
+    in hex. Deletes and versioned writes read the znode first (to map the
+    mzxid onto the znode version, and never to delete a mere parent): two
+    round trips, except on the sequential keys this backend created, whose
+    names are never reused: one round trip. ``enqueue`` sends its creation
+    and its listing together: one round trip on an empty queue. Measured on
+    one local ZooKeeper 3.8, enqueue + delete runs at the rate of the same
+    three requests sent with kazoo directly (~1700/s), 80% of a bare
+    create + delete and 64% of two ``exists`` reads.
+
+Sequence
+    Sequential keys are ZooKeeper sequential znodes (names are the parent's
+    10-digit counter, so their key order is their creation order); their
+    ``seq`` is their ``czxid``, the cluster's transaction id of the creation:
+    strictly increasing for ever, even if someone deletes the parent znodes.
+    ZooKeeper's per-parent counter is a signed 32-bit int: after 2**31
+    creations and deletions under one prefix, names stop sorting in creation
+    order. Each sequential znode carries a random tag, so a creation whose
+    reply was lost with the connection is found and removed once connected
+    again: a lost reply never leaves a phantom waiter in a queue.
+
+Watch
+    kazoo 2.11 has no persistent watches (ZooKeeper 3.6 ``addWatch``), so
+    one-shot watches are re-armed before callbacks run (except that a watched
+    key's deletion calls back at once, and again if the key is back once
+    re-armed: a lock handoff waits for no extra round trip). A key watch is a data
+    watch on the znode, or, while the key is absent, a child watch on its
+    parent (so watching deleted sequential keys leaks no server watch). A
+    prefix watch is a child watch on the parent plus a data watch on each
+    child. After a reconnection every watch is re-armed and called once.
+
+Threads: kazoo's connection thread and two callback workers, plus one
+dispatcher thread for watch callbacks.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionClosedError,
+    ConnectionLoss,
+    KazooException,
+    NoAuthError,
+    NoChildrenForEphemeralsError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    SessionExpiredError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import EventType, WatchedEvent, ZnodeStat
+from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
+
+from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
+from moot.errors import BackendError, ConnectionLost, CoordinatorClosed, InvalidURL, SessionExpired
+from moot.url import BackendURL
+
+_KEY = b"\x01"  # data header of a key
+_SEQ = b"\x02"  # data header of a sequential key, followed by a random tag
+_TAG = 8
+_SESSIONS = ".sessions"  # not a key segment, so never listed as keys
+_SEGMENT = re.compile(r"[A-Za-z0-9_%-]+\Z")
+_DEFAULT_TTL = 10.0
+_DEFAULT_TIMEOUT = 10.0
+_U64 = (1 << 64) - 1
+_CONNECTION_ERRORS = (ConnectionLoss, ConnectionClosedError, KazooTimeoutError)
+
+Result = Any  # a kazoo IAsyncResult
+
+
+def _hex(session: int) -> str:
+    return format(session & _U64, "x")
+
+
+def _session_int(text: str) -> int | None:
+    """The signed 64-bit session id kazoo expects, from its hex form."""
+    try:
+        value = int(text, 16)
+    except ValueError:
+        return None
+    if not 0 <= value <= _U64:
+        return None
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def _is_prefix(key: str) -> bool:
+    return not key or key.endswith("/")
+
+
+def _as_prefix(key: str) -> str:
+    """The prefix naming the keys directly under ``key`` ("" for the root)."""
+    return key + "/" if key else ""
+
+
+def _header(data: bytes) -> bytes:
+    return data[:1] if data[:1] == _KEY else data[: 1 + _TAG]
+
+
+def _split(data: bytes) -> tuple[bytes, bool] | None:
+    """(value, sequential) of a key's znode data; None for a mere parent znode."""
+    if data[:1] == _KEY:
+        return data[1:], False
+    if data[:1] == _SEQ and len(data) > _TAG:
+        return data[1 + _TAG:], True
+    return None
+
+
+class _Conn:
+    """One kazoo client (one ZooKeeper session at a time) and its watch state."""
+
+    def __init__(self, zk: KazooClient, ttl: float):
+        self.zk = zk
+        self.ttl = ttl
+        self.watcher: Callable[[WatchedEvent], None] = lambda event: None
+        self.live = threading.Event()  # connected (kazoo queues requests while it reconnects)
+        self.children: dict[str, set[str]] = {}  # parent path -> children with a data watch
+        self.absent: set[str] = set()  # watched key paths armed through their parent
+
+    def session(self) -> int | None:
+        client_id = self.zk.client_id
+        return client_id[0] if client_id else None
+
+
+class _Session:
+    def __init__(self, sid: int, ttl: float):
+        self.sid = sid
+        self.id = _hex(sid)
+        self.ttl = ttl
+        self.expired = False
+
+
+class ZooKeeperBackend(Backend):
+    """Primitives over ZooKeeper; see the module docstring."""
+
+    def __init__(self, url: BackendURL, options: dict[str, object]):
+        super().__init__(url, options)
+        path = url.path.rstrip("/")
+        if path and any(part in ("", ".", "..") for part in path.split("/")[1:]):
+            raise InvalidURL(f"bad chroot {url.path!r} in {url.redacted()}; write /name[/name...]")
+        self._root = path or "/moot"
+        self._sessions = f"{self._root}/{_SESSIONS}"
+        self._hosts = ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            for host, port in (url.host_port(2181, i) for i in range(max(1, len(url.hosts))))
+        )
+        self._auth = [("digest", f"{url.username}:{url.password or ''}")] if url.username is not None else []
+        self._acl = CREATOR_ALL_ACL if self._auth else OPEN_ACL_UNSAFE
+        self._timeout = _DEFAULT_TIMEOUT
+        self._lock = threading.Lock()  # watch tables, caches, the current client
+        self._session_lock = threading.RLock()  # serializes client and session changes
+        self._conn: _Conn | None = None
+        self._session: _Session | None = None
+        self._watches: dict[str, set[CallbackWatch]] = {}
+        self._own: dict[str, tuple[int, int, bytes]] = {}  # path -> (mzxid, version, header) of my sequential keys
+        self._orphans: dict[bytes, str] = {}  # tag -> parent path of a creation with an unknown outcome
+        self._closed = False
+        self._dispatcher: Dispatcher | None = None
+
+    def connect(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._dispatcher = Dispatcher("moot-zookeeper-watch")
+        try:
+            ttl = float(str(self.options.get("ttl", _DEFAULT_TTL)))
+        except ValueError:
+            ttl = _DEFAULT_TTL
+        with self._session_lock:
+            conn = self._replace(ttl)
+        self._wait(conn.zk.ensure_path_async(self._sessions, self._acl))
+
+    def close(self) -> None:
+        with self._session_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._lock:
+                conn, self._conn = self._conn, None
+                self._session = None
+                self._watches.clear()
+        if conn is not None:
+            self._stop(conn)
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+
+    def ping(self) -> str:
+        conn = self._client()
+        self._wait(conn.zk.exists_async(self._root))
+        try:
+            first = str(conn.zk.command(b"srvr")).splitlines()[0]
+        except Exception:  # 4lw commands may be disabled: the round trip answered anyway
+            first = "ZooKeeper"
+        return f"{first} at {self._hosts}{self._root}"
+
+    # -- clients ----------------------------------------------------------
+    def _start(self, ttl: float) -> _Conn:
+        """A new connected client with session timeout ``ttl`` (not yet current)."""
+        zk = KazooClient(
+            hosts=self._hosts,
+            timeout=ttl,
+            auth_data=self._auth,
+            default_acl=self._acl,
+            connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": min(1.0, ttl / 3)},
+        )
+        conn = _Conn(zk, ttl)
+        conn.watcher = lambda event: self._on_event(conn, event)
+        zk.add_listener(lambda state: self._on_state(conn, state))
+        try:
+            zk.start(timeout=self._timeout)
+        except KazooTimeoutError:
+            raise ConnectionLost(
+                f"ZooKeeper at {self.url.redacted()} did not answer within {self._timeout:g}s"
+            ) from None
+        return conn
+
+    def _replace(self, ttl: float) -> _Conn:
+        """Make a new client current (caller holds the session lock); the old
+        one's session ends. Every watch is re-armed on the new one and called."""
+        conn = self._start(ttl)
+        with self._lock:
+            old, self._conn = self._conn, conn
+        if old is not None:
+            self._stop(old)
+        self._rearm_all(conn)
+        return conn
+
+    @staticmethod
+    def _stop(conn: _Conn) -> None:
+        try:
+            conn.zk.stop()
+            conn.zk.close()
+        except Exception:  # closing is best effort; the server ends the session anyway
+            pass
+
+    def _client(self) -> _Conn:
+        """The current client once connected: requests are never left queued
+        inside kazoo while it reconnects (ConnectionLost after the timeout)."""
+        conn = self._conn
+        if conn is None:
+            with self._session_lock:
+                if self._closed:
+                    raise CoordinatorClosed("this ZooKeeper backend is closed")
+                conn = self._conn or self._replace(self._session.ttl if self._session else _DEFAULT_TTL)
+        if not conn.live.wait(self._timeout):
+            raise ConnectionLost(f"disconnected from ZooKeeper at {self.url.redacted()}; "
+                                 f"still reconnecting after {self._timeout:g}s")
+        return conn
+
+    def _on_state(self, conn: _Conn, state: str) -> None:
+        """kazoo's state listener (its connection thread: must not block)."""
+        if state != KazooState.CONNECTED:
+            conn.live.clear()
+            if state == KazooState.LOST:
+                with self._lock:
+                    session = self._session if conn is self._conn else None
+                    lost = session is not None and not session.expired
+                    if session is not None:
+                        session.expired = True
+                if lost:
+                    self._submit(self._session_lost)
+            return
+        with self._lock:
+            current = conn is self._conn
+            conn.children.clear()  # kazoo dropped every watch when it disconnected
+            conn.absent.clear()
+        conn.live.set()
+        if current:
+            self._rearm_all(conn)
+
+    def _wait(self, result: Result, *expected: type[Exception], session: bool = False,
+              timeout: float | None = None) -> Any:
+        """The value of a kazoo call; ``expected`` kazoo errors are raised as is,
+        the others become moot errors."""
+        try:
+            return result.get(timeout=self._timeout if timeout is None else timeout)
+        except expected:
+            raise
+        except _CONNECTION_ERRORS:
+            raise ConnectionLost(f"no answer from ZooKeeper at {self.url.redacted()}") from None
+        except SessionExpiredError:
+            if session:
+                raise SessionExpired("the ZooKeeper session expired") from None
+            raise ConnectionLost(f"ZooKeeper at {self.url.redacted()}: session being replaced") from None
+        except NoAuthError:
+            raise BackendError(f"ZooKeeper at {self.url.redacted()} denied access: check the credentials "
+                               "and the ACLs of the chroot") from None
+        except KazooException as exc:
+            raise BackendError(f"ZooKeeper error {type(exc).__name__}") from None
+
+    # -- session ----------------------------------------------------------
+    def _record(self, session_id: str) -> str:
+        return f"{self._sessions}/{session_id}"
+
+    def _live_session(self, conn: _Conn) -> _Session:
+        """The session ephemeral znodes bind to, or SessionExpired."""
+        session = self._session
+        if session is None or session.expired:
+            raise SessionExpired("no live ZooKeeper session; ephemeral keys need one")
+        current = conn.session()
+        if current is not None and current != session.sid:  # kazoo moved on to a new session
+            session.expired = True
+            raise SessionExpired("the ZooKeeper session expired")
+        return session
+
+    def _check_owner(self, conn: _Conn, path: str, stat: ZnodeStat, session: _Session) -> None:
+        if stat.ephemeralOwner != session.sid:  # created by a session kazoo opened after an expiry
+            session.expired = True
+            conn.zk.delete_async(path)
+            raise SessionExpired("the ZooKeeper session expired")
+
+    def open_session(self, ttl: float) -> str:
+        with self._session_lock:
+            old = self._session
+            conn = self._client()
+            sid = conn.session()
+            if conn.ttl != ttl or sid is None or (old is not None and sid == old.sid):
+                conn = self._replace(ttl)
+                sid = conn.session()
+            if sid is None:
+                raise ConnectionLost(f"ZooKeeper at {self.url.redacted()}: disconnected while opening a session")
+            password = conn.zk.client_id[1]
+            _, stat = self._wait(conn.zk.create_async(self._record(_hex(sid)), password, ephemeral=True,
+                                                      makepath=True, include_data=True))
+            session = _Session(sid, ttl)
+            if stat.ephemeralOwner != sid:
+                raise ConnectionLost("the ZooKeeper session changed while it was being opened")
+            with self._lock:
+                self._session = session
+                self._own.clear()
+            return session.id
+
+    def refresh_session(self) -> None:
+        conn = self._conn
+        if conn is None:
+            raise SessionExpired("no ZooKeeper session")
+        session = self._live_session(conn)
+        if not conn.live.is_set():
+            raise ConnectionLost(f"disconnected from ZooKeeper at {self.url.redacted()}; reconnecting")
+        stat = self._wait(conn.zk.exists_async(self._record(session.id)), session=True,
+                          timeout=min(self._timeout, session.ttl))
+        if stat is None or stat.ephemeralOwner != session.sid:
+            session.expired = True
+            raise SessionExpired("the ZooKeeper session expired")
+        if self._orphans:
+            self._remove_orphans(conn)
+
+    def close_session(self) -> None:
+        with self._session_lock:
+            with self._lock:
+                session, self._session = self._session, None
+                self._own.clear()
+                conn = self._conn
+            if session is None or conn is None:
+                return
+            current = conn.session()
+            if current is not None and current != session.sid:
+                return  # that session already expired; this client runs a fresh one
+            with self._lock:
+                self._conn = None
+            self._stop(conn)  # ends the session: its ephemeral znodes go
+            if self._watches and not self._closed:
+                with contextlib.suppress(ConnectionLost):  # else the next operation reconnects
+                    self._replace(conn.ttl)
+
+    def expire_session(self, session_id: str) -> bool:
+        sid = _session_int(session_id)
+        if sid is None:
+            return False
+        ended = False
+        for _ in range(3):  # its owner may attach again before the close is served: then again
+            try:
+                password, stat = self._wait(self._client().zk.get_async(self._record(_hex(sid))), NoNodeError)
+            except NoNodeError:
+                return ended
+            except ConnectionLost:
+                if ended:  # it was this backend's own session: its client is starting a new one
+                    return True
+                raise
+            if stat.ephemeralOwner != sid:
+                return ended
+            ended = self._attach_and_close(sid, password) or ended
+        return ended
+
+    def _attach_and_close(self, sid: int, password: bytes) -> bool:
+        """Attach a second client to session ``sid`` and close it: the server
+        ends the session as on expiry. False if it could not attach."""
+        intruder = KazooClient(hosts=self._hosts, client_id=(sid, password), auth_data=self._auth,
+                               timeout=self._session.ttl if self._session else _DEFAULT_TTL,
+                               connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 0.5})
+        try:
+            intruder.start(timeout=self._timeout)
+            return intruder.client_id is not None and intruder.client_id[0] == sid
+        except KazooTimeoutError:
+            raise ConnectionLost(f"ZooKeeper at {self.url.redacted()} did not answer") from None
+        finally:
+            intruder.stop()
+            intruder.close()
+
+    def session_last_seen(self, session_id: str) -> float | None:
+        sid = _session_int(session_id)
+        if sid is None:
+            return None
+        stat = self._wait(self._client().zk.exists_async(self._record(_hex(sid))))
+        return time.time() if stat is not None and stat.ephemeralOwner == sid else None
+
+    # -- keys -------------------------------------------------------------
+    def _path(self, key: str) -> str:
+        return f"{self._root}/{key}" if key else self._root
+
+    def _dir(self, prefix: str) -> str:
+        return self._path(prefix.rstrip("/"))
+
+    def _key(self, path: str) -> str | None:
+        if path == self._root:
+            return ""
+        if path.startswith(self._root + "/"):
+            return path[len(self._root) + 1:]
+        return None
+
+    def _entry(self, path: str, data: bytes, stat: ZnodeStat) -> Entry | None:
+        split = _split(data)
+        key = self._key(path)
+        if split is None or key is None:
+            return None
+        value, sequential = split
+        owner = _hex(stat.ephemeralOwner) if stat.ephemeralOwner else None
+        return Entry(key, value, stat.mzxid, stat.czxid if sequential else None, owner)
+
+    def get(self, key: str) -> Entry | None:
+        path = self._path(key)
+        try:
+            data, stat = self._wait(self._client().zk.get_async(path), NoNodeError)
+        except NoNodeError:
+            return None
+        return self._entry(path, data, stat)
+
+    def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> Entry | None:
+        conn = self._client()
+        session = self._live_session(conn) if ephemeral else None
+        path, data = self._path(key), _KEY + bytes(value)
+        while True:
+            try:
+                _, stat = self._wait(conn.zk.create_async(path, data, ephemeral=ephemeral, include_data=True),
+                                     NodeExistsError, NoNodeError, NoChildrenForEphemeralsError,
+                                     session=ephemeral)
+            except NoNodeError:
+                self._wait(conn.zk.ensure_path_async(_parent(path)))
+                continue
+            except NoChildrenForEphemeralsError:
+                raise BackendError(f"cannot create {key!r}: on ZooKeeper an ephemeral key has no keys "
+                                   "under it") from None
+            except NodeExistsError:
+                if ephemeral:
+                    return None
+                try:  # a mere parent znode becomes a key; an existing key stays
+                    old, stat = self._wait(conn.zk.get_async(path), NoNodeError)
+                    if _split(old) is not None:
+                        return None
+                    stat = self._wait(conn.zk.set_async(path, data, stat.version), NoNodeError, BadVersionError)
+                except (NoNodeError, BadVersionError):
+                    continue  # changed meanwhile: try again
+                return self._entry(path, data, stat)
+            if session is not None:
+                self._check_owner(conn, path, stat, session)
+            return self._entry(path, data, stat)
+
+    def compare_and_set(self, key: str, value: bytes, version: int) -> Entry | None:
+        conn = self._client()
+        path = self._path(key)
+        mine = self._own.get(path)
+        try:
+            if mine is not None and mine[0] == version:
+                _, znode_version, header = mine
+            else:
+                old, stat = self._wait(conn.zk.get_async(path), NoNodeError)
+                if _split(old) is None or stat.mzxid != version:
+                    return None
+                znode_version, header = stat.version, _header(old)
+            data = header + bytes(value)
+            stat = self._wait(conn.zk.set_async(path, data, znode_version), NoNodeError, BadVersionError)
+        except (NoNodeError, BadVersionError):
+            return None
+        with self._lock:
+            if path in self._own:
+                self._own[path] = (stat.mzxid, stat.version, header)
+        return self._entry(path, data, stat)
+
+    def delete(self, key: str, version: int | None = None) -> bool:
+        conn = self._client()
+        path = self._path(key)
+        mine = self._own.get(path)
+        if mine is not None and version in (None, mine[0]):  # my sequential key: one round trip
+            try:
+                self._wait(conn.zk.delete_async(path, -1 if version is None else mine[1]),
+                           NoNodeError, BadVersionError, NotEmptyError)
+                self._own.pop(path, None)
+                return True
+            except NoNodeError:
+                self._own.pop(path, None)
+                return False
+            except BadVersionError:
+                return False
+            except NotEmptyError:
+                pass  # persistent, and the parent of other keys: see below
+        while True:
+            try:
+                data, stat = self._wait(conn.zk.get_async(path), NoNodeError)
+                if _split(data) is None or (version is not None and stat.mzxid != version):
+                    return False
+                self._wait(conn.zk.delete_async(path, stat.version), NoNodeError, BadVersionError, NotEmptyError)
+                return True
+            except NoNodeError:
+                return False
+            except BadVersionError:
+                if version is not None:
+                    return False  # changed meanwhile
+            except NotEmptyError:  # also the parent of other keys: keep it as a mere parent
+                try:
+                    self._wait(conn.zk.set_async(path, b"", stat.version), NoNodeError, BadVersionError)
+                    return True
+                except NoNodeError:
+                    return False
+                except BadVersionError:
+                    if version is not None:
+                        return False
+
+    def list(self, prefix: str) -> builtins.list[Entry]:
+        conn = self._client()
+        head, _, start = prefix.rpartition("/")
+        parent = self._path(head)
+        return self._walk(conn, parent, start, conn.zk.get_children_async(parent), {})
+
+    def _walk(self, conn: _Conn, parent: str, start: str, children: Result,
+              known: dict[str, tuple[bytes, ZnodeStat]]) -> builtins.list[Entry]:
+        """Every key under ``parent`` whose name there starts with ``start``.
+        Requests are pipelined: a znode's children are asked for as soon as
+        its stat shows some, while the answers already asked for come in."""
+        deadline = time.monotonic() + self._timeout
+        pending: collections.deque[tuple[str, bool, Result]] = collections.deque([(parent, True, children)])
+        entries: builtins.list[Entry] = []
+        while pending:
+            path, is_listing, result = pending.popleft()
+            try:
+                answer = self._wait(result, NoNodeError, timeout=max(0.0, deadline - time.monotonic()))
+            except NoNodeError:
+                continue  # deleted meanwhile
+            if is_listing:
+                for name in answer:
+                    if _SEGMENT.match(name) and (path != parent or name.startswith(start)):
+                        child = f"{path}/{name}"
+                        if child in known:
+                            data, stat = known[child]
+                            self._add_walked(conn, pending, entries, child, data, stat)
+                        else:
+                            pending.append((child, False, conn.zk.get_async(child)))
+            else:
+                self._add_walked(conn, pending, entries, path, *answer)
+        return sorted(entries, key=lambda e: e.key)
+
+    def _add_walked(self, conn: _Conn, pending: collections.deque[tuple[str, bool, Result]],
+                    entries: builtins.list[Entry], path: str, data: bytes, stat: ZnodeStat) -> None:
+        entry = self._entry(path, data, stat)
+        if entry is not None:
+            entries.append(entry)
+        if stat.numChildren:
+            pending.append((path, True, conn.zk.get_children_async(path)))
+
+    # -- sequence ---------------------------------------------------------
+    def create_sequential(self, prefix: str, value: bytes, *, ephemeral: bool = True) -> Entry:
+        return self._sequential(prefix, value, ephemeral, listing=False)[0]
+
+    def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, builtins.list[Entry]]:
+        """One round trip when the queue's parent exists: the creation and the
+        listing are sent together (ZooKeeper answers a client in order)."""
+        return self._sequential(prefix, value, True, listing=True)
+
+    def _sequential(self, prefix: str, value: bytes, ephemeral: bool,
+                    listing: bool) -> tuple[Entry, builtins.list[Entry]]:
+        conn = self._client()
+        session = self._live_session(conn) if ephemeral else None
+        parent = self._dir(prefix)
+        tag = os.urandom(_TAG)
+        data = _SEQ + tag + bytes(value)
+        while True:
+            created = conn.zk.create_async(parent + "/", data, ephemeral=ephemeral, sequence=True,
+                                           include_data=True)
+            children = conn.zk.get_children_async(parent) if listing else None
+            try:
+                path, stat = self._wait(created, NoNodeError, session=ephemeral)
+            except NoNodeError:
+                self._wait(conn.zk.ensure_path_async(parent))
+                continue
+            except ConnectionLost:
+                self._track_orphan(conn, created, parent, tag)
+                raise
+            break
+        if session is not None:
+            self._check_owner(conn, path, stat, session)
+        with self._lock:
+            self._own[path] = (stat.mzxid, stat.version, _header(data))
+        entry = self._entry(path, data, stat)
+        assert entry is not None
+        if children is None:
+            return entry, []
+        return entry, self._walk(conn, parent, "", children, {path: (data, stat)})
+
+    def _track_orphan(self, conn: _Conn, created: Result, parent: str, tag: bytes) -> None:
+        """A creation whose outcome is unknown: remove its znode if it was made."""
+        def settled(result: Result) -> None:
+            if result.successful():
+                conn.zk.delete_async(result.value[0])
+            elif isinstance(result.exception, ConnectionLoss):  # maybe made: look for its tag later
+                with self._lock:
+                    self._orphans[tag] = parent
+
+        created.rawlink(settled)
+
+    def _remove_orphans(self, conn: _Conn) -> None:
+        with self._lock:
+            orphans, self._orphans = self._orphans, {}
+        for tag, parent in orphans.items():
+            try:
+                names = self._wait(conn.zk.get_children_async(parent), NoNodeError)
+                reads = [(f"{parent}/{n}", conn.zk.get_async(f"{parent}/{n}")) for n in names]
+                for path, result in reads:
+                    try:
+                        data, _ = self._wait(result, NoNodeError)
+                    except NoNodeError:
+                        continue
+                    if data[:1 + _TAG] == _SEQ + tag:
+                        self._wait(conn.zk.delete_async(path), NoNodeError)
+            except NoNodeError:
+                pass
+            except ConnectionLost:
+                with self._lock:
+                    self._orphans.update(orphans)
+                raise
+
+    # -- watch ------------------------------------------------------------
+    def watch(self, key: str, callback: Callable[[], None]) -> Watch:
+        watch = CallbackWatch(callback, lambda w: self._unwatch(key, w))
+        with self._lock:
+            first = key not in self._watches
+            self._watches.setdefault(key, set()).add(watch)
+            conn = self._conn
+            if first and conn is not None and _is_prefix(key):
+                conn.children.pop(self._dir(key), None)  # arm a data watch on every child again
+        if first and conn is not None and conn.live.is_set():
+            armed = threading.Event()
+            self._arm(conn, key, lambda *_: armed.set())
+            armed.wait(self._timeout)
+        return watch  # if not armed yet, the reconnection arms it and calls back
+
+    def _unwatch(self, key: str, watch: CallbackWatch) -> None:
+        with self._lock:
+            watches = self._watches.get(key)
+            if watches is None:
+                return
+            watches.discard(watch)
+            if not watches:
+                del self._watches[key]
+                conn = self._conn
+                if conn is not None and _is_prefix(key):
+                    conn.children.pop(self._dir(key), None)
+                elif conn is not None:
+                    conn.absent.discard(self._path(key))
+
+    def _fire(self, *keys: str) -> None:
+        with self._lock:
+            watches = [w for key in keys for w in self._watches.get(key, ())]
+        for watch in watches:
+            self._submit(watch.fire)
+
+    def _submit(self, fn: Callable[[], None]) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.submit(fn)
+
+    def _arm(self, conn: _Conn, key: str, done: Callable[..., None]) -> None:
+        if _is_prefix(key):
+            self._arm_prefix(conn, self._dir(key), done)
+        else:
+            self._arm_key(conn, self._path(key), done)
+
+    def _rearm_all(self, conn: _Conn) -> None:
+        """Arm every watch on ``conn``, then call every callback once."""
+        with self._lock:
+            keys = list(self._watches)
+        if not keys:
+            return
+        remaining = [len(keys)]
+
+        def one_done(*_: object) -> None:
+            with self._lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                self._fire(*keys)
+
+        for key in keys:
+            self._arm(conn, key, one_done)
+
+    def _arm_key(self, conn: _Conn, path: str, done: Callable[[bool], None]) -> None:
+        """Data watch on ``path``, or while it is absent a child watch on its
+        parent; then ``done(exists)``."""
+        zk, parent = conn.zk, _parent(path)
+
+        def on_get(result: Result) -> None:
+            if result.successful():
+                with self._lock:
+                    conn.absent.discard(path)
+                done(True)
+            elif isinstance(result.exception, NoNodeError):
+                with self._lock:
+                    watched = self._key(path) in self._watches
+                    if watched:
+                        conn.absent.add(path)
+                    else:
+                        conn.absent.discard(path)
+                if watched:
+                    zk.get_children_async(parent, watch=conn.watcher).rawlink(on_children)
+                else:
+                    done(False)  # cancelled meanwhile: leave no watch behind
+            else:
+                done(False)
+
+        def on_children(result: Result) -> None:
+            if result.successful():
+                if path.rsplit("/", 1)[1] in result.value:
+                    zk.get_async(path, watch=conn.watcher).rawlink(on_get)  # created meanwhile
+                else:
+                    done(False)
+            elif isinstance(result.exception, NoNodeError):  # no parent either: watch the key itself
+                zk.exists_async(path, watch=conn.watcher).rawlink(lambda r: done(bool(r.successful() and r.value)))
+            else:
+                done(False)
+
+        zk.get_async(path, watch=conn.watcher).rawlink(on_get)
+
+    def _arm_prefix(self, conn: _Conn, parent: str, done: Callable[[], None]) -> None:
+        """Child watch on ``parent`` and a data watch on each new child; then ``done()``."""
+        zk = conn.zk
+
+        def on_children(result: Result) -> None:
+            if not result.successful():
+                if isinstance(result.exception, NoNodeError):
+                    zk.exists_async(parent, watch=conn.watcher).rawlink(on_exists)
+                else:
+                    done()
+                return
+            names = {n for n in result.value if _SEGMENT.match(n)}
+            with self._lock:
+                key = self._key(parent)
+                if key is None or _as_prefix(key) not in self._watches:
+                    names = set()  # cancelled meanwhile
+                armed = conn.children.setdefault(parent, set())
+                armed &= names
+                new = names - armed
+                armed |= new
+            if not new:
+                done()
+                return
+            remaining = [len(new)]
+
+            def on_child(name: str, child: Result) -> None:
+                with self._lock:
+                    if not child.successful():
+                        conn.children.get(parent, set()).discard(name)
+                    remaining[0] -= 1
+                    last = remaining[0] == 0
+                if last:
+                    done()
+
+            for name in new:
+                zk.get_async(f"{parent}/{name}", watch=conn.watcher).rawlink(
+                    lambda r, name=name: on_child(name, r))
+
+        def on_exists(result: Result) -> None:
+            if result.successful() and result.value is not None:
+                zk.get_children_async(parent, watch=conn.watcher).rawlink(on_children)  # created meanwhile
+            else:
+                done()
+
+        zk.get_children_async(parent, watch=conn.watcher).rawlink(on_children)
+
+    def _on_event(self, conn: _Conn, event: WatchedEvent) -> None:
+        """A one-shot watch fired (kazoo's callback thread: must not block)."""
+        path = event.path
+        if event.type == EventType.NONE or path is None:
+            return  # connection state: _on_state re-arms everything
+        parent = _parent(path)
+        key, parent_key = self._key(path), self._key(parent)
+        with self._lock:
+            if conn is not self._conn or key is None:
+                return
+            key_watched = bool(key) and key in self._watches and event.type != EventType.CHILD
+            dir_key = _as_prefix(key)
+            dir_watched = dir_key in self._watches and event.type != EventType.CHANGED
+            child_key = _as_prefix(parent_key) if parent_key is not None else None
+            child_changed = child_key in self._watches and event.type == EventType.CHANGED
+            if event.type in (EventType.CHANGED, EventType.DELETED):  # that data watch is spent
+                conn.children.get(parent, set()).discard(path.rsplit("/", 1)[1])
+            absent = [p for p in conn.absent if _parent(p) == path] \
+                if event.type in (EventType.CHILD, EventType.DELETED) else []
+        if key_watched:
+            if event.type == EventType.DELETED:  # wake at once (a lock handoff); call again if re-created
+                self._fire(key)
+                self._arm_key(conn, path, lambda exists: self._fire(key) if exists else None)
+            else:
+                self._arm_key(conn, path, lambda _: self._fire(key))
+        if dir_watched:
+            self._arm_prefix(conn, path, lambda: self._fire(dir_key))
+        if child_changed and child_key is not None:
+            watched_child_key = child_key
+            self._arm_prefix(conn, parent, lambda: self._fire(watched_child_key))
+        for absent_path in absent:
+            self._rearm_absent(conn, absent_path)
+
+    def _rearm_absent(self, conn: _Conn, path: str) -> None:
+        """The parent of an absent watched key changed: call back if the key appeared."""
+        key = self._key(path)
+        if key is not None:
+            self._arm_key(conn, path, lambda exists: self._fire(key) if exists else None)
