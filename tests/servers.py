@@ -63,7 +63,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -156,7 +155,7 @@ class Kind(abc.ABC):
         """The moot URL naming all ``members``."""
 
     def is_leader(self, member: Member) -> bool:
-        """True when ``member`` is the cluster's leader now (must not raise)."""
+        """True when ``member`` is the cluster's leader now (clusterable kinds; must not raise)."""
         raise ServerError(f"{self.name} has no leader")
 
 
@@ -304,10 +303,13 @@ def _tcp_exchange(port: int, request: bytes, until: bytes | None = None) -> byte
     return reply
 
 
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via $http_proxy
+
+
 def _http_json(url: str, body: dict[str, object] | None = None) -> dict[str, object] | None:
     data = None if body is None else json.dumps(body).encode()
     try:
-        with urllib.request.urlopen(url, data=data, timeout=2.0) as response:
+        with _HTTP.open(url, data=data, timeout=2.0) as response:
             parsed = json.loads(response.read())
     except (OSError, ValueError):
         return None
@@ -377,15 +379,13 @@ def _wait_gone(member: Member, timeout: float) -> bool:
 
 
 def _stop_members(members: Iterable[Member]) -> None:
-    """SIGTERM all, SIGKILL whoever is left after the grace period, remove data."""
-    members = list(members)
+    """One at a time (a cluster told to stop all at once stalls: etcd waits seconds
+    to hand over leadership), SIGTERM, then SIGKILL after the grace period; remove data."""
     for member in members:
         _signal(member, signal.SIGTERM)
-    for member in members:
         if not _wait_gone(member, _STOP_GRACE):
             _signal(member, signal.SIGKILL)
             _wait_gone(member, _STOP_GRACE)
-    for member in members:
         shutil.rmtree(member.directory, ignore_errors=True)
 
 
@@ -461,17 +461,18 @@ def _spawn(member: Member, detach: bool) -> None:
             cwd=member.directory, start_new_session=True,
         )  # fmt: skip
     member.pid = member.process.pid
-    (member.directory / "pid").write_text(f"{member.pid}\n")
+    (member.directory / "pids").write_text(f"{member.pid} {os.getpid()}\n")  # server, owner
 
 
 def _sweep_stale_dirs() -> None:
-    """Remove the data of servers that died without being stopped (a killed test run)."""
+    """Remove the data of servers left behind by a killed run: dirs whose server
+    and owning process are both gone (a member killed by a live test is kept)."""
     for directory in Path(tempfile.gettempdir()).glob(f"{_DIR_PREFIX}*"):
         try:
-            pid = int((directory / "pid").read_text())
+            pids = [int(pid) for pid in (directory / "pids").read_text().split()]
         except (OSError, ValueError):
             continue  # being created right now, or not ours
-        if not _pid_alive(pid):
+        if not any(_pid_alive(pid) for pid in pids):
             shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -483,7 +484,8 @@ def _wait_ready(clusters: Sequence[Cluster]) -> list[Cluster]:
     retry: list[Cluster] = []
     while pending:
         for key, (cluster, member) in list(pending.items()):
-            if cluster in retry or cluster.kind.ready(member):
+            # alive before and after the probe: never mistake another server on the port for ours
+            if cluster in retry or (member.alive() and cluster.kind.ready(member) and member.alive()):
                 del pending[key]
             elif not member.alive():
                 tail = member.log_tail()
@@ -491,9 +493,7 @@ def _wait_ready(clusters: Sequence[Cluster]) -> list[Cluster]:
                     retry.append(cluster)
                     del pending[key]
                     continue
-                raise ServerError(
-                    f"{member.kind} member {member.index} exited while starting; its log ends:\n{tail}"
-                )
+                raise ServerError(f"{member.kind} member {member.index} exited while starting; its log ends:\n{tail}")
             elif time.monotonic() - start > cluster.kind.startup_timeout:
                 raise ServerError(
                     f"{member.kind} on port {member.port} did not answer within "
