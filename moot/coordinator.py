@@ -140,6 +140,7 @@ class Coordinator:
         self._session_ok = threading.Event()
         self._session_lock = threading.Lock()
         self._last_ok = time.monotonic()
+        self._undeleted: set[str] = set()
         self.callbacks: Dispatcher | None = None
         self._heartbeat: threading.Thread | None = None
 
@@ -240,6 +241,8 @@ class Coordinator:
                     log.warning("moot: new session opened on %s for %s", self.url, self.member_id)
                     self._session_ok.set()
                     self._renew_bound()
+                if self._undeleted:
+                    self._retry_deletes()
                 late = started - self._last_ok - self.heartbeat_interval
                 if late > self.ttl / 3:
                     log.warning("moot: heartbeat ran %.2fs late (ttl %.1fs) on %s", late, self.ttl, self.url)
@@ -262,6 +265,8 @@ class Coordinator:
         if not self._session_ok.is_set():
             return
         self._session_ok.clear()
+        with self._bound_lock:
+            self._undeleted.clear()  # ephemeral: they ended with the session
         log.warning("moot: session of %s on %s lost: %s; its locks are lost", self.member_id, self.url, why)
         with self._bound_lock:
             bound = list(self._bound)
@@ -283,6 +288,32 @@ class Coordinator:
                 item._session_renewed()
             except Exception:
                 log.exception("moot: error while renewing %r on a new session", item)
+
+    def delete_entry(self, key: str) -> bool:
+        """Delete an ephemeral entry of this session (a released lock, a left
+        queue). If the backend cannot be reached now, the heartbeat deletes it
+        as soon as it can, so a live session never keeps a stale entry; the
+        ConnectionLost is raised all the same, for the caller to report."""
+        try:
+            return self.backend.delete(key)
+        except SessionExpired:
+            return False
+        except ConnectionLost:
+            with self._bound_lock:
+                self._undeleted.add(key)
+            raise
+
+    def _retry_deletes(self) -> None:
+        with self._bound_lock:
+            pending, self._undeleted = self._undeleted, set()
+        for key in pending:
+            try:
+                self.backend.delete(key)
+            except SessionExpired:
+                pass
+            except ConnectionLost:
+                with self._bound_lock:
+                    self._undeleted.add(key)
 
     def run_callback(self, fn: Callable[[], None]) -> None:
         """Run a user callback on the coordinator's callback thread."""

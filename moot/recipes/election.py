@@ -14,7 +14,6 @@ from collections.abc import Callable
 from moot import names
 from moot.backends.base import Entry, Watch
 from moot.coordinator import Coordinator, check_timeout
-from moot.errors import SessionExpired
 from moot.recipes import queue
 
 
@@ -76,10 +75,7 @@ class Election:
         if entry is None:
             return False
         self._coord.unbind(self)
-        try:
-            return self._coord.backend.delete(entry.key)
-        except SessionExpired:
-            return False
+        return self._coord.delete_entry(entry.key)
 
     def on_change(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(leader_member_id_or_None)`` whenever the leader

@@ -24,7 +24,7 @@ from types import TracebackType
 from moot import names
 from moot.backends.base import Entry
 from moot.coordinator import Coordinator, check_timeout
-from moot.errors import LockError, LockTimeout, SessionExpired
+from moot.errors import LockError, LockTimeout
 from moot.recipes import queue
 from moot.recipes.queue import Waiter
 
@@ -103,18 +103,16 @@ class Lock:
         """Release the lock; True if it was held and is now released.
 
         Never raises for a lock that is not held or whose session is gone;
-        raises ConnectionLost if the backend cannot be reached (the lock is
-        then freed by the backend when the session's TTL runs out)."""
+        raises ConnectionLost if the backend cannot be reached (the heartbeat
+        then deletes the entry as soon as the backend answers again, or the
+        session ends: either way the lock is freed)."""
         with self._mutex:
             entry, self._entry = self._entry, None
             self.since = None
         if entry is None:
             return False
         self._coord.unbind(self)
-        try:
-            return self._coord.backend.delete(entry.key)
-        except SessionExpired:
-            return False
+        return self._coord.delete_entry(entry.key)
 
     def __enter__(self) -> Lock:
         if not self.acquire(timeout=self._timeout):

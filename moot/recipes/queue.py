@@ -21,7 +21,7 @@ from typing import Any
 
 from moot.backends.base import Entry
 from moot.coordinator import Coordinator
-from moot.errors import SessionExpired
+from moot.errors import ConnectionLost, SessionExpired
 
 #: Given my entry and the live queue sorted by seq, return the entry that
 #: blocks me (to watch), or None if I am served.
@@ -98,8 +98,9 @@ _REQUEUE = Entry("", b"", 0)
 
 
 def _leave(coord: Coordinator, mine: Entry) -> None:
-    with contextlib.suppress(SessionExpired):
-        coord.backend.delete(mine.key)
+    """Withdraw my entry; if the backend is unreachable the heartbeat retries."""
+    with contextlib.suppress(ConnectionLost):
+        coord.delete_entry(mine.key)
 
 
 def _wait_in_queue(coord: Coordinator, prefix: str, mine: Entry, queue: list[Entry],
@@ -115,23 +116,55 @@ def _wait_in_queue(coord: Coordinator, prefix: str, mine: Entry, queue: list[Ent
         if not blocking:
             return None
         woken.clear()
-        watch = coord.backend.watch(ahead.key, woken.set)
         try:
-            # Re-read after arming the watch, so a release in between is not missed.
-            if coord.backend.get(ahead.key) is not None:
+            fresh = _wait_for_change(coord, prefix, ahead, woken, deadline, session)
+        except ConnectionLost:
+            # The session may well survive a short outage: keep my place and
+            # retry until the deadline (the heartbeat decides if it is lost).
+            if not _pause(coord, woken, deadline):
+                return None
+            continue
+        if fresh is None:
+            return None
+        if fresh is _REQUEUE_QUEUE:
+            return _REQUEUE
+        queue = fresh
+
+
+_REQUEUE_QUEUE: list[Entry] = []
+
+
+def _wait_for_change(coord: Coordinator, prefix: str, ahead: Entry, woken: threading.Event,
+                     deadline: float | None, session: str | None) -> list[Entry] | None:
+    """Wait until ``ahead`` changes; return the queue read afresh, None on
+    deadline, or _REQUEUE_QUEUE if my session ended meanwhile."""
+    watch = coord.backend.watch(ahead.key, woken.set)
+    try:
+        # Re-read after arming the watch, so a release in between is not missed.
+        if coord.backend.get(ahead.key) is not None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            while not woken.wait(_slice(remaining)):
+                coord.check_open()
+                if not coord.wait_for_session(deadline):
+                    return None
+                if coord.session_id != session:
+                    return _REQUEUE_QUEUE
                 remaining = None if deadline is None else deadline - time.monotonic()
-                while not woken.wait(_slice(remaining)):
-                    coord.check_open()
-                    if not coord.wait_for_session(deadline):
-                        return None
-                    if coord.session_id != session:
-                        return _REQUEUE
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return None
-        finally:
-            watch.cancel()
-        queue = ordered(coord.backend.list(prefix))
+                if remaining is not None and remaining <= 0:
+                    return None
+    finally:
+        watch.cancel()
+    return ordered(coord.backend.list(prefix))
+
+
+def _pause(coord: Coordinator, woken: threading.Event, deadline: float | None) -> bool:
+    """Back off briefly after a failed round trip; False once the deadline passed."""
+    coord.check_open()
+    pause = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+    if pause <= 0:
+        return False
+    woken.wait(pause)
+    return True
 
 
 def _slice(remaining: float | None) -> float:
