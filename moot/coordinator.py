@@ -318,7 +318,22 @@ class Coordinator:
     def run_callback(self, fn: Callable[[], None]) -> None:
         """Run a user callback on the coordinator's callback thread."""
         if self.callbacks is not None:
-            self.callbacks.submit(fn)
+            self.callbacks.submit(self._guarded(fn))
+
+    def _guarded(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn``, run again a little later if the backend could not be reached."""
+
+        def run() -> None:
+            if self._closed:
+                return
+            try:
+                fn()
+            except ConnectionLost:
+                timer = threading.Timer(self.initial_reconnect_backoff, self.run_callback, (fn,))
+                timer.daemon = True
+                timer.start()
+
+        return run
 
     # -- keys -------------------------------------------------------------
     def key(self, *parts: str) -> str:

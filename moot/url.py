@@ -23,9 +23,9 @@ BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "rediss": ("moot.backends.redis", "RedisBackend", "redis", "redis"),
     "zookeeper": ("moot.backends.zookeeper", "ZooKeeperBackend", "zookeeper", "kazoo"),
     "kazoo": ("moot.backends.zookeeper", "ZooKeeperBackend", "zookeeper", "kazoo"),
-    "etcd": ("moot.backends.etcd", "EtcdBackend", "etcd", "etcd3gw"),
-    "etcd3+http": ("moot.backends.etcd", "EtcdBackend", "etcd", "etcd3gw"),
-    "etcd3+https": ("moot.backends.etcd", "EtcdBackend", "etcd", "etcd3gw"),
+    "etcd": ("moot.backends.etcd", "EtcdBackend", None, None),
+    "etcd3+http": ("moot.backends.etcd", "EtcdBackend", None, None),
+    "etcd3+https": ("moot.backends.etcd", "EtcdBackend", None, None),
 }
 
 _REDACTED = "***"

@@ -264,6 +264,8 @@ class Etcd(Kind):
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", cluster, "--initial-cluster-state", "new",
             "--initial-cluster-token", token,
+            # Short elections: 1 s leases are real, and a killed leader is replaced fast.
+            "--heartbeat-interval", "50", "--election-timeout", "500",
             "--logger", "zap", "--log-outputs", "stderr",
         ]  # fmt: skip
 
