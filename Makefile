@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint servers-install clean
+.PHONY: demo test lint bench servers-install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,6 @@ test: $(STAMP) servers-install lint
 
 clean:
 	rm -rf $(VENV) .servers build *.egg-info
+
+bench: $(STAMP) servers-install
+	$(PY) -m bench

@@ -39,12 +39,16 @@ from moot.errors import (
     MootError,
     SessionExpired,
 )
+from moot.stats import Stats
 from moot.url import BACKENDS, BackendURL, option_float, parse_url
 
 if TYPE_CHECKING:
     from moot.recipes.election import Election
     from moot.recipes.group import Group
     from moot.recipes.lock import Lock, LockInfo
+    from moot.recipes.partitioner import Partitioner
+    from moot.recipes.rwlock import RWLock
+    from moot.recipes.semaphore import Semaphore
 
 log = logging.getLogger("moot.coordinator")
 
@@ -141,6 +145,7 @@ class Coordinator:
         self._session_lock = threading.Lock()
         self._last_ok = time.monotonic()
         self._undeleted: set[str] = set()
+        self.metrics = Stats()
         self.callbacks: Dispatcher | None = None
         self._heartbeat: threading.Thread | None = None
 
@@ -194,6 +199,12 @@ class Coordinator:
             if self.callbacks is not None:
                 self.callbacks.close()
 
+    def stats(self) -> dict[str, Any]:
+        """This coordinator's figures so far: counters (acquisitions, timeouts,
+        lost locks, reconnects, heartbeats...) and histograms (lock wait and
+        hold time, heartbeat latency and lateness), by recipe kind."""
+        return self.metrics.snapshot()
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -238,14 +249,18 @@ class Coordinator:
                     self.backend.refresh_session()
                 else:
                     self.session_id = self.backend.open_session(self.ttl)
+                    self.metrics.count("reconnects")
                     log.warning("moot: new session opened on %s for %s", self.url, self.member_id)
                     self._session_ok.set()
                     self._renew_bound()
                 if self._undeleted:
                     self._retry_deletes()
-                late = started - self._last_ok - self.heartbeat_interval
+                late = max(0.0, started - self._last_ok - self.heartbeat_interval)
                 if late > self.ttl / 3:
                     log.warning("moot: heartbeat ran %.2fs late (ttl %.1fs) on %s", late, self.ttl, self.url)
+                self.metrics.count("heartbeats")
+                self.metrics.observe("heartbeat_seconds", "coordinator", time.monotonic() - started)
+                self.metrics.observe("heartbeat_lateness_seconds", "coordinator", late)
                 self._last_ok = started
                 backoff = self.initial_reconnect_backoff
                 wait = self.heartbeat_interval
@@ -253,6 +268,7 @@ class Coordinator:
                 self._lose_session("the session expired")
                 wait = 0.0
             except Exception as exc:  # ConnectionLost or a client library error
+                self.metrics.count("heartbeat_failures")
                 if self._session_ok.is_set() and time.monotonic() - self._last_ok >= self.ttl:
                     self._lose_session(f"backend unreachable for a whole TTL ({type(exc).__name__})")
                 log.warning("moot: heartbeat to %s failed (%s); retrying in %.2fs", self.url,
@@ -265,6 +281,7 @@ class Coordinator:
         if not self._session_ok.is_set():
             return
         self._session_ok.clear()
+        self.metrics.count("sessions_lost")
         with self._bound_lock:
             self._undeleted.clear()  # ephemeral: they ended with the session
         log.warning("moot: session of %s on %s lost: %s; its locks are lost", self.member_id, self.url, why)
@@ -380,6 +397,24 @@ class Coordinator:
         from moot.recipes.election import Election
 
         return Election(self, name)
+
+    def rwlock(self, name: str, timeout: float | None = None) -> RWLock:
+        """A shared/exclusive lock named ``name`` (``.read()``, ``.write()``, ``upgrade()``)."""
+        from moot.recipes.rwlock import RWLock
+
+        return RWLock(self, name, timeout=timeout)
+
+    def semaphore(self, name: str, limit: int, timeout: float | None = None) -> Semaphore:
+        """A counting semaphore: at most ``limit`` holders of ``name`` at once."""
+        from moot.recipes.semaphore import Semaphore
+
+        return Semaphore(self, name, limit, timeout=timeout)
+
+    def partitioner(self, group_name: str, replicas: int = 1) -> Partitioner:
+        """A consistent hash ring over the live members of ``group_name``."""
+        from moot.recipes.partitioner import Partitioner
+
+        return Partitioner(self, group_name, replicas=replicas)
 
 
 def check_timeout(timeout: float | None) -> float | None:

@@ -15,6 +15,7 @@ Guarantees (checked by the conformance suite on every backend):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from moot.coordinator import Coordinator, check_timeout
 from moot.errors import LockError, LockTimeout
 from moot.recipes import queue
 from moot.recipes.queue import Waiter
+
+log = logging.getLogger("moot.lock")
 
 
 def lock_prefix(coord: Coordinator, name: str) -> str:
@@ -63,6 +66,7 @@ class Lock:
         self._entry: Entry | None = None
         self._mutex = threading.Lock()
         self.since: float | None = None
+        self._held_at = 0.0
 
     def __repr__(self) -> str:
         state = f"held token={self.token}" if self.is_held else "not held"
@@ -90,13 +94,19 @@ class Lock:
         if self._entry is not None:
             raise LockError(f"lock {self.name!r} is already held by this Lock object (not reentrant)")
         value = queue.encode(self._coord.member_id, "exclusive")
+        asked = time.monotonic()
         entry = queue.wait_turn(self._coord, self._prefix, value, deadline, blocking=blocking)
         if entry is None:
+            if blocking:
+                self._coord.metrics.count("timeouts", "lock")
             return False
         with self._mutex:
             self._entry = entry
             self.since = time.time()
+            self._held_at = time.monotonic()
         self._coord.bind(self)
+        self._coord.metrics.count("acquisitions", "lock")
+        self._coord.metrics.observe("wait_seconds", "lock", self._held_at - asked)
         return True
 
     def release(self) -> bool:
@@ -112,6 +122,8 @@ class Lock:
         if entry is None:
             return False
         self._coord.unbind(self)
+        self._coord.metrics.count("releases", "lock")
+        self._coord.metrics.observe("hold_seconds", "lock", time.monotonic() - self._held_at)
         return self._coord.delete_entry(entry.key)
 
     def __enter__(self) -> Lock:
@@ -129,6 +141,10 @@ class Lock:
             lost, self._entry = self._entry, None
             self.since = None
         self._coord.unbind(self)
+        if lost is not None:
+            self._coord.metrics.count("lost", "lock")
+            log.warning("moot: lock %r (token %s) lost with the session of %s", self.name, lost.seq,
+                        self._coord.member_id)
         if lost is not None and self._on_lost is not None:
             callback = self._on_lost
             self._coord.run_callback(lambda: callback(self))
