@@ -16,6 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import importlib
 import logging
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from moot import names
-from moot.backends.base import Backend, Dispatcher
+from moot.backends.base import Backend, Dispatcher, Entry
 from moot.errors import (
     ConnectionLost,
     CoordinatorClosed,
@@ -144,7 +145,7 @@ class Coordinator:
         self._session_ok = threading.Event()
         self._session_lock = threading.Lock()
         self._last_ok = time.monotonic()
-        self._undeleted: set[str] = set()
+        self._undeleted: set[str | _Unanswered] = set()
         self.metrics = Stats()
         self.callbacks: Dispatcher | None = None
         self._heartbeat: threading.Thread | None = None
@@ -320,17 +321,32 @@ class Coordinator:
                 self._undeleted.add(key)
             raise
 
+    def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, list[Entry]]:
+        """``backend.enqueue``; if its answer is lost, the entry it may have
+        made is found (by session and value) and deleted by the heartbeat."""
+        try:
+            return self.backend.enqueue(prefix, value)
+        except ConnectionLost:
+            with self._bound_lock:
+                self._undeleted.add(_Unanswered(prefix, value))
+            raise
+
     def _retry_deletes(self) -> None:
         with self._bound_lock:
             pending, self._undeleted = self._undeleted, set()
-        for key in pending:
+        for item in pending:
             try:
-                self.backend.delete(key)
+                if isinstance(item, _Unanswered):
+                    for entry in self.backend.list(item.prefix):
+                        if entry.owner == self.session_id and entry.value == item.value:
+                            self.backend.delete(entry.key)
+                else:
+                    self.backend.delete(item)
             except SessionExpired:
                 pass
             except ConnectionLost:
                 with self._bound_lock:
-                    self._undeleted.add(key)
+                    self._undeleted.add(item)
 
     def run_callback(self, fn: Callable[[], None]) -> None:
         """Run a user callback on the coordinator's callback thread."""
@@ -415,6 +431,14 @@ class Coordinator:
         from moot.recipes.partitioner import Partitioner
 
         return Partitioner(self, group_name, replicas=replicas)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unanswered:
+    """An enqueue whose answer was lost: its entry may exist."""
+
+    prefix: str
+    value: bytes
 
 
 def check_timeout(timeout: float | None) -> float | None:

@@ -21,6 +21,7 @@ BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "file": ("moot.backends.file", "FileBackend", None, None),
     "redis": ("moot.backends.redis", "RedisBackend", "redis", "redis"),
     "rediss": ("moot.backends.redis", "RedisBackend", "redis", "redis"),
+    "redis+sentinel": ("moot.backends.redis", "RedisBackend", "redis", "redis"),
     "zookeeper": ("moot.backends.zookeeper", "ZooKeeperBackend", "zookeeper", "kazoo"),
     "kazoo": ("moot.backends.zookeeper", "ZooKeeperBackend", "zookeeper", "kazoo"),
     "etcd": ("moot.backends.etcd", "EtcdBackend", None, None),

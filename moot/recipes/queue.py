@@ -79,7 +79,7 @@ def wait_turn(coord: Coordinator, prefix: str, value: bytes, deadline: float | N
         if not coord.wait_for_session(deadline):
             return None
         try:
-            mine, entries = coord.backend.enqueue(prefix, value)
+            mine, entries = coord.enqueue(prefix, value)
         except SessionExpired:
             continue
         try:

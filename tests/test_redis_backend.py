@@ -1,0 +1,507 @@
+"""What the Redis backend guarantees beyond the conformance suite: one
+command per heartbeat whatever the session holds, one script call per lock
+acquire and per release, ephemeral entries that die with their session's key
+(and wake watchers when it expires, with no write), counters that outlive
+everything, one pub/sub connection and one listener thread per backend, the
+hash-slot layout, recovery from a dropped pub/sub connection and from a
+server restart, ACL users, and TLS (``rediss://``).
+
+The server is ``$MOOT_TEST_REDIS_URL`` if set, else one started by
+``tests/servers.py`` (a missing redis-server fails these tests; they never
+skip). Tests that restart a server or need TLS start their own.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+import moot
+from moot.backends.redis import RedisBackend, dir_key
+from moot.errors import BackendError, ConnectionLost, InvalidURL, SessionExpired
+from moot.url import BACKENDS, parse_url
+from tests import servers
+from tests.waiting import wait_event, wait_until
+
+TTL = 1.0
+
+Make = Callable[..., RedisBackend]
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    given = os.environ.get("MOOT_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    cluster = servers.start_cluster("redis", size=1)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def make(redis_url: str) -> Iterator[Make]:
+    """``make(url=redis_url, **options)``: a connected backend, closed after the test."""
+    opened: list[RedisBackend] = []
+
+    def factory(url: str = redis_url, **options: Any) -> RedisBackend:
+        parsed = parse_url(url)
+        backend = RedisBackend(parsed, {**parsed.query, **options})
+        backend.connect(5.0)
+        opened.append(backend)
+        return backend
+
+    yield factory
+    for backend in opened:
+        backend.close()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}/lock/x/q/"
+
+
+def pubsub_port(backend: RedisBackend) -> int:
+    sock = backend._listener._sock
+    assert sock is not None
+    port: int = sock.getsockname()[1]
+    return port
+
+
+def command_ports(backend: RedisBackend) -> set[str]:
+    """Client ports of the backend's command connections (not its pub/sub one)."""
+    connections = backend._client.connection_pool._connections
+    return {str(c._sock.getsockname()[1]) for c in connections if c._sock is not None}
+
+
+def commands_during(url: str, action: Callable[[], object], backend: RedisBackend) -> list[str]:
+    """Names of the commands ``backend`` sent over its command connections
+    while ``action`` ran (seen by MONITOR), not counting those run inside scripts."""
+    marker = f"moot-test-end-{uuid.uuid4().hex}"
+    lines: list[dict[str, Any]] = []
+    client, marking = redis.Redis.from_url(url), redis.Redis.from_url(url)
+    marking.ping()  # connected (handshake done) before MONITOR starts
+    with client.monitor() as monitor:
+        action()
+        marking.echo(marker)
+        while marker not in (line := monitor.next_command())["command"]:
+            lines.append(line)
+    client.close()
+    marking.close()
+    ports = command_ports(backend)
+    return [line["command"].split(" ", 1)[0].upper() for line in lines
+            if line["client_type"] == "tcp" and line["client_port"] in ports]
+
+
+# -- round trips ----------------------------------------------------------------
+def test_enqueue_and_delete_are_one_script_call_each(make: Make, redis_url: str, prefix: str) -> None:
+    backend = make()
+    backend.open_session(30)
+    backend.delete(backend.enqueue(prefix, b"warm up")[0].key)  # loads the scripts
+    result: list[Any] = []
+    assert commands_during(redis_url, lambda: result.append(backend.enqueue(prefix, b"v")), backend) == ["EVALSHA"]
+    mine, queue = result[0]
+    assert queue == [mine] and mine.seq == 2 and mine.key == f"{prefix}{2:020d}"
+    assert commands_during(redis_url, lambda: backend.delete(mine.key), backend) == ["EVALSHA"]
+
+
+def test_uncontended_lock_acquire_and_release_are_one_round_trip_each(redis_url: str) -> None:
+    with moot.connect(redis_url, member_id="solo", ttl=60, namespace=uuid.uuid4().hex) as coord:
+        lock = coord.lock("volume-42")
+        lock.acquire()
+        lock.release()
+        quiet = coord.backend
+        assert isinstance(quiet, RedisBackend)
+        assert commands_during(redis_url, lock.acquire, quiet) == ["EVALSHA"]
+        assert lock.token == 2
+        assert commands_during(redis_url, lock.release, quiet) == ["EVALSHA"]
+
+
+def test_heartbeat_is_one_command_however_many_keys(make: Make, redis_url: str, prefix: str) -> None:
+    backend, ttl = make(), 2.0
+    session = backend.open_session(ttl)
+    base = prefix.removesuffix("q/")
+    for i in range(100):
+        assert backend.create(f"{base}m/{i}", b"x", ephemeral=True) is not None
+    for _ in range(10):
+        backend.enqueue(prefix, b"")
+    assert commands_during(redis_url, backend.refresh_session, backend) == ["PEXPIRE"]
+    end = time.monotonic() + 2 * ttl  # outlive the TTL on refreshes alone
+    while time.monotonic() < end:
+        backend.refresh_session()
+        time.sleep(ttl / 4)
+    assert len(backend.list(base)) == 110
+    assert backend.session_last_seen(session) is not None
+    wait_until(lambda: not backend.list(base), what="the keys to die with the unrefreshed session")
+    assert backend.session_last_seen(session) is None
+    with pytest.raises(SessionExpired):
+        backend.refresh_session()
+    with pytest.raises(SessionExpired):
+        backend.enqueue(prefix, b"")
+
+
+# -- layout -----------------------------------------------------------------------
+def test_every_key_of_a_lock_or_group_shares_a_hash_slot(redis_url: str, raw: redis.Redis) -> None:
+    namespace = uuid.uuid4().hex
+    with moot.connect(redis_url, member_id="m", ttl=30, namespace=namespace) as coord, coord.lock("a/b"):
+        group = coord.group("g")
+        group.join(capabilities={"x": 1})
+        keys = [k.decode() for k in raw.scan_iter(match=f"moot:{{{namespace}/*")]
+        lock_keys = [k for k in keys if "/lock/" in k]
+        group_keys = [k for k in keys if "/group/" in k]
+        assert lock_keys and group_keys
+        assert len({key_slot(k.encode()) for k in lock_keys}) == 1
+        assert len({key_slot(k.encode()) for k in group_keys}) == 1
+        assert group_keys == [k for k in group_keys if k.startswith(f"moot:{{{namespace}/group/g}}")]
+    assert dir_key("ns/lock/x/q/") == "moot:{ns/lock/x}/q/"
+    assert dir_key("ns/lock/") == "moot:{ns/lock}/"
+    assert dir_key("") == "moot:{}"
+
+
+def test_counters_and_versions_never_repeat(make: Make, prefix: str) -> None:
+    a = make()
+    a.open_session(30)
+    first = a.create_sequential(prefix, b"", ephemeral=False)
+    assert a.delete(first.key)
+    a.close()  # nothing left under the prefix, and the client is gone
+    b = make()
+    b.open_session(30)
+    second, queue = b.enqueue(prefix, b"")
+    assert first.seq is not None and second.seq is not None and second.seq > first.seq
+    assert queue == [second]
+    key = f"{prefix.removesuffix('q/')}meta"
+    old = b.create(key, b"1")
+    assert old is not None and b.delete(key)
+    new = b.create(key, b"1")
+    assert new is not None and new.version > old.version
+    assert b.compare_and_set(key, b"2", old.version) is None  # no ABA on a re-created key
+    assert b.delete(key, old.version) is False
+
+
+# -- liveness and watches --------------------------------------------------------
+def test_dead_entries_read_as_absent_and_are_removed(make: Make, raw: redis.Redis, prefix: str) -> None:
+    owner, reader = make(), make()
+    owner.open_session(TTL)  # never refreshed
+    entry, _ = owner.enqueue(prefix, b"")
+    wait_until(lambda: reader.get(entry.key) is None, what="the entry to die with its session")
+    assert raw.hget(dir_key(prefix), entry.key.rsplit("/", 1)[1]) is None
+    assert reader.list(prefix) == []
+
+
+@pytest.mark.parametrize("watch_prefix", [False, True], ids=["key", "prefix"])
+def test_watch_fires_when_the_owner_session_expires(make: Make, prefix: str, watch_prefix: bool) -> None:
+    owner, watcher = make(), make()
+    watcher.open_session(30)
+    owner.open_session(TTL)  # never refreshed: it expires with no write at all
+    entry = owner.create(f"{prefix}member", b"", ephemeral=True)
+    assert entry is not None
+    fired = threading.Event()
+    watcher.watch(prefix if watch_prefix else entry.key, fired.set)
+    wait_event(fired, what="the watch to fire when the owner's session expires")
+    assert watcher.get(entry.key) is None
+
+
+def test_eviction_tells_the_owner_at_once(make: Make, prefix: str) -> None:
+    owner, admin = make(), make()
+    lost = threading.Event()
+    owner.set_session_listener(lost.set)
+    session = owner.open_session(30)
+    entry, _ = owner.enqueue(prefix, b"")
+    gone = threading.Event()
+    admin.watch(entry.key, gone.set)
+    assert admin.expire_session(session) is True
+    wait_event(gone, what="the waiter to see the evicted entry go")
+    wait_event(lost, what="the owner's session listener (no heartbeat involved)")
+    assert admin.expire_session(session) is False
+    assert admin.get(entry.key) is None
+    with pytest.raises(SessionExpired):
+        owner.refresh_session()
+
+
+def test_own_session_expiry_is_noticed_without_a_refresh(make: Make, prefix: str) -> None:
+    owner = make()
+    lost, mine = threading.Event(), threading.Event()
+    owner.set_session_listener(lost.set)
+    owner.open_session(TTL)
+    entry, _ = owner.enqueue(prefix, b"")
+    owner.watch(entry.key, mine.set)
+    wait_event(lost, what="the session listener when the unrefreshed session expires")
+    wait_event(mine, what="the holder's watch on its own entry")
+
+
+def test_session_last_seen_follows_the_heartbeat(make: Make) -> None:
+    a, b = make(), make()
+    session = a.open_session(30)
+    seen = b.session_last_seen(session)
+    assert seen is not None and abs(seen - time.time()) < 5
+    a.refresh_session()
+    later = b.session_last_seen(session)
+    assert later is not None and later >= seen - 0.01
+    a.close_session()
+    assert b.session_last_seen(session) is None
+
+
+def test_one_pubsub_connection_and_listener_thread_for_all_watches(
+    make: Make, raw: redis.Redis, prefix: str
+) -> None:
+    backend = make()
+    backend.open_session(30)
+    before = threading.active_count()
+    fired: list[int] = []
+    watches = [backend.watch(f"{prefix}{i}", functools.partial(fired.append, i)) for i in range(20)]
+    assert threading.active_count() == before
+    port = pubsub_port(backend)
+    mine = [c for c in raw.client_list(_type="pubsub") if c["addr"].endswith(f":{port}")]
+    assert len(mine) == 1 and int(mine[0]["sub"]) == 21  # 20 keys + the session's notices
+    backend.create(f"{prefix}7", b"")
+    wait_until(lambda: 7 in fired, what="the watch on key 7")
+    for watch in watches:
+        watch.cancel()
+        watch.cancel()
+    wait_until(lambda: any(int(c["sub"]) == 1 for c in raw.client_list(_type="pubsub")
+                           if c["addr"].endswith(f":{port}")), what="the unsubscriptions")
+    assert set(fired) == {7}
+
+
+def test_watches_survive_a_dropped_pubsub_connection(make: Make, raw: redis.Redis, prefix: str) -> None:
+    backend, writer = make(), make()
+    key = f"{prefix}k"
+    fired = threading.Event()
+    backend.watch(key, fired.set)
+    raw.client_kill_filter(_type="pubsub", addr=f"127.0.0.1:{pubsub_port(backend)}")
+    wait_event(fired, what="the resync call, made once re-subscribed")
+    fired.clear()
+    assert writer.create(key, b"") is not None
+    wait_event(fired, what="a notification over the new connection")
+
+
+# -- errors, URLs, auth, restart, TLS ---------------------------------------------
+def test_unreachable_server_is_connection_lost_without_the_password() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = RedisBackend(parse_url(f"redis://:s3cret-pw@127.0.0.1:{port}/0"), {})
+    with pytest.raises(ConnectionLost) as caught:
+        backend.connect(1.0)
+    assert "s3cret-pw" not in str(caught.value) and "s3cret-pw" not in repr(backend)
+    backend.close()
+
+
+def test_bad_urls_and_options() -> None:
+    with pytest.raises(InvalidURL):
+        RedisBackend(parse_url("redis://127.0.0.1/notadb"), {})
+    with pytest.raises(InvalidURL):
+        RedisBackend(parse_url("redis://a:1,b:2/0"), {})
+    with pytest.raises(InvalidURL):
+        RedisBackend(parse_url("rediss://127.0.0.1/0"), {"ssl_cert_reqs": "sometimes"})
+
+
+def test_acl_user(make: Make, raw: redis.Redis, redis_url: str, prefix: str) -> None:
+    user, password = f"moot-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    raw.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["moot:*"], channels=["moot:*"],
+                    commands=["+@all"])
+    try:
+        hostport = redis_url.split("://", 1)[1].split("/", 1)[0]
+        backend = make(f"redis://{user}:{password}@{hostport}/0")
+        backend.open_session(30)
+        fired = threading.Event()
+        backend.watch(f"{prefix}k", fired.set)  # over the pub/sub connection's own AUTH
+        assert backend.create(f"{prefix}k", b"", ephemeral=True) is not None
+        wait_event(fired, what="a notification for an ACL user")
+        with pytest.raises(BackendError) as caught:
+            make(f"redis://{user}:wrong-{password}@{hostport}/0")
+        assert password not in str(caught.value)
+    finally:
+        raw.acl_deluser(user)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class OwnServers:
+    """redis-server processes of one test (plain, TLS, replica, Sentinel), killed by PID after it."""
+
+    def __init__(self, directory: Path):
+        if shutil.which("redis-server") is None:
+            raise AssertionError("redis-server is not installed; run scripts/install-deps.sh")
+        self.directory = directory
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.argv: dict[int, list[str]] = {}
+
+    def start(self, *args: str, port: int | None = None, tls: bool = False, config: str | None = None) -> int:
+        """Start a server on ``port`` (a free one by default); return the port once it accepts."""
+        port = free_port() if port is None else port
+        argv = ["redis-server"]
+        if config is not None:
+            path = self.directory / f"{port}.conf"
+            path.write_text(config)
+            argv.append(str(path))
+        argv += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        if tls:
+            self.certificates()
+            argv += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", "server.crt",
+                     "--tls-key-file", "server.key", "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"]
+        else:
+            argv += ["--port", str(port)]
+        self.argv[port] = argv + list(args)
+        self.restart(port)
+        return port
+
+    def restart(self, port: int) -> None:
+        with open(self.directory / f"{port}.log", "ab") as log:
+            self.processes[port] = subprocess.Popen(self.argv[port], cwd=self.directory, stdout=log, stderr=log)
+
+        def accepts() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(accepts, what=f"the test's redis-server on port {port}")
+
+    def kill(self, port: int) -> None:
+        process = self.processes[port]
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+    def kill_all(self) -> None:
+        for port in self.processes:
+            self.kill(port)
+
+    def certificates(self) -> None:
+        if (self.directory / "server.crt").exists():
+            return
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=self.directory, check=True, capture_output=True)
+
+        (self.directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+                "-days", "2", "-subj", "/CN=moot-test-ca")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+                "-subj", "/CN=localhost")
+        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[OwnServers]:
+    servers_of_test = OwnServers(tmp_path)
+    yield servers_of_test
+    servers_of_test.kill_all()
+
+
+def test_server_restart(own: OwnServers, make: Make) -> None:
+    port = own.start()
+    url = f"redis://127.0.0.1:{port}/0"
+    backend, writer = make(url), make(url)
+    lost = threading.Event()
+    backend.set_session_listener(lost.set)
+    backend.open_session(30)
+    fired = threading.Event()
+    backend.watch("ns/group/g/members/", fired.set)
+    own.kill(port)
+    with pytest.raises(ConnectionLost):
+        backend.refresh_session()
+    own.restart(port)  # empty: the session is gone with the data
+    wait_event(fired, what="the resync call, made once re-subscribed")
+    wait_event(lost, what="the session listener: the session died with the server")
+    with pytest.raises(SessionExpired):
+        backend.refresh_session()
+    backend.close_session()
+    backend.open_session(30)
+    fired.clear()
+    assert writer.create("ns/group/g/members/m", b"") is not None
+    wait_event(fired, what="a notification after the restart")
+
+
+def test_tls(own: OwnServers, make: Make) -> None:
+    port = own.start(tls=True)
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={own.directory / 'ca.crt'}"
+    a, b = make(url), make(url)
+    a.open_session(TTL)
+    b.open_session(30)
+    assert "redis" in a.ping()
+    entry, queue = a.enqueue("ns/lock/x/q/", b"")
+    assert queue == [entry]
+    gone = threading.Event()
+    b.watch(entry.key, gone.set)
+    wait_event(gone, what="a TLS watch to fire at the owner's expiry")
+    with pytest.raises(ConnectionLost):
+        make(url.split("?", 1)[0])  # the test CA is not trusted by default
+
+
+def test_sentinel_failover(own: OwnServers, make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BACKENDS, "redis+sentinel", BACKENDS["redis"])  # until url.py registers it
+    primary = own.start("--repl-diskless-sync-delay", "0")
+    replica = own.start("--replicaof", "127.0.0.1", str(primary), "--repl-diskless-sync-delay", "0")
+    sentinel = own.start("--sentinel", config=(
+        f"sentinel monitor svc 127.0.0.1 {primary} 1\n"
+        "sentinel down-after-milliseconds svc 1000\nsentinel failover-timeout svc 5000\n"))
+    sentinels = redis.Redis(port=sentinel)
+    wait_until(lambda: [r.get("master-link-status") for r in sentinels.sentinel_slaves("svc")] == ["ok"],
+               what="the sentinel to see the replica in sync")
+    url = f"redis+sentinel://127.0.0.1:{sentinel}/svc/0"
+    backend, watcher = make(url), make(url)
+    assert f":{primary} " in backend.ping()
+    backend.open_session(30)
+    first, _ = backend.enqueue("ns/lock/x/q/", b"")
+    fired = threading.Event()
+    watcher.watch("ns/group/g/members/", fired.set)
+    wait_until(lambda: redis.Redis(port=primary).execute_command("WAIT", 1, 1000) == 1, what="replication")
+    fired.clear()
+    sentinels.execute_command("SENTINEL", "FAILOVER", "svc")
+    # The backend hears of the switch from Sentinel and leaves the old primary at
+    # once (which stays writable until Sentinel demotes it, seconds later): its
+    # watches re-subscribe on the new primary and fire once.
+    wait_event(fired, what="the watches to move to the new primary")
+    assert int(sentinels.sentinel_master("svc")["port"]) == replica
+    new_primary = redis.Redis(port=replica)
+
+    def enqueued() -> bool:
+        try:
+            second, queue = backend.enqueue("ns/lock/x/q/", b"")
+        except ConnectionLost:  # a command caught by the switch; the next one goes to the new primary
+            return False
+        assert first.seq is not None and second.seq is not None and second.seq > first.seq
+        assert [e.key for e in queue] == [first.key, second.key]
+        assert new_primary.hget(dir_key("ns/lock/x/q/"), second.key.rsplit("/", 1)[1]) is not None
+        return True
+
+    wait_until(enqueued, what="an enqueue on the new primary")
+    assert f":{replica} " in backend.ping()
+
+    def notified() -> bool:
+        fired.clear()
+        backend.create(f"ns/group/g/members/{uuid.uuid4().hex}", b"", ephemeral=True)
+        return fired.wait(0.5)
+
+    wait_until(notified, what="watches to work after the failover")
