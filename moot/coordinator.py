@@ -149,6 +149,7 @@ class Coordinator:
         self.metrics = Stats()
         self.callbacks: Dispatcher | None = None
         self._heartbeat: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -177,6 +178,8 @@ class Coordinator:
         self.callbacks = Dispatcher("moot-callbacks")
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="moot-heartbeat", daemon=True)
         self._heartbeat.start()
+        self._watchdog = threading.Thread(target=self._watchdog_loop, name="moot-watchdog", daemon=True)
+        self._watchdog.start()
 
     def close(self) -> None:
         """Release held locks, leave joined groups, end the session. Idempotent."""
@@ -185,8 +188,9 @@ class Coordinator:
         self._closed = True
         self._stop.set()
         self._wake.set()
-        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
-            self._heartbeat.join()
+        for thread in (self._heartbeat, self._watchdog):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()
         with self._bound_lock:
             bound = list(self._bound)
         for item in bound:
@@ -241,7 +245,7 @@ class Coordinator:
             self._wake.clear()
             if self._session_dead:
                 self._session_dead = False
-                self._lose_session("the backend reported the session ended")
+                self._declare_lost("the backend reported the session ended")
             if self._stop.is_set():
                 return
             started = time.monotonic()
@@ -249,11 +253,7 @@ class Coordinator:
                 if self._session_ok.is_set():
                     self.backend.refresh_session()
                 else:
-                    self.session_id = self.backend.open_session(self.ttl)
-                    self.metrics.count("reconnects")
-                    log.warning("moot: new session opened on %s for %s", self.url, self.member_id)
-                    self._session_ok.set()
-                    self._renew_bound()
+                    self._open_new_session()
                 if self._undeleted:
                     self._retry_deletes()
                 late = max(0.0, started - self._last_ok - self.heartbeat_interval)
@@ -266,37 +266,58 @@ class Coordinator:
                 backoff = self.initial_reconnect_backoff
                 wait = self.heartbeat_interval
             except SessionExpired:
-                self._lose_session("the session expired")
+                self._declare_lost("the session expired")
                 wait = 0.0
             except Exception as exc:  # ConnectionLost or a client library error
                 self.metrics.count("heartbeat_failures")
-                if self._session_ok.is_set() and time.monotonic() - self._last_ok >= self.ttl:
-                    self._lose_session(f"backend unreachable for a whole TTL ({type(exc).__name__})")
                 log.warning("moot: heartbeat to %s failed (%s); retrying in %.2fs", self.url,
                             type(exc).__name__, backoff)
-                wait = min(backoff, max(0.0, self._last_ok + self.ttl - time.monotonic())) \
-                    if self._session_ok.is_set() else backoff
+                wait = backoff
                 backoff = min(backoff * 2, self.max_reconnect_backoff)
 
-    def _lose_session(self, why: str) -> None:
-        if not self._session_ok.is_set():
-            return
-        self._session_ok.clear()
+    def _open_new_session(self) -> None:
+        try:
+            self.backend.close_session()  # whatever is left of the old one
+        except Exception:
+            log.debug("closing the old session failed", exc_info=True)
+        self.session_id = self.backend.open_session(self.ttl)
+        self.metrics.count("reconnects")
+        log.warning("moot: new session opened on %s for %s", self.url, self.member_id)
+        self._session_ok.set()
+        self._renew_bound()
+
+    def _watchdog_loop(self) -> None:
+        """Declare the session lost once a whole TTL passed without a
+        successful renewal, even while a renewal call is still hanging: by
+        then the engine may hand our locks to others, so holders must know."""
+        while True:
+            if self._session_ok.is_set():
+                remaining = self._last_ok + self.ttl - time.monotonic()
+                if remaining <= 0:
+                    self._declare_lost("no successful heartbeat for a whole TTL")
+                    self._wake.set()
+                    remaining = self.heartbeat_interval
+            else:
+                remaining = self.heartbeat_interval
+            if self._stop.wait(remaining):
+                return
+
+    def _declare_lost(self, why: str) -> None:
+        """Tell every holder its locks are gone (once per session)."""
+        with self._session_lock:
+            if not self._session_ok.is_set():
+                return
+            self._session_ok.clear()
         self.metrics.count("sessions_lost")
         with self._bound_lock:
             self._undeleted.clear()  # ephemeral: they ended with the session
-        log.warning("moot: session of %s on %s lost: %s; its locks are lost", self.member_id, self.url, why)
-        with self._bound_lock:
             bound = list(self._bound)
+        log.warning("moot: session of %s on %s lost: %s; its locks are lost", self.member_id, self.url, why)
         for item in bound:
             try:
                 item._session_lost()
             except Exception:
                 log.exception("moot: error while reporting a lost session to %r", item)
-        try:
-            self.backend.close_session()
-        except Exception:
-            log.debug("closing the old session failed", exc_info=True)
 
     def _renew_bound(self) -> None:
         with self._bound_lock:
