@@ -7,6 +7,7 @@ coordination engine you already run, chosen by one URL.
             write_with(held.token)
 """
 
+from moot.config import from_config
 from moot.coordinator import Coordinator, connect, default_url
 from moot.errors import (
     BackendError,
@@ -25,13 +26,17 @@ from moot.errors import (
     MemberAlreadyJoined,
     MemberNotFound,
     MootError,
+    NoLiveMember,
     SessionExpired,
     UnknownBackend,
 )
 from moot.recipes.election import Election
 from moot.recipes.group import Group, GroupWatch, Member
 from moot.recipes.lock import Lock, LockInfo
+from moot.recipes.partitioner import Partitioner
 from moot.recipes.queue import Waiter
+from moot.recipes.servicegroup import ServiceGroup
+from moot.synchronized import get_default, set_default, synchronized
 
 __version__ = "0.1.0"
 
@@ -59,9 +64,16 @@ __all__ = [
     "MemberAlreadyJoined",
     "MemberNotFound",
     "MootError",
+    "NoLiveMember",
+    "Partitioner",
+    "ServiceGroup",
     "SessionExpired",
     "UnknownBackend",
     "Waiter",
     "connect",
     "default_url",
+    "from_config",
+    "get_default",
+    "set_default",
+    "synchronized",
 ]

@@ -417,11 +417,12 @@ class Coordinator:
 
         return all_locks(self)
 
-    def group(self, name: str) -> Group:
-        """The group ``name`` (created by the first ``join()``)."""
+    def group(self, name: str, member_id: str | None = None) -> Group:
+        """The group ``name`` (created by the first ``join()``), joined as
+        ``member_id`` (default: this coordinator's)."""
         from moot.recipes.group import Group
 
-        return Group(self, name)
+        return Group(self, name, member_id)
 
     def groups(self) -> list[str]:
         """Names of every group in this namespace."""

@@ -81,3 +81,7 @@ class MemberNotFound(GroupError, LookupError):
 
 class MemberAlreadyJoined(GroupError):
     """Another live session already joined the group under this member id."""
+
+
+class NoLiveMember(MemberNotFound):
+    """The service group has no live member to offer (``ServiceGroup.pick()``)."""

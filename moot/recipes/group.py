@@ -103,13 +103,16 @@ class GroupWatch:
 class Group:
     """The group ``name``; see the module docstring."""
 
-    def __init__(self, coord: Coordinator, name: str):
+    def __init__(self, coord: Coordinator, name: str, member_id: str | None = None):
         self.name = names.check_name(name, "group name")
+        #: The id this object joins as: the coordinator's member_id unless given
+        #: (a service registering under its host name).
+        self.member_id = coord.member_id if member_id is None else names.check_name(member_id, "member_id")
         self._coord = coord
         base = coord.key("group", names.segment(self.name))
         self._meta = base + "/meta"
         self._members_prefix = base + "/members/"
-        self._my_key = self._members_prefix + names.segment(coord.member_id)
+        self._my_key = self._members_prefix + names.segment(self.member_id)
         self._capabilities: Any = None
         self._joined = False
         self._mutex = threading.Lock()
@@ -140,7 +143,7 @@ class Group:
                 current = self._coord.backend.get(self._my_key)
                 if current is None or current.owner != self._coord.session_id:
                     raise MemberAlreadyJoined(
-                        f"member {self._coord.member_id!r} is already in group {self.name!r} through "
+                        f"member {self.member_id!r} is already in group {self.name!r} through "
                         f"another live session; give each process its own member_id")
                 self._coord.backend.compare_and_set(self._my_key, value, current.version)
             self._capabilities = capabilities
@@ -162,19 +165,28 @@ class Group:
             deleted = False
         return was and deleted
 
+    def remove(self, member_id: str) -> bool:
+        """Delete ``member_id``'s record whichever session owns it (a service
+        that was deleted for good); True if it existed. A process still
+        running under that id stays unlisted until it joins again or renews
+        its session."""
+        names.check_name(member_id, "member_id")
+        self._coord.check_open()
+        return self._coord.backend.delete(self._members_prefix + names.segment(member_id))
+
     def update_capabilities(self, capabilities: Any) -> None:
         """Replace this member's capabilities; MemberNotFound if not joined."""
         with self._mutex:
             for _ in range(10):
                 current = self._coord.backend.get(self._my_key)
                 if current is None or not self._joined:
-                    raise MemberNotFound(f"{self._coord.member_id!r} is not in group {self.name!r}; join() first")
+                    raise MemberNotFound(f"{self.member_id!r} is not in group {self.name!r}; join() first")
                 joined_at = json.loads(current.value).get("joined_at", time.time())
                 if self._coord.backend.compare_and_set(self._my_key, _encode(capabilities, joined_at),
                                                        current.version) is not None:
                     self._capabilities = capabilities
                     return
-        raise MemberNotFound(f"{self._coord.member_id!r} kept changing in group {self.name!r}")
+        raise MemberNotFound(f"{self.member_id!r} kept changing in group {self.name!r}")
 
     def _member_entries(self) -> dict[str, Entry]:
         prefix = self._members_prefix
