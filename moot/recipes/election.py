@@ -8,13 +8,17 @@ session TTL (at once on file://).
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 
 from moot import names
 from moot.backends.base import Entry, Watch
 from moot.coordinator import Coordinator, check_timeout
 from moot.recipes import queue
+
+log = logging.getLogger("moot.election")
 
 
 class Election:
@@ -50,12 +54,16 @@ class Election:
         if self._entry is not None:
             return True
         value = queue.encode(self._coord.member_id, "leader")
+        asked = time.monotonic()
         entry = queue.wait_turn(self._coord, self._prefix, value, deadline)
         if entry is None:
+            self._coord.metrics.count("timeouts", "election")
             return False
         with self._mutex:
             self._entry = entry
         self._coord.bind(self)
+        self._coord.metrics.count("acquisitions", "election")
+        self._coord.metrics.observe("wait_seconds", "election", time.monotonic() - asked)
         return True
 
     def leader(self) -> str | None:
@@ -111,6 +119,9 @@ class Election:
             lost, self._entry = self._entry, None
         self._coord.unbind(self)
         if lost is not None:
+            self._coord.metrics.count("lost", "election")
+            log.warning("moot: leadership of election %r (token %s) lost with the session of %s", self.name,
+                        lost.seq, self._coord.member_id)
             self._coord.run_callback(self._check_leader)
 
     def _session_renewed(self) -> None:
