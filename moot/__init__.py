@@ -27,14 +27,18 @@ from moot.errors import (
     MemberNotFound,
     MootError,
     NoLiveMember,
+    SemaphoreLimitMismatch,
     SessionExpired,
     UnknownBackend,
+    UpgradeConflict,
 )
 from moot.recipes.election import Election
 from moot.recipes.group import Group, GroupWatch, Member
 from moot.recipes.lock import Lock, LockInfo
 from moot.recipes.partitioner import Partitioner
 from moot.recipes.queue import Waiter
+from moot.recipes.rwlock import RWLock
+from moot.recipes.semaphore import Semaphore, SemaphoreInfo
 from moot.recipes.servicegroup import ServiceGroup
 from moot.synchronized import get_default, set_default, synchronized
 
@@ -66,9 +70,14 @@ __all__ = [
     "MootError",
     "NoLiveMember",
     "Partitioner",
+    "RWLock",
+    "Semaphore",
+    "SemaphoreInfo",
+    "SemaphoreLimitMismatch",
     "ServiceGroup",
     "SessionExpired",
     "UnknownBackend",
+    "UpgradeConflict",
     "Waiter",
     "connect",
     "default_url",

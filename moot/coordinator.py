@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from moot.recipes.lock import Lock, LockInfo
     from moot.recipes.partitioner import Partitioner
     from moot.recipes.rwlock import RWLock
-    from moot.recipes.semaphore import Semaphore
+    from moot.recipes.semaphore import Semaphore, SemaphoreInfo
 
 log = logging.getLogger("moot.coordinator")
 
@@ -436,17 +436,26 @@ class Coordinator:
 
         return Election(self, name)
 
-    def rwlock(self, name: str, timeout: float | None = None) -> RWLock:
-        """A shared/exclusive lock named ``name`` (``.read()``, ``.write()``, ``upgrade()``)."""
+    def rwlock(self, name: str, timeout: float | None = None,
+               on_lost: Callable[[RWLock], None] | None = None) -> RWLock:
+        """A shared/exclusive lock named ``name`` (``.read()``, ``.write()``,
+        ``upgrade()``); it shares its queue with ``lock(name)``."""
         from moot.recipes.rwlock import RWLock
 
-        return RWLock(self, name, timeout=timeout)
+        return RWLock(self, name, timeout=timeout, on_lost=on_lost)
 
-    def semaphore(self, name: str, limit: int, timeout: float | None = None) -> Semaphore:
+    def semaphore(self, name: str, limit: int, timeout: float | None = None,
+                  on_lost: Callable[[Semaphore], None] | None = None) -> Semaphore:
         """A counting semaphore: at most ``limit`` holders of ``name`` at once."""
         from moot.recipes.semaphore import Semaphore
 
-        return Semaphore(self, name, limit, timeout=timeout)
+        return Semaphore(self, name, limit, timeout=timeout, on_lost=on_lost)
+
+    def semaphores(self) -> list[SemaphoreInfo]:
+        """Every semaphore in use in this namespace, with holders and waiters."""
+        from moot.recipes.semaphore import semaphores
+
+        return semaphores(self)
 
     def partitioner(self, group_name: str, replicas: int = 1) -> Partitioner:
         """A consistent hash ring over the live members of ``group_name``."""

@@ -63,6 +63,16 @@ class LockTimeout(LockError, TimeoutError):
     """A lock (or leadership) was not acquired before the timeout ran out."""
 
 
+class UpgradeConflict(LockError):
+    """Another holder of the shared lock is already upgrading; waiting for it
+    would deadlock both. The shared hold is kept: release it (so the other
+    upgrade can finish) and try again."""
+
+
+class SemaphoreLimitMismatch(LockError):
+    """The semaphore is in use with another limit than the one given."""
+
+
 class GroupError(MootError):
     """Base of group membership errors."""
 

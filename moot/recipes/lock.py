@@ -1,4 +1,5 @@
-"""Exclusive locks: FIFO, fenced, introspectable, on every backend alike.
+"""Locks: exclusive and shared holds in one FIFO queue per name; fenced,
+introspectable, on every backend alike.
 
 Guarantees (checked by the conformance suite on every backend):
 
@@ -9,8 +10,21 @@ Guarantees (checked by the conformance suite on every backend):
 * A holder learns it lost the lock (session expired or evicted): ``is_held``
   turns False and ``on_lost`` is called, on the coordinator's callback thread.
 * ``release()`` never raises for a lock that is not held or already gone.
-* ``coord.lock_info(name)`` tells who holds it, since when, with which token,
-  and who waits, from any client.
+* ``coord.lock_info(name)`` tells who holds it (every holder, with its mode),
+  since when, with which token, and who waits, from any client.
+
+One queue per name serves both :class:`Lock` (``coord.lock(name)``) and
+:class:`moot.recipes.rwlock.RWLock` (``coord.rwlock(name)``): a plain lock is
+an exclusive entry, so ``coord.lock(n)`` and ``coord.rwlock(n).read()``
+exclude each other. The serving rules, stated on the live queue sorted by
+seq (the functions below implement them; rwlock.py proves them):
+
+* an *exclusive* entry is served iff it is the head of the queue;
+* a *shared* entry is served iff no exclusive entry and no upgrade marker is
+  ahead of it, and it is not inside the region of a granted upgrade (between
+  the upgrading entry and its marker);
+* an *upgrade marker* (a queue entry that records a shared holder's wish to
+  become exclusive, see rwlock.py) is never a holder; its owner is.
 """
 
 from __future__ import annotations
@@ -36,16 +50,99 @@ def lock_prefix(coord: Coordinator, name: str) -> str:
     return coord.key("lock", names.segment(name), "q") + "/"
 
 
+#: Modes of queue entries (stored in each entry) and of holders (introspection).
+EXCLUSIVE = "exclusive"
+SHARED = "shared"
+UPGRADING = "upgrading"  # a shared holder whose upgrade is not granted yet
+MARKER = "upgrade"  # an upgrade marker entry; never a holder or waiter itself
+
+
 @dataclass(frozen=True)
 class LockInfo:
-    """A lock as seen from any client: holder, token, since, and waiters in order."""
+    """A lock as seen from any client.
+
+    ``holders``: every current holder in queue order, each with its mode
+    (one ``"exclusive"`` holder, or ``"shared"`` holders of which one may be
+    ``"upgrading"``). ``holder``, ``token``, ``since`` and ``mode`` describe
+    the first holder (``mode`` is ``"free"`` in the rare instant where only
+    waiters are queued). ``waiters``: who waits, in order, with its mode.
+    """
 
     name: str
     holder: str | None
     token: int | None
     since: float | None
     waiters: tuple[Waiter, ...]
-    mode: str = "exclusive"
+    mode: str = EXCLUSIVE
+    holders: tuple[Waiter, ...] = ()
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One queue entry with its lock fields decoded."""
+
+    entry: Entry
+    mode: str  # EXCLUSIVE, SHARED or MARKER (anything unknown counts as EXCLUSIVE)
+    owner: str | None  # a marker's upgrading entry (its key)
+    granted: bool  # a marker whose upgrade was granted (flag set)
+
+
+def slots(entries: list[Entry]) -> list[Slot]:
+    """The queue (sorted by seq) as slots."""
+    result = []
+    for entry in entries:
+        fields = queue.data(entry)
+        mode = fields.get("mode")
+        if mode not in (SHARED, MARKER):
+            mode = EXCLUSIVE
+        owner = fields.get("owner") if mode == MARKER else None
+        result.append(Slot(entry, mode, owner if isinstance(owner, str) else None, fields.get("granted") is True))
+    return result
+
+
+def reader_state(index: int, queue_slots: list[Slot]) -> tuple[Slot | None, list[Slot]]:
+    """Where the shared entry at ``index`` stands: ``(blocker, [])`` if it
+    must wait for ``blocker`` (the nearest exclusive entry or marker ahead of
+    it, else a granted marker whose region holds it); else ``(None,
+    pending)``: it is served once it has registered with each ``pending``
+    marker (upgrades not granted yet whose region holds it)."""
+    for slot in reversed(queue_slots[:index]):
+        if slot.mode != SHARED:
+            return slot, []
+    ahead = {slot.entry.key for slot in queue_slots[:index]}
+    pending = []
+    for slot in queue_slots[index + 1:]:
+        if slot.mode == MARKER and slot.owner in ahead:
+            if slot.granted:
+                return slot, []
+            pending.append(slot)
+    return None, pending
+
+
+def upgrade_granted(marker: Slot, queue_slots: list[Slot]) -> bool:
+    """The marker's upgrade is granted: flagged so, or its owner is the head
+    with nothing between the owner and the marker (then no shared entry can
+    ever be admitted beside the owner, and no flag is needed)."""
+    if marker.granted:
+        return True
+    return len(queue_slots) >= 2 and queue_slots[0].entry.key == marker.owner \
+        and queue_slots[1].entry.key == marker.entry.key
+
+
+def holders(queue_slots: list[Slot]) -> list[tuple[Slot, str]]:
+    """The served entries (see the module docstring), with their modes."""
+    markers = {slot.owner: slot for slot in queue_slots if slot.mode == MARKER}
+    result = []
+    for index, slot in enumerate(queue_slots):
+        if slot.mode == EXCLUSIVE and index == 0:
+            result.append((slot, EXCLUSIVE))
+        elif slot.mode == SHARED and reader_state(index, queue_slots)[0] is None:
+            marker = markers.get(slot.entry.key)
+            if marker is None:
+                result.append((slot, SHARED))
+            else:
+                result.append((slot, EXCLUSIVE if upgrade_granted(marker, queue_slots) else UPGRADING))
+    return result
 
 
 class Lock:
@@ -93,7 +190,7 @@ class Lock:
         self._coord.check_open()
         if self._entry is not None:
             raise LockError(f"lock {self.name!r} is already held by this Lock object (not reentrant)")
-        value = queue.encode(self._coord.member_id, "exclusive")
+        value = queue.encode(self._coord.member_id, EXCLUSIVE)
         asked = time.monotonic()
         entry = queue.wait_turn(self._coord, self._prefix, value, deadline, blocking=blocking)
         if entry is None:
@@ -157,12 +254,18 @@ class Lock:
 
 
 def _info(name: str, entries: list[Entry]) -> LockInfo | None:
-    if not entries:
+    queue_slots = slots(queue.ordered(entries))
+    held = holders(queue_slots)
+    held_keys = {slot.entry.key for slot, _ in held}
+    holding = tuple(queue.decode(slot.entry, mode) for slot, mode in held)
+    waiters = tuple(queue.decode(slot.entry, slot.mode) for slot in queue_slots
+                    if slot.mode != MARKER and slot.entry.key not in held_keys)
+    if not holding and not waiters:
         return None
-    ordered = queue.ordered(entries)
-    head = queue.decode(ordered[0])
-    return LockInfo(name, head.member, head.token, head.since,
-                    tuple(queue.decode(e) for e in ordered[1:]))
+    if not holding:
+        return LockInfo(name, None, None, None, waiters, "free", ())
+    first = holding[0]
+    return LockInfo(name, first.member, first.token, first.since, waiters, first.mode, holding)
 
 
 def lock_info(coord: Coordinator, name: str) -> LockInfo | None:

@@ -1,46 +1,56 @@
 """A FIFO queue of waiters on the sequence primitive: the one mechanism
-behind locks and elections.
+behind locks, shared/exclusive locks, semaphores and elections.
 
 Each waiter adds an ephemeral sequential entry under the queue's prefix; the
 entry's ``seq`` orders the queue and is the fencing token of whoever is
-served. A waiter that is not yet served watches exactly the entry that blocks
-it (its predecessor), so a release wakes exactly the next waiter: no polling,
-no thundering herd. When the watched entry goes (released, timed out, or its
-session ended) the waiter reads the queue again.
+served. Who is served is decided by a *blocker* (a function of my entry and
+the live queue, sorted by seq). A waiter that is not yet served watches only
+the entries the blocker names (for an exclusive lock: its predecessor), so a
+release wakes exactly the waiter it can admit: no polling, no thundering herd.
+When a watched entry changes or goes (released, timed out, or its session
+ended) the waiter reads the queue again and asks the blocker again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moot.backends.base import Entry
+from moot.backends.base import Entry, Watch
 from moot.coordinator import Coordinator
 from moot.errors import ConnectionLost, SessionExpired
 
-#: Given my entry and the live queue sorted by seq, return the entry that
-#: blocks me (to watch), or None if I am served.
-Blocker = Callable[[Entry, list[Entry]], Entry | None]
+#: Given my entry and the live queue sorted by seq, return None if I am
+#: served; else the entries to watch (I am asked again when one of them
+#: changes or goes); or RETRY (an empty sequence) to be asked again at once
+#: with the queue read afresh (e.g. the blocker's own compare-and-set lost a
+#: race). A blocker may raise to end the wait; the exception propagates.
+Blocker = Callable[[Entry, list[Entry]], Sequence[Entry] | None]
+
+RETRY: Sequence[Entry] = ()
 
 
-def predecessor(mine: Entry, queue: list[Entry]) -> Entry | None:
+def predecessor(mine: Entry, queue: list[Entry]) -> Sequence[Entry] | None:
     """Exclusive service: blocked by the entry just before mine, if any."""
     before = None
     for entry in queue:
         if entry.key == mine.key:
-            return before
+            break
         before = entry
-    return before
+    return None if before is None else (before,)
 
 
 @dataclass(frozen=True)
 class Waiter:
-    """One entry of a queue as seen by introspection."""
+    """One holder or waiter of a queue as seen by introspection: ``mode`` is
+    ``"exclusive"``, ``"shared"``, ``"upgrading"`` (a shared holder waiting to
+    become exclusive), ``"semaphore"`` or ``"leader"``."""
 
     member: str
     since: float
@@ -48,21 +58,36 @@ class Waiter:
     mode: str
 
 
-def encode(member: str, mode: str) -> bytes:
-    return json.dumps({"member": member, "since": time.time(), "mode": mode}).encode()
+def encode(member: str, mode: str, **extra: Any) -> bytes:
+    return json.dumps({"member": member, "since": time.time(), "mode": mode, **extra}).encode()
 
 
-def decode(entry: Entry) -> Waiter:
+def data(entry: Entry) -> dict[str, Any]:
+    """The JSON object stored in an entry ({} if unreadable)."""
     try:
-        data: dict[str, Any] = json.loads(entry.value)
+        value = json.loads(entry.value)
     except ValueError:
-        data = {}
-    return Waiter(str(data.get("member", "?")), float(data.get("since", 0.0)), entry.seq or 0,
-                  str(data.get("mode", "exclusive")))
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def decode(entry: Entry, mode: str | None = None) -> Waiter:
+    """The entry as a Waiter; ``mode`` overrides the stored one."""
+    fields = data(entry)
+    return Waiter(str(fields.get("member", "?")), float(fields.get("since", 0.0)), entry.seq or 0,
+                  mode or str(fields.get("mode", "exclusive")))
 
 
 def ordered(entries: list[Entry]) -> list[Entry]:
     return sorted(entries, key=lambda e: (e.seq or 0, e.key))
+
+
+class Outcome(enum.Enum):
+    """How a wait in the queue ended."""
+
+    SERVED = "served"
+    TIMEOUT = "timeout"  # deadline passed, or not served at once when not blocking
+    GONE = "gone"  # my entry vanished: its session ended
 
 
 def wait_turn(coord: Coordinator, prefix: str, value: bytes, deadline: float | None,
@@ -83,77 +108,94 @@ def wait_turn(coord: Coordinator, prefix: str, value: bytes, deadline: float | N
         except SessionExpired:
             continue
         try:
-            served = _wait_in_queue(coord, prefix, mine, ordered(entries), deadline, blocker, blocking)
+            outcome = wait_served(coord, prefix, mine, entries, deadline, blocker, blocking)
         except BaseException:
-            _leave(coord, mine)
+            leave(coord, mine)
             raise
-        if served is None:
-            _leave(coord, mine)
-            return None
-        if served is not _REQUEUE:
+        if outcome is Outcome.SERVED:
             return mine
+        if outcome is Outcome.TIMEOUT:
+            leave(coord, mine)
+            return None
 
 
-_REQUEUE = Entry("", b"", 0)
-
-
-def _leave(coord: Coordinator, mine: Entry) -> None:
+def leave(coord: Coordinator, mine: Entry) -> None:
     """Withdraw my entry; if the backend is unreachable the heartbeat retries."""
     with contextlib.suppress(ConnectionLost):
         coord.delete_entry(mine.key)
 
 
-def _wait_in_queue(coord: Coordinator, prefix: str, mine: Entry, queue: list[Entry],
-                   deadline: float | None, blocker: Blocker, blocking: bool) -> Entry | None:
+def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entry], deadline: float | None,
+                blocker: Blocker, blocking: bool = True) -> Outcome:
+    """Wait until ``blocker`` says my (existing) entry is served, starting from
+    the queue as read in ``entries``. Leaves the entry in place whatever the
+    outcome. While the backend cannot be reached the wait keeps my place and
+    retries until the deadline (the heartbeat decides if the session is lost);
+    a non-blocking call raises ConnectionLost instead."""
     woken = threading.Event()
     session = coord.session_id
+    queue = ordered(entries)
     while True:
-        if all(entry.key != mine.key for entry in queue):
-            return _REQUEUE  # my entry vanished: its session ended
-        ahead = blocker(mine, queue)
-        if ahead is None:
-            return mine
-        if not blocking:
-            return None
-        woken.clear()
         try:
-            fresh = _wait_for_change(coord, prefix, ahead, woken, deadline, session)
+            if all(entry.key != mine.key for entry in queue):
+                return Outcome.GONE
+            watched = blocker(mine, queue)
+            if watched is None:
+                return Outcome.SERVED
+            if not watched:  # RETRY
+                queue = ordered(coord.backend.list(prefix))
+                continue
+            if not blocking:
+                return Outcome.TIMEOUT
+            woken.clear()
+            fresh = _wait_for_change(coord, prefix, watched, woken, deadline, session)
         except ConnectionLost:
-            # The session may well survive a short outage: keep my place and
-            # retry until the deadline (the heartbeat decides if it is lost).
+            if not blocking:
+                raise
             if not _pause(coord, woken, deadline):
-                return None
+                return Outcome.TIMEOUT
             continue
         if fresh is None:
-            return None
-        if fresh is _REQUEUE_QUEUE:
-            return _REQUEUE
+            return Outcome.TIMEOUT
+        if fresh is _SESSION_ENDED:
+            return Outcome.GONE
         queue = fresh
 
 
-_REQUEUE_QUEUE: list[Entry] = []
+_SESSION_ENDED: list[Entry] = []
 
 
-def _wait_for_change(coord: Coordinator, prefix: str, ahead: Entry, woken: threading.Event,
+def _wait_for_change(coord: Coordinator, prefix: str, watched: Sequence[Entry], woken: threading.Event,
                      deadline: float | None, session: str | None) -> list[Entry] | None:
-    """Wait until ``ahead`` changes; return the queue read afresh, None on
-    deadline, or _REQUEUE_QUEUE if my session ended meanwhile."""
-    watch = coord.backend.watch(ahead.key, woken.set)
+    """Wait until one of ``watched`` changes or goes; return the queue read
+    afresh, None on deadline, or _SESSION_ENDED if my session ended meanwhile."""
+    watches: list[Watch] = []
     try:
-        # Re-read after arming the watch, so a release in between is not missed.
-        if coord.backend.get(ahead.key) is not None:
+        for entry in watched:
+            watches.append(coord.backend.watch(entry.key, woken.set))
+        # Re-read after arming the watches, so a change in between is not missed.
+        if len(watched) == 1:
+            current = coord.backend.get(watched[0].key)
+            if current is None or current.version != watched[0].version:
+                return ordered(coord.backend.list(prefix))
+        else:
+            fresh = ordered(coord.backend.list(prefix))
+            versions = {entry.key: entry.version for entry in fresh}
+            if any(versions.get(entry.key) != entry.version for entry in watched):
+                return fresh
+        remaining = None if deadline is None else deadline - time.monotonic()
+        while not woken.wait(_slice(remaining)):
+            coord.check_open()
+            if not coord.wait_for_session(deadline):
+                return None
+            if coord.session_id != session:
+                return _SESSION_ENDED
             remaining = None if deadline is None else deadline - time.monotonic()
-            while not woken.wait(_slice(remaining)):
-                coord.check_open()
-                if not coord.wait_for_session(deadline):
-                    return None
-                if coord.session_id != session:
-                    return _REQUEUE_QUEUE
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
+            if remaining is not None and remaining <= 0:
+                return None
     finally:
-        watch.cancel()
+        for watch in watches:
+            watch.cancel()
     return ordered(coord.backend.list(prefix))
 
 

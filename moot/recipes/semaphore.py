@@ -1,0 +1,258 @@
+"""Counting semaphores on the FIFO queue: at most ``limit`` holders of a name
+at once, served in arrival order, each acquisition with a fencing token.
+
+Guarantees, on every backend:
+
+* At most ``limit`` holders while their sessions live: the first ``limit``
+  entries of the queue hold, the others wait in order.
+* ``token``: the acquisition's queue seq, strictly greater than the token
+  of every acquisition that queued before it.
+* No thundering herd: the first waiter watches the ``limit`` holders (any of
+  them leaving admits it); every other waiter watches its predecessor only.
+  A waiter that is admitted after waiting rewrites its own entry once, which
+  wakes the waiter behind it (now first) and nobody else.
+* A holder learns it lost its hold (``is_held`` False, ``on_lost``);
+  ``release()`` never raises for a hold that is not held or already gone.
+
+The limit is part of the semaphore, not of one process: the first acquire
+stores it (a persistent key beside the queue, read with every enqueue at no
+extra round trip), and an acquire with another limit raises
+:class:`SemaphoreLimitMismatch` (its entry withdrawn at once). To change a
+limit, stop every user of the semaphore and call :func:`reset_limit`.
+
+Introspection: ``sem.info()`` / ``sem.holders()`` from any client, and
+:func:`semaphores` for every semaphore in use in a namespace. Semaphores have
+their own names: ``coord.semaphore("x", 2)`` and ``coord.lock("x")`` are
+unrelated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from moot import names
+from moot.backends.base import Entry
+from moot.coordinator import Coordinator, check_timeout
+from moot.errors import InvalidArgument, LockError, LockTimeout, SemaphoreLimitMismatch
+from moot.recipes import queue
+from moot.recipes.queue import Waiter
+
+log = logging.getLogger("moot.semaphore")
+
+MODE = "semaphore"
+_LIMIT = "limit"  # the stored limit's key, inside the queue prefix (sequential keys are all digits)
+
+
+@dataclass(frozen=True)
+class SemaphoreInfo:
+    """A semaphore as seen from any client: its stored limit (None if never
+    acquired), its holders and its waiters, each in queue order."""
+
+    name: str
+    limit: int | None
+    holders: tuple[Waiter, ...]
+    waiters: tuple[Waiter, ...]
+
+
+def _prefix(coord: Coordinator, name: str) -> str:
+    return coord.key("semaphore", names.segment(name), "q") + "/"
+
+
+def _stored_limit(entry: Entry) -> int | None:
+    try:
+        return int(entry.value)
+    except ValueError:
+        return None
+
+
+def _check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidArgument(f"a semaphore limit must be an int >= 1, not {limit!r}")
+    return limit
+
+
+class Semaphore:
+    """At most ``limit`` holders of ``name``; see the module docstring.
+
+    One ``Semaphore`` object is one would-be holder; not reentrant.
+    """
+
+    def __init__(self, coord: Coordinator, name: str, limit: int, timeout: float | None = None,
+                 on_lost: Callable[[Semaphore], None] | None = None):
+        self.name = names.check_name(name, "semaphore name")
+        self.limit = _check_limit(limit)
+        check_timeout(timeout)
+        self._coord = coord
+        self._prefix = _prefix(coord, self.name)
+        self._limit_key = self._prefix + _LIMIT
+        self._timeout = timeout
+        self._on_lost = on_lost
+        self._entry: Entry | None = None
+        self._mutex = threading.Lock()
+        self.since: float | None = None
+        self._held_at = 0.0
+
+    def __repr__(self) -> str:
+        state = f"held token={self.token}" if self.is_held else "not held"
+        return f"<moot.Semaphore {self.name!r} limit={self.limit} {state}>"
+
+    @property
+    def token(self) -> int | None:
+        """Fencing token of the current hold (None when not held)."""
+        entry = self._entry
+        return entry.seq if entry is not None else None
+
+    @property
+    def is_held(self) -> bool:
+        """True while this object holds the semaphore and its session lives (no round trip)."""
+        return self._entry is not None
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take one of the ``limit`` places; True once held, False if not
+        (non-blocking, or timeout ran out). ``timeout`` defaults to the one
+        given to ``coord.semaphore()``. Raises SemaphoreLimitMismatch if the
+        semaphore is used with another limit, LockError if this object
+        already holds it."""
+        deadline = check_timeout(self._timeout if timeout is None else timeout)
+        self._coord.check_open()
+        if self._entry is not None:
+            raise LockError(f"semaphore {self.name!r} is already held by this Semaphore object (not reentrant)")
+        value = queue.encode(self._coord.member_id, MODE)
+        asked = time.monotonic()
+        entry = queue.wait_turn(self._coord, self._prefix, value, deadline, self._blocker(), blocking)
+        if entry is None:
+            if blocking:
+                self._coord.metrics.count("timeouts", "semaphore")
+            return False
+        with self._mutex:
+            self._entry = entry
+            self.since = time.time()
+            self._held_at = time.monotonic()
+        self._coord.bind(self)
+        self._coord.metrics.count("acquisitions", "semaphore")
+        self._coord.metrics.observe("wait_seconds", "semaphore", self._held_at - asked)
+        return True
+
+    def _blocker(self) -> queue.Blocker:
+        waited = False
+
+        def blocker(mine: Entry, entries: list[Entry]) -> Sequence[Entry] | None:
+            nonlocal waited
+            stored = next((e for e in entries if e.key == self._limit_key), None)
+            if stored is None:  # the first use of this name: store my limit
+                stored = self._coord.backend.create(self._limit_key, str(self.limit).encode())
+                if stored is None:
+                    return queue.RETRY  # someone stored one first: read it
+            if _stored_limit(stored) != self.limit:
+                raise SemaphoreLimitMismatch(
+                    f"semaphore {self.name!r} is used with limit {stored.value.decode(errors='replace')}, "
+                    f"not {self.limit}; every user must pass the same limit (reset_limit() changes it "
+                    "once nobody uses it)")
+            members = [e for e in entries if e.key != self._limit_key]
+            index = next(i for i, e in enumerate(members) if e.key == mine.key)
+            if index >= self.limit:
+                waited = True
+                return members[:self.limit] if index == self.limit else (members[index - 1],)
+            if waited:  # the waiter behind me watches me: tell it I am a holder now
+                fields = queue.data(members[index])
+                fields["admitted"] = time.time()
+                if self._coord.backend.compare_and_set(mine.key, json.dumps(fields).encode(),
+                                                       members[index].version) is None:
+                    return queue.RETRY
+                waited = False
+            return None
+
+        return blocker
+
+    def release(self) -> bool:
+        """Give the place back; True if it was held. Never raises for a hold
+        that is not held or whose session is gone; raises ConnectionLost if
+        the backend cannot be reached (the heartbeat then deletes the entry
+        as soon as it can, or the session ends)."""
+        with self._mutex:
+            entry, self._entry = self._entry, None
+            self.since = None
+        if entry is None:
+            return False
+        self._coord.unbind(self)
+        self._coord.metrics.count("releases", "semaphore")
+        self._coord.metrics.observe("hold_seconds", "semaphore", time.monotonic() - self._held_at)
+        return self._coord.delete_entry(entry.key)
+
+    def __enter__(self) -> Semaphore:
+        if not self.acquire(timeout=self._timeout):
+            raise LockTimeout(f"semaphore {self.name!r} not acquired within {self._timeout}s")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    # -- introspection --------------------------------------------------------
+    def info(self) -> SemaphoreInfo:
+        """Stored limit, holders and waiters, read from the backend."""
+        return _info(self.name, self._coord.backend.list(self._prefix), self._limit_key)
+
+    def holders(self) -> list[Waiter]:
+        """The current holders, in queue order."""
+        return list(self.info().holders)
+
+    # -- session events (from the coordinator) ---------------------------------
+    def _session_lost(self) -> None:
+        with self._mutex:
+            lost, self._entry = self._entry, None
+            self.since = None
+        self._coord.unbind(self)
+        if lost is None:
+            return
+        self._coord.metrics.count("lost", "semaphore")
+        log.warning("moot: semaphore %r (token %s) lost with the session of %s", self.name, lost.seq,
+                    self._coord.member_id)
+        if self._on_lost is not None:
+            callback = self._on_lost
+            self._coord.run_callback(lambda: callback(self))
+
+    def _session_renewed(self) -> None:
+        """A lost hold is never taken again behind the user's back."""
+
+    def _close(self) -> None:
+        self.release()
+
+
+def _info(name: str, entries: list[Entry], limit_key: str) -> SemaphoreInfo:
+    stored = next((e for e in entries if e.key == limit_key), None)
+    limit = None if stored is None else _stored_limit(stored)
+    members = [queue.decode(e) for e in queue.ordered([e for e in entries if e.key != limit_key])]
+    served = len(members) if limit is None else limit
+    return SemaphoreInfo(name, limit, tuple(members[:served]), tuple(members[served:]))
+
+
+def semaphores(coord: Coordinator) -> list[SemaphoreInfo]:
+    """Every semaphore of the namespace that is held or waited for, by name."""
+    root = coord.key("semaphore") + "/"
+    by_name: dict[str, list[Entry]] = {}
+    for entry in coord.backend.list(root):
+        by_name.setdefault(entry.key[len(root):].split("/", 1)[0], []).append(entry)
+    infos = [_info(names.unsegment(segment), entries, root + segment + "/q/" + _LIMIT)
+             for segment, entries in by_name.items()]
+    return sorted((info for info in infos if info.holders or info.waiters), key=lambda info: info.name)
+
+
+def reset_limit(coord: Coordinator, name: str) -> bool:
+    """Forget the stored limit of semaphore ``name``, so that the next acquire
+    stores its own; True if one was stored. Raises LockError while anybody
+    holds or waits for it. Meant for operators changing a limit with every
+    user of the semaphore stopped (a user that starts meanwhile may store
+    its limit first: the others then get SemaphoreLimitMismatch)."""
+    names.check_name(name, "semaphore name")
+    prefix = _prefix(coord, name)
+    entries = coord.backend.list(prefix)
+    if any(e.key != prefix + _LIMIT for e in entries):
+        raise LockError(f"semaphore {name!r} is in use; stop its users before changing its limit")
+    return coord.backend.delete(prefix + _LIMIT)
