@@ -259,8 +259,7 @@ class Coordinator:
                 late = max(0.0, started - self._last_ok - self.heartbeat_interval)
                 if late > self.ttl / 3:
                     log.warning("moot: heartbeat ran %.2fs late (ttl %.1fs) on %s", late, self.ttl, self.url)
-                self.metrics.count("heartbeats")
-                self.metrics.observe("heartbeat_seconds", "coordinator", time.monotonic() - started)
+                self.metrics.timed("heartbeats", "heartbeat_seconds", "coordinator", time.monotonic() - started)
                 self.metrics.observe("heartbeat_lateness_seconds", "coordinator", late)
                 self._last_ok = started
                 backoff = self.initial_reconnect_backoff

@@ -62,8 +62,7 @@ class Election:
         with self._mutex:
             self._entry = entry
         self._coord.bind(self)
-        self._coord.metrics.count("acquisitions", "election")
-        self._coord.metrics.observe("wait_seconds", "election", time.monotonic() - asked)
+        self._coord.metrics.timed("acquisitions", "wait_seconds", "election", time.monotonic() - asked)
         return True
 
     def leader(self) -> str | None:

@@ -202,8 +202,7 @@ class Lock:
             self.since = time.time()
             self._held_at = time.monotonic()
         self._coord.bind(self)
-        self._coord.metrics.count("acquisitions", "lock")
-        self._coord.metrics.observe("wait_seconds", "lock", self._held_at - asked)
+        self._coord.metrics.timed("acquisitions", "wait_seconds", "lock", self._held_at - asked)
         return True
 
     def release(self) -> bool:
@@ -219,8 +218,7 @@ class Lock:
         if entry is None:
             return False
         self._coord.unbind(self)
-        self._coord.metrics.count("releases", "lock")
-        self._coord.metrics.observe("hold_seconds", "lock", time.monotonic() - self._held_at)
+        self._coord.metrics.timed("releases", "hold_seconds", "lock", time.monotonic() - self._held_at)
         return self._coord.delete_entry(entry.key)
 
     def __enter__(self) -> Lock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import threading
 import time
@@ -59,7 +60,15 @@ class Waiter:
 
 
 def encode(member: str, mode: str, **extra: Any) -> bytes:
-    return json.dumps({"member": member, "since": time.time(), "mode": mode, **extra}).encode()
+    """An entry's value: who queued, when, in which mode (and ``extra`` fields)."""
+    if extra:
+        return json.dumps({"member": member, "since": time.time(), "mode": mode, **extra}).encode()
+    return b'{"member": %s, "since": %r, "mode": %s}' % (_quoted(member), time.time(), _quoted(mode))
+
+
+@functools.lru_cache(maxsize=256)
+def _quoted(text: str) -> bytes:
+    return json.dumps(text).encode()
 
 
 def data(entry: Entry) -> dict[str, Any]:
@@ -132,7 +141,7 @@ def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entr
     outcome. While the backend cannot be reached the wait keeps my place and
     retries until the deadline (the heartbeat decides if the session is lost);
     a non-blocking call raises ConnectionLost instead."""
-    woken = threading.Event()
+    woken: threading.Event | None = None  # made on the first wait: most acquires never wait
     session = coord.session_id
     queue = ordered(entries)
     while True:
@@ -147,11 +156,13 @@ def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entr
                 continue
             if not blocking:
                 return Outcome.TIMEOUT
+            woken = woken or threading.Event()
             woken.clear()
             fresh = _wait_for_change(coord, prefix, watched, woken, deadline, session)
         except ConnectionLost:
             if not blocking:
                 raise
+            woken = woken or threading.Event()
             if not _pause(coord, woken, deadline):
                 return Outcome.TIMEOUT
             continue

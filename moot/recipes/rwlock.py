@@ -156,8 +156,7 @@ class RWLock:
             self.since = time.time()
             self._held_at = time.monotonic()
         self._coord.bind(self)
-        self._coord.metrics.count("acquisitions", "rwlock")
-        self._coord.metrics.observe("wait_seconds", "rwlock", self._held_at - asked)
+        self._coord.metrics.timed("acquisitions", "wait_seconds", "rwlock", self._held_at - asked)
         return True
 
     def _reader_blocker(self, mine: Entry, entries: list[Entry]) -> Sequence[Entry] | None:
@@ -189,8 +188,7 @@ class RWLock:
         if entry is None:
             return False
         self._coord.unbind(self)
-        self._coord.metrics.count("releases", "rwlock")
-        self._coord.metrics.observe("hold_seconds", "rwlock", time.monotonic() - self._held_at)
+        self._coord.metrics.timed("releases", "hold_seconds", "rwlock", time.monotonic() - self._held_at)
         try:
             return self._coord.delete_entry(entry.key)
         finally:

@@ -135,8 +135,7 @@ class Semaphore:
             self.since = time.time()
             self._held_at = time.monotonic()
         self._coord.bind(self)
-        self._coord.metrics.count("acquisitions", "semaphore")
-        self._coord.metrics.observe("wait_seconds", "semaphore", self._held_at - asked)
+        self._coord.metrics.timed("acquisitions", "wait_seconds", "semaphore", self._held_at - asked)
         return True
 
     def _blocker(self) -> queue.Blocker:
@@ -181,8 +180,7 @@ class Semaphore:
         if entry is None:
             return False
         self._coord.unbind(self)
-        self._coord.metrics.count("releases", "semaphore")
-        self._coord.metrics.observe("hold_seconds", "semaphore", time.monotonic() - self._held_at)
+        self._coord.metrics.timed("releases", "hold_seconds", "semaphore", time.monotonic() - self._held_at)
         return self._coord.delete_entry(entry.key)
 
     def __enter__(self) -> Semaphore:
