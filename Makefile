@@ -31,4 +31,5 @@ clean:
 	rm -rf $(VENV) .servers build *.egg-info
 
 bench: $(STAMP) servers-install
-	$(PY) -m bench
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) -m bench $(BENCH_ARGS)

@@ -1,0 +1,206 @@
+"""``python -m bench``: measure moot and tooz on the same servers, in the same run.
+
+Starts its own servers (``tests/servers.py``: loopback, free ports, stopped
+at the end), runs the selected workloads per backend and system, and writes
+``bench/results/bench-<time>.{json,md,png}`` (the markdown also goes to
+stdout). Progress goes to stderr. ``--report FILE.json`` redraws the table
+and the plot of an earlier run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import engines, environment, plot, report
+from bench.systems import SYSTEMS
+from bench.workloads import MULTIPROCESS, WORKLOADS, Params
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+SERVER_KINDS = ("redis", "zookeeper", "etcd")
+ALL_WORKLOADS = ("raw", *WORKLOADS)
+
+
+class Progress:
+    """One stderr line per step, with the time elapsed since the start."""
+
+    def __init__(self, steps: int):
+        self.started = time.monotonic()
+        self.steps = steps
+        self.step = 0
+        self._step_started = self.started
+
+    def _stamp(self) -> str:
+        elapsed = int(time.monotonic() - self.started)
+        return f"[{elapsed // 60:2d}:{elapsed % 60:02d}]"
+
+    def begin(self, what: str) -> None:
+        self.step += 1
+        self._step_started = time.monotonic()
+        print(f"{self._stamp()} {self.step:2d}/{self.steps} {what} ...", file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        print(f"{self._stamp()}         {text}", file=sys.stderr, flush=True)
+
+    def end(self, text: str) -> None:
+        took = time.monotonic() - self._step_started
+        print(f"{self._stamp()}         -> {text} ({took:.1f} s)", file=sys.stderr, flush=True)
+
+    def say(self, text: str) -> None:
+        print(f"{self._stamp()} {text}", file=sys.stderr, flush=True)
+
+
+def _csv(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [c for c in chosen if c not in allowed]
+    if unknown:
+        raise SystemExit(f"unknown {what}: {', '.join(unknown)} (choose from {', '.join(allowed)})")
+    return chosen
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=",".join(report.KINDS),
+                        help="comma-separated: " + ",".join(report.KINDS) + " (default: all)")
+    parser.add_argument("--workloads", default=None,
+                        help="comma-separated: " + ",".join(ALL_WORKLOADS) + " (default: all; --quick: all but kill)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="moot,tooz (default: both)")
+    parser.add_argument("--quick", action="store_true", help="shorter loops and smaller groups (a smoke run)")
+    parser.add_argument("--out", default=str(RESULTS), help="directory for the results (default: bench/results)")
+    parser.add_argument("--report", metavar="FILE.json", help="only redraw the table and plot of an earlier run")
+    return parser.parse_args(argv)
+
+
+def _summary(workload: str, r: dict[str, Any]) -> str:
+    if "error" in r:
+        return "ERROR " + str(r["error"]).strip().splitlines()[-1]
+    if workload == "raw":
+        return "; ".join(f"{lib}: rtt {v['read']['p50_us']:.0f} us, pair {v['ceiling_per_second']:,.0f}/s"
+                         for lib, v in r.items())
+    if workload == "uncontended":
+        return f"{r['per_second']:,.0f}/s (p50 {r['p50_us']:.0f} us)"
+    if workload == "contended":
+        share = "/".join(f"{100 * s:.0f}" for s in r["share"])
+        return (f"{r['acquisitions']} acquisitions, share {share} %, handoff p50 {r['handoff_p50_ms']:.2f} "
+                f"p99 {r['handoff_p99_ms']:.1f} ms, longest wait {r['longest_wait_ms']:.0f} ms")
+    if workload == "heartbeat":
+        return f"{r['requests']} requests, {r['heartbeat_ms']:.2f} ms ({r['locks']} locks)"
+    if workload == "kill":
+        def seconds(value: float | None) -> str:
+            return f"> {r['bound_s']:g} s" if value is None else f"{value:.3f} s"
+
+        return f"lock free after {seconds(r['lock_free_s'])}, member gone after {seconds(r['member_gone_s'])}"
+    if workload == "members":
+        return f"{r['members']} members, members() p50 {r['p50_ms']:.2f} ms"
+    if workload == "close":
+        return f"close() p50 {r['p50_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
+    return ""
+
+
+def _plan(kinds: list[str], workloads: list[str], systems: list[str]) -> list[tuple[str, str, str]]:
+    steps = []
+    for kind in kinds:
+        for workload in workloads:
+            if workload == "raw":
+                if kind in SERVER_KINDS:
+                    steps.append((kind, workload, "engine"))
+                continue
+            if kind == "memory" and workload in MULTIPROCESS:
+                continue
+            for system in systems:
+                if system == "tooz" and kind == "memory":
+                    continue  # tooz has no in-process driver
+                steps.append((kind, workload, system))
+    return steps
+
+
+def write_outputs(run: dict[str, Any], base: Path) -> tuple[Path, Path, Path | None]:
+    json_path = base.with_suffix(".json")
+    json_path.write_text(json.dumps(run, indent=1))
+    png: Path | None = base.with_suffix(".png")
+    assert png is not None
+    if not plot.handoff_cdf(run, str(png)):
+        png = None
+    md_path = base.with_suffix(".md")
+    md_path.write_text(report.markdown(run, png.name if png else None))
+    return json_path, md_path, png
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.report:
+        earlier = json.loads(Path(args.report).read_text())
+        _, md_path, _ = write_outputs(earlier, Path(args.report).with_suffix(""))
+        sys.stdout.write(md_path.read_text())
+        return 0
+    params = Params.quick() if args.quick else Params()
+    kinds = _csv(args.backends, report.KINDS, "backend")
+    default = [w for w in ALL_WORKLOADS if not (args.quick and w == "kill")]
+    workloads = _csv(args.workloads, ALL_WORKLOADS, "workload") if args.workloads else default
+    systems = _csv(args.systems, SYSTEMS, "system")
+    missing = [name for name in ("tooz", "etcd3gw", "matplotlib") if importlib.util.find_spec(name) is None
+               and (name == "matplotlib" or "tooz" in systems)]
+    if missing:
+        raise SystemExit(f"the bench needs {', '.join(missing)}: {sys.executable} -m pip install -r "
+                         f"{REPO / 'bench' / 'requirements.txt'}   (or measure moot alone: --systems moot)")
+    steps = _plan(kinds, workloads, systems)
+    progress = Progress(len(steps))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = out / f"bench-{stamp}"
+    sys.path.insert(0, str(REPO))
+    from tests import servers
+
+    scratch = tempfile.mkdtemp(prefix="moot-bench-")
+    run: dict[str, Any] = {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
+        "quick": args.quick, "params": vars(params), "raw": {}, "results": {},
+    }
+    try:
+        wanted = [k for k in kinds if k in SERVER_KINDS]
+        urls: dict[str, str] = {}
+        if wanted:
+            progress.say(f"starting {', '.join(wanted)} on loopback (tests/servers.py)")
+            urls.update(servers.start(wanted))
+        urls["memory"] = "memory://bench"
+        urls["file"] = f"file://{scratch}/moot"
+        run["environment"] = environment.describe(urls)
+        progress.say(f"{len(steps)} steps; load average {run['environment']['machine']['load_at_start']}")
+        for kind, workload, system in steps:
+            progress.begin(f"{kind:<9} {system:<6} {workload}")
+            result: dict[str, Any]
+            try:
+                if workload == "raw":
+                    result = engines.raw(kind, urls[kind], params.raw_ops, params.raw_seconds)
+                    run["raw"][kind] = result
+                else:
+                    result = WORKLOADS[workload](system, kind, urls[kind], params, progress.note)
+            except Exception:
+                result = {"error": traceback.format_exc(limit=8)}
+            if workload != "raw":
+                run["results"].setdefault(kind, {}).setdefault(workload, {})[system] = result
+            progress.end(_summary(workload, result))
+            base.with_suffix(".json").write_text(json.dumps(run, indent=1))  # partial results survive a stop
+    finally:
+        servers.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    run["seconds"] = time.monotonic() - progress.started
+    run["load_at_end"] = environment.load()
+    json_path, md_path, png = write_outputs(run, base)
+    sys.stdout.write(md_path.read_text())
+    progress.say(f"wrote {json_path}, {md_path}" + (f", {png}" if png else ""))
+    return 0

@@ -1,0 +1,256 @@
+"""What the engines themselves can do, measured with the client libraries
+the backends use, and how many requests a server handled.
+
+* :func:`raw`: the engine's round trip (a read) and the rate of the two writes
+  any lock needs (create a key, delete it) done with the bare client: that
+  pair rate is the *ceiling* a lock acquire+release can approach.
+* :class:`RequestCounter`: requests a server handled, read from the server
+  (redis: MONITOR lines outside scripts; ZooKeeper: ``mntr`` packets
+  received; etcd: gRPC calls started, which the JSON gateway makes one per
+  HTTP call). Other clients' background traffic (heartbeats, pings) counts
+  too: callers repeat a measurement and keep the smallest count.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import statistics
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via $http_proxy
+
+
+def _address(url: str, default_port: int) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.netloc.rsplit("@", 1)[-1].split(",")[0]) or "127.0.0.1"
+    name, _, port = host.rpartition(":")
+    return (name, int(port)) if name else (host, default_port)
+
+
+def _loop(op: Callable[[], object], max_ops: int, max_seconds: float) -> dict[str, float]:
+    """Run ``op`` until ``max_ops`` or ``max_seconds``; rate and median latency."""
+    for _ in range(min(50, max_ops)):
+        op()  # warm up connections and caches
+    samples: list[float] = []
+    started = time.perf_counter()
+    deadline = started + max_seconds
+    while len(samples) < max_ops and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        op()
+        samples.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    return {"ops": len(samples), "per_second": len(samples) / elapsed,
+            "p50_us": statistics.median(samples) * 1e6}
+
+
+def raw(kind: str, url: str, max_ops: int, max_seconds: float) -> dict[str, Any]:
+    """Round trip and write-pair ceiling of the engine behind ``url``, per client library."""
+    if kind == "redis":
+        return {"redis-py": _raw_redis(url, max_ops, max_seconds)}
+    if kind == "zookeeper":
+        return {"kazoo": _raw_zookeeper(url, max_ops, max_seconds)}
+    if kind == "etcd":
+        return {"http.client": _raw_etcd_http(url, max_ops, max_seconds),
+                "etcd3gw": _raw_etcd3gw(url, max_ops, max_seconds)}
+    return {}
+
+
+def _summary(read: dict[str, float], pair: dict[str, float]) -> dict[str, Any]:
+    return {"read": read, "write_pair": pair, "ceiling_per_second": pair["per_second"],
+            "read_ceiling_per_second": read["per_second"] / 2}
+
+
+def _raw_redis(url: str, max_ops: int, max_seconds: float) -> dict[str, Any]:
+    import redis
+
+    host, port = _address(url, 6379)
+    client = redis.Redis(host=host, port=port)
+    key = f"bench:raw:{uuid.uuid4().hex}"
+    try:
+        read = _loop(lambda: client.get(key), max_ops, max_seconds)
+
+        def pair() -> None:
+            client.set(key, b"1", nx=True, px=10000)
+            client.delete(key)
+
+        return _summary(read, _loop(pair, max_ops, max_seconds))
+    finally:
+        client.close()
+
+
+def _raw_zookeeper(url: str, max_ops: int, max_seconds: float) -> dict[str, Any]:
+    from kazoo.client import KazooClient
+
+    host, port = _address(url, 2181)
+    zk = KazooClient(hosts=f"{host}:{port}")
+    zk.start(timeout=10)
+    parent = f"/bench-raw-{uuid.uuid4().hex}"
+    try:
+        zk.ensure_path(parent)
+        read = _loop(lambda: zk.exists(parent), max_ops, max_seconds)
+
+        def pair() -> None:
+            zk.delete(zk.create(parent + "/q-", b"x", ephemeral=True, sequence=True))
+
+        result = _summary(read, _loop(pair, max_ops, max_seconds))
+        zk.delete(parent, recursive=True)
+        return result
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def _raw_etcd_http(url: str, max_ops: int, max_seconds: float) -> dict[str, Any]:
+    """The path moot's etcd backend uses: keep-alive http.client to the v3 JSON gateway."""
+    import base64
+
+    host, port = _address(url, 2379)
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    key = base64.b64encode(f"bench/raw/{uuid.uuid4().hex}".encode()).decode()
+
+    def call(path: str, body: dict[str, Any]) -> None:
+        conn.request("POST", "/v3/" + path, json.dumps(body), {"Content-Type": "application/json"})
+        conn.getresponse().read()
+
+    try:
+        read = _loop(lambda: call("kv/range", {"key": key}), max_ops, max_seconds)
+
+        def pair() -> None:
+            call("kv/put", {"key": key, "value": "eA=="})
+            call("kv/deleterange", {"key": key})
+
+        return _summary(read, _loop(pair, max_ops, max_seconds))
+    finally:
+        conn.close()
+
+
+def _raw_etcd3gw(url: str, max_ops: int, max_seconds: float) -> dict[str, Any]:
+    """The client tooz's etcd3+http driver uses (requests underneath)."""
+    from etcd3gw.client import Etcd3Client
+
+    host, port = _address(url, 2379)
+    client = Etcd3Client(host=host, port=port)
+    key = f"bench/raw/{uuid.uuid4().hex}"
+    read = _loop(lambda: client.get(key), max_ops, max_seconds)
+
+    def pair() -> None:
+        client.put(key, "x")
+        client.delete(key)
+
+    return _summary(read, _loop(pair, max_ops, max_seconds))
+
+
+# -- requests handled by a server -------------------------------------------------
+class RequestCounter:
+    """Counts the requests the server behind ``url`` handles between
+    :meth:`start` and :meth:`stop`; ``None`` for engines without a server."""
+
+    def __init__(self, kind: str, url: str):
+        self.kind = kind
+        self._monitor: socket.socket | None = None
+        self._before = 0
+        if kind == "redis":
+            self._address = _address(url, 6379)
+        elif kind == "zookeeper":
+            self._address = _address(url, 2181)
+        elif kind == "etcd":
+            self._address = _address(url, 2379)
+
+    @property
+    def available(self) -> bool:
+        return self.kind in ("redis", "zookeeper", "etcd")
+
+    def start(self) -> None:
+        if self.kind == "redis":
+            sock = socket.create_connection(self._address, timeout=5)
+            sock.sendall(b"MONITOR\r\n")
+            reply = b""
+            while b"\r\n" not in reply:
+                reply += sock.recv(4096)
+            self._monitor = sock
+        elif self.kind == "zookeeper":
+            self._before = self._zookeeper_packets()
+        elif self.kind == "etcd":
+            self._before = self._etcd_calls()
+
+    def stop(self) -> int | None:
+        if self.kind == "redis":
+            return self._redis_commands()
+        if self.kind == "zookeeper":
+            return self._zookeeper_packets() - self._before
+        if self.kind == "etcd":
+            return self._etcd_calls() - self._before
+        return None
+
+    def _redis_commands(self) -> int:
+        """Commands clients sent (script-internal calls excluded), read from MONITOR."""
+        sock = self._monitor
+        assert sock is not None
+        data = b""
+        sock.settimeout(0.2)  # MONITOR lines trail the commands by far less
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except TimeoutError:
+            pass
+        finally:
+            sock.close()
+            self._monitor = None
+        lines = data.decode(errors="replace").splitlines()
+        return sum(1 for line in lines if line.startswith("+") and " lua]" not in line and line != "+OK")
+
+    def _zookeeper_packets(self) -> int:
+        with socket.create_connection(self._address, timeout=5) as sock:
+            sock.sendall(b"mntr")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        match = re.search(rb"zk_packets_received\s+(\d+)", reply)
+        return int(match.group(1)) if match else 0
+
+    def _etcd_calls(self) -> int:
+        host, port = self._address
+        with _HTTP.open(f"http://{host}:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith("grpc_server_started_total{"))
+
+
+# -- versions --------------------------------------------------------------------
+def server_version(kind: str, url: str) -> str:
+    """The server's own account of its version ('' if it cannot tell)."""
+    try:
+        if kind == "redis":
+            with socket.create_connection(_address(url, 6379), timeout=5) as sock:
+                sock.sendall(b"INFO server\r\n")
+                reply = b""
+                while b"redis_version:" not in reply or not reply.endswith(b"\r\n\r\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
+            match = re.search(rb"redis_version:(\S+)", reply)
+            return f"redis {match.group(1).decode()}" if match else ""
+        if kind == "zookeeper":
+            with socket.create_connection(_address(url, 2181), timeout=5) as sock:
+                sock.sendall(b"srvr")
+                reply = b""
+                while chunk := sock.recv(65536):
+                    reply += chunk
+            first = reply.decode(errors="replace").splitlines()[0]
+            return "ZooKeeper " + first.split(":", 1)[1].strip().split("-")[0].split(",")[0]
+        if kind == "etcd":
+            host, port = _address(url, 2379)
+            with _HTTP.open(f"http://{host}:{port}/version", timeout=5) as response:
+                return f"etcd {json.loads(response.read())['etcdserver']}"
+    except (OSError, ValueError, KeyError, IndexError):
+        return ""
+    return ""
