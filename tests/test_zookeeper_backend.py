@@ -11,6 +11,7 @@ The server-restart test starts its own.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -282,7 +283,9 @@ def test_unreachable_server_is_connection_lost() -> None:
         backend.close()
 
 
-def test_credentials_and_password_never_shown(zk_url: str, raw: KazooClient, ns: str) -> None:
+def test_credentials_and_password_never_shown(zk_url: str, raw: KazooClient, ns: str,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # kazoo logs its digest login at DEBUG
     url = zk_url.replace("zookeeper://", "zookeeper://alice:s3cret@", 1).rstrip("/") + f"/{ns}-auth"
     backend = ZooKeeperBackend(parse_url(url), {})
     try:
@@ -295,6 +298,7 @@ def test_credentials_and_password_never_shown(zk_url: str, raw: KazooClient, ns:
             raw.get(f"/{ns}-auth/k")
     finally:
         backend.close()
+    assert "Auth" in caplog.text and "s3cret" not in caplog.text
 
 
 def test_server_restart_keeps_session() -> None:

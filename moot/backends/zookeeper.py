@@ -119,6 +119,37 @@ _MULTIREAD_BATCH = 1000  # reads per multi-read request (answers stay well below
 
 log = logging.getLogger("moot.backends.zookeeper")
 
+
+class _Redact(logging.Filter):
+    """Hides the digest credentials that kazoo logs (at DEBUG) when it logs in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, ()
+        return True
+
+
+_redact = _Redact()
+#: kazoo's own messages go here, with every credential moot gave it hidden.
+_kazoo_log = logging.getLogger("moot.backends.zookeeper.kazoo")
+_kazoo_log.addFilter(_redact)
+
+
+def _kazoo_logger(auth: list[tuple[str, str]]) -> logging.Logger:
+    for _scheme, credential in auth:
+        _redact.secrets.add(credential)
+        password = credential.partition(":")[2]
+        if password:
+            _redact.secrets.add(password)
+    return _kazoo_log
+
 Result = Any  # a kazoo IAsyncResult
 
 
@@ -295,6 +326,7 @@ class ZooKeeperBackend(Backend):
             timeout=ttl,
             auth_data=self._auth,
             default_acl=self._acl,
+            logger=_kazoo_logger(self._auth),
             connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": min(1.0, ttl / 3)},
         )
         conn = _Conn(zk, ttl)
@@ -480,6 +512,7 @@ class ZooKeeperBackend(Backend):
         """Attach a second client to session ``sid`` and close it: the server
         ends the session as on expiry. False if it could not attach."""
         intruder = KazooClient(hosts=self._hosts, client_id=(sid, password), auth_data=self._auth,
+                               logger=_kazoo_logger(self._auth),
                                timeout=self._session.ttl if self._session else _DEFAULT_TTL,
                                connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 0.5})
         try:
