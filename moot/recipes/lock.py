@@ -29,8 +29,6 @@ seq (the functions below implement them; rwlock.py proves them):
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +39,8 @@ from moot.backends.base import Entry
 from moot.coordinator import Coordinator, check_timeout
 from moot.errors import LockError, LockTimeout
 from moot.recipes import queue
+from moot.recipes.hold import Hold
 from moot.recipes.queue import Waiter
-
-log = logging.getLogger("moot.lock")
 
 
 def lock_prefix(coord: Coordinator, name: str) -> str:
@@ -145,40 +142,23 @@ def holders(queue_slots: list[Slot]) -> list[tuple[Slot, str]]:
     return result
 
 
-class Lock:
+class Lock(Hold):
     """An exclusive lock named ``name``; see the module docstring.
 
     One ``Lock`` object is one would-be holder: two objects with the same
     name exclude each other, even in one process. Not reentrant.
     """
 
+    kind = "lock"
+
     def __init__(self, coord: Coordinator, name: str, timeout: float | None = None,
                  on_lost: Callable[[Lock], None] | None = None):
-        self.name = names.check_name(name, "lock name")
-        check_timeout(timeout)
-        self._coord = coord
-        self._prefix = lock_prefix(coord, self.name)
-        self._timeout = timeout
-        self._on_lost = on_lost
-        self._entry: Entry | None = None
-        self._mutex = threading.Lock()
-        self.since: float | None = None
-        self._held_at = 0.0
+        name = names.check_name(name, "lock name")
+        super().__init__(coord, name, lock_prefix(coord, name), timeout, on_lost)
 
     def __repr__(self) -> str:
         state = f"held token={self.token}" if self.is_held else "not held"
         return f"<moot.Lock {self.name!r} {state}>"
-
-    @property
-    def token(self) -> int | None:
-        """Fencing token of the current hold (None when not held)."""
-        entry = self._entry
-        return entry.seq if entry is not None else None
-
-    @property
-    def is_held(self) -> bool:
-        """True while this object holds the lock and its session lives (no round trip)."""
-        return self._entry is not None
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock; True once held, False if not (non-blocking, or timeout ran out).
@@ -230,25 +210,6 @@ class Lock:
                  tb: TracebackType | None) -> None:
         self.release()
 
-    # -- session events (from the coordinator) -----------------------------
-    def _session_lost(self) -> None:
-        with self._mutex:
-            lost, self._entry = self._entry, None
-            self.since = None
-        self._coord.unbind(self)
-        if lost is not None:
-            self._coord.metrics.count("lost", "lock")
-            log.warning("moot: lock %r (token %s) lost with the session of %s", self.name, lost.seq,
-                        self._coord.member_id)
-        if lost is not None and self._on_lost is not None:
-            callback = self._on_lost
-            self._coord.run_callback(lambda: callback(self))
-
-    def _session_renewed(self) -> None:
-        """A lost lock is never taken again behind the user's back."""
-
-    def _close(self) -> None:
-        self.release()
 
 
 def _info(name: str, entries: list[Entry]) -> LockInfo | None:

@@ -64,8 +64,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -74,16 +72,15 @@ from moot.backends.base import Entry
 from moot.coordinator import Coordinator, check_timeout
 from moot.errors import LockError, LockTimeout, SessionExpired, UpgradeConflict
 from moot.recipes import lock, queue
+from moot.recipes.hold import Hold
 from moot.recipes.lock import EXCLUSIVE, MARKER, SHARED
-
-log = logging.getLogger("moot.rwlock")
 
 
 class _HoldEnded(Exception):
     """The upgrading shared entry left the queue (session ended)."""
 
 
-class RWLock:
+class RWLock(Hold):
     """A shared/exclusive lock named ``name``; see the module docstring.
 
     One ``RWLock`` object is one would-be holder (shared or exclusive), not
@@ -91,40 +88,23 @@ class RWLock:
     process.
     """
 
+    kind = "rwlock"
+
     def __init__(self, coord: Coordinator, name: str, timeout: float | None = None,
                  on_lost: Callable[[RWLock], None] | None = None):
-        self.name = names.check_name(name, "lock name")
-        check_timeout(timeout)
-        self._coord = coord
-        self._prefix = lock.lock_prefix(coord, self.name)
-        self._timeout = timeout
-        self._on_lost = on_lost
-        self._entry: Entry | None = None
+        name = names.check_name(name, "lock name")
+        super().__init__(coord, name, lock.lock_prefix(coord, name), timeout, on_lost)
         self._marker: Entry | None = None
         self._mode: str | None = None
-        self._mutex = threading.Lock()
-        self.since: float | None = None
-        self._held_at = 0.0
 
     def __repr__(self) -> str:
         state = f"held {self._mode} token={self.token}" if self.is_held else "not held"
         return f"<moot.RWLock {self.name!r} {state}>"
 
     @property
-    def token(self) -> int | None:
-        """Fencing token of the current hold (None when not held); unchanged by upgrade()."""
-        entry = self._entry
-        return entry.seq if entry is not None else None
-
-    @property
     def mode(self) -> str | None:
         """``"shared"``, ``"exclusive"``, or None when not held."""
         return self._mode
-
-    @property
-    def is_held(self) -> bool:
-        """True while this object holds the lock and its session lives (no round trip)."""
-        return self._entry is not None
 
     # -- acquire / release --------------------------------------------------
     def acquire_read(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -286,24 +266,10 @@ class RWLock:
             self.release()
 
     # -- session events (from the coordinator) -------------------------------
-    def _session_lost(self) -> None:
+    def _forget(self) -> Entry | None:
         with self._mutex:
             lost = self._entry
             self._entry = self._marker = self._mode = None
             self.since = None
-        self._coord.unbind(self)
-        if lost is None:
-            return
-        self._coord.metrics.count("lost", "rwlock")
-        log.warning("moot: rwlock %r (token %s) lost with the session of %s", self.name, lost.seq,
-                    self._coord.member_id)
-        if self._on_lost is not None:
-            callback = self._on_lost
-            self._coord.run_callback(lambda: callback(self))
-
-    def _session_renewed(self) -> None:
-        """A lost hold is never taken again behind the user's back."""
-
-    def _close(self) -> None:
-        self.release()
+        return lost
 

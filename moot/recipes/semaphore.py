@@ -29,8 +29,6 @@ unrelated.
 from __future__ import annotations
 
 import json
-import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,9 +39,8 @@ from moot.backends.base import Entry
 from moot.coordinator import Coordinator, check_timeout
 from moot.errors import InvalidArgument, LockError, LockTimeout, SemaphoreLimitMismatch
 from moot.recipes import queue
+from moot.recipes.hold import Hold
 from moot.recipes.queue import Waiter
-
-log = logging.getLogger("moot.semaphore")
 
 MODE = "semaphore"
 _LIMIT = "limit"  # the stored limit's key, inside the queue prefix (sequential keys are all digits)
@@ -77,41 +74,24 @@ def _check_limit(limit: object) -> int:
     return limit
 
 
-class Semaphore:
+class Semaphore(Hold):
     """At most ``limit`` holders of ``name``; see the module docstring.
 
     One ``Semaphore`` object is one would-be holder; not reentrant.
     """
 
+    kind = "semaphore"
+
     def __init__(self, coord: Coordinator, name: str, limit: int, timeout: float | None = None,
                  on_lost: Callable[[Semaphore], None] | None = None):
-        self.name = names.check_name(name, "semaphore name")
+        name = names.check_name(name, "semaphore name")
         self.limit = _check_limit(limit)
-        check_timeout(timeout)
-        self._coord = coord
-        self._prefix = _prefix(coord, self.name)
+        super().__init__(coord, name, _prefix(coord, name), timeout, on_lost)
         self._limit_key = self._prefix + _LIMIT
-        self._timeout = timeout
-        self._on_lost = on_lost
-        self._entry: Entry | None = None
-        self._mutex = threading.Lock()
-        self.since: float | None = None
-        self._held_at = 0.0
 
     def __repr__(self) -> str:
         state = f"held token={self.token}" if self.is_held else "not held"
         return f"<moot.Semaphore {self.name!r} limit={self.limit} {state}>"
-
-    @property
-    def token(self) -> int | None:
-        """Fencing token of the current hold (None when not held)."""
-        entry = self._entry
-        return entry.seq if entry is not None else None
-
-    @property
-    def is_held(self) -> bool:
-        """True while this object holds the semaphore and its session lives (no round trip)."""
-        return self._entry is not None
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take one of the ``limit`` places; True once held, False if not
@@ -202,25 +182,6 @@ class Semaphore:
         return list(self.info().holders)
 
     # -- session events (from the coordinator) ---------------------------------
-    def _session_lost(self) -> None:
-        with self._mutex:
-            lost, self._entry = self._entry, None
-            self.since = None
-        self._coord.unbind(self)
-        if lost is None:
-            return
-        self._coord.metrics.count("lost", "semaphore")
-        log.warning("moot: semaphore %r (token %s) lost with the session of %s", self.name, lost.seq,
-                    self._coord.member_id)
-        if self._on_lost is not None:
-            callback = self._on_lost
-            self._coord.run_callback(lambda: callback(self))
-
-    def _session_renewed(self) -> None:
-        """A lost hold is never taken again behind the user's back."""
-
-    def _close(self) -> None:
-        self.release()
 
 
 def _info(name: str, entries: list[Entry], limit_key: str) -> SemaphoreInfo:

@@ -1,0 +1,75 @@
+"""What every queue-based hold (lock, shared/exclusive lock, semaphore)
+shares: its queue entry and fencing token, and how it learns and reports that
+its session ended (``is_held`` False, a warning, the ``lost`` counter, the
+``on_lost`` callback on the coordinator's callback thread)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from moot.backends.base import Entry
+from moot.coordinator import Coordinator, check_timeout
+
+
+class Hold:
+    """Base of one would-be holder of a queue-based lock named ``name``."""
+
+    #: The recipe's name in metrics labels, logger names and messages.
+    kind: ClassVar[str]
+
+    def __init__(self, coord: Coordinator, name: str, prefix: str, timeout: float | None,
+                 on_lost: Callable[[Any], None] | None):
+        check_timeout(timeout)
+        self.name = name
+        self._coord = coord
+        self._prefix = prefix
+        self._timeout = timeout
+        self._on_lost = on_lost
+        self._entry: Entry | None = None
+        self._mutex = threading.Lock()
+        self.since: float | None = None
+        self._held_at = 0.0
+
+    @property
+    def token(self) -> int | None:
+        """Fencing token of the current hold (None when not held)."""
+        entry = self._entry
+        return entry.seq if entry is not None else None
+
+    @property
+    def is_held(self) -> bool:
+        """True while this object holds it and its session lives (no round trip)."""
+        return self._entry is not None
+
+    def release(self) -> bool:
+        raise NotImplementedError
+
+    def _forget(self) -> Entry | None:
+        """Drop the local state of the hold; return the entry it had."""
+        with self._mutex:
+            lost, self._entry = self._entry, None
+            self.since = None
+        return lost
+
+    # -- session events (from the coordinator) -----------------------------
+    def _session_lost(self) -> None:
+        lost = self._forget()
+        self._coord.unbind(self)
+        if lost is None:
+            return
+        self._coord.metrics.count("lost", self.kind)
+        logging.getLogger(f"moot.{self.kind}").warning(
+            "moot: %s %r (token %s) lost with the session of %s", self.kind, self.name, lost.seq,
+            self._coord.member_id)
+        if self._on_lost is not None:
+            callback = self._on_lost
+            self._coord.run_callback(lambda: callback(self))
+
+    def _session_renewed(self) -> None:
+        """A lost hold is never taken again behind the user's back."""
+
+    def _close(self) -> None:
+        self.release()
