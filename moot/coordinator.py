@@ -141,7 +141,6 @@ class Coordinator:
         self._closed = False
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by close() and by the backend's session listener
-        self._session_dead = False
         self._session_ok = threading.Event()
         self._session_lock = threading.Lock()
         self._last_ok = time.monotonic()
@@ -234,7 +233,8 @@ class Coordinator:
         return self._session_ok.wait(remaining)
 
     def _on_backend_session_end(self) -> None:
-        self._session_dead = True
+        # Only a hint to refresh now: the report may concern a session that is
+        # already replaced, so the refresh decides whether this one ended.
         self._wake.set()
 
     def _heartbeat_loop(self) -> None:
@@ -243,9 +243,6 @@ class Coordinator:
         while not self._stop.is_set():
             self._wake.wait(wait)
             self._wake.clear()
-            if self._session_dead:
-                self._session_dead = False
-                self._declare_lost("the backend reported the session ended")
             if self._stop.is_set():
                 return
             started = time.monotonic()
