@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -45,7 +46,18 @@ class Hold:
         return self._entry is not None
 
     def release(self) -> bool:
-        raise NotImplementedError
+        """Release the hold; True if it was held.
+
+        Never raises for a hold that is not held or whose session is gone;
+        raises ConnectionLost if the backend cannot be reached (the heartbeat
+        then deletes the entry as soon as the backend answers again, or the
+        session ends: either way the hold is freed)."""
+        entry = self._forget()
+        if entry is None:
+            return False
+        self._coord.unbind(self)
+        self._coord.metrics.timed("releases", "hold_seconds", self.kind, time.monotonic() - self._held_at)
+        return self._coord.delete_entry(entry.key)
 
     def _forget(self) -> Entry | None:
         """Drop the local state of the hold; return the entry it had."""

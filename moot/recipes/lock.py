@@ -185,22 +185,6 @@ class Lock(Hold):
         self._coord.metrics.timed("acquisitions", "wait_seconds", "lock", self._held_at - asked)
         return True
 
-    def release(self) -> bool:
-        """Release the lock; True if it was held and is now released.
-
-        Never raises for a lock that is not held or whose session is gone;
-        raises ConnectionLost if the backend cannot be reached (the heartbeat
-        then deletes the entry as soon as the backend answers again, or the
-        session ends: either way the lock is freed)."""
-        with self._mutex:
-            entry, self._entry = self._entry, None
-            self.since = None
-        if entry is None:
-            return False
-        self._coord.unbind(self)
-        self._coord.metrics.timed("releases", "hold_seconds", "lock", time.monotonic() - self._held_at)
-        return self._coord.delete_entry(entry.key)
-
     def __enter__(self) -> Lock:
         if not self.acquire(timeout=self._timeout):
             raise LockTimeout(f"lock {self.name!r} not acquired within {self._timeout}s")

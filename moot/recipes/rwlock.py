@@ -156,21 +156,11 @@ class RWLock(Hold):
         return None
 
     def release(self) -> bool:
-        """Release the hold (shared or exclusive); True if it was held.
-
-        Never raises for a lock that is not held or whose session is gone;
-        raises ConnectionLost if the backend cannot be reached (the heartbeat
-        then deletes the entries as soon as it can, or the session ends)."""
-        with self._mutex:
-            entry, marker = self._entry, self._marker
-            self._entry = self._marker = self._mode = None
-            self.since = None
-        if entry is None:
-            return False
-        self._coord.unbind(self)
-        self._coord.metrics.timed("releases", "hold_seconds", "rwlock", time.monotonic() - self._held_at)
+        """Release the hold (shared or exclusive), and an upgrade in progress;
+        True if it was held. Raises only ConnectionLost, as Hold.release."""
+        marker = self._marker
         try:
-            return self._coord.delete_entry(entry.key)
+            return super().release()
         finally:
             if marker is not None:
                 queue.leave(self._coord, marker)

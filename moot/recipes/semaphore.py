@@ -149,20 +149,6 @@ class Semaphore(Hold):
 
         return blocker
 
-    def release(self) -> bool:
-        """Give the place back; True if it was held. Never raises for a hold
-        that is not held or whose session is gone; raises ConnectionLost if
-        the backend cannot be reached (the heartbeat then deletes the entry
-        as soon as it can, or the session ends)."""
-        with self._mutex:
-            entry, self._entry = self._entry, None
-            self.since = None
-        if entry is None:
-            return False
-        self._coord.unbind(self)
-        self._coord.metrics.timed("releases", "hold_seconds", "semaphore", time.monotonic() - self._held_at)
-        return self._coord.delete_entry(entry.key)
-
     def __enter__(self) -> Semaphore:
         if not self.acquire(timeout=self._timeout):
             raise LockTimeout(f"semaphore {self.name!r} not acquired within {self._timeout}s")
