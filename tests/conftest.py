@@ -66,6 +66,21 @@ def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         servers.stop()
 
 
+@pytest.fixture(scope="session")
+def server(server_urls: dict[str, str]) -> Callable[[str], str]:
+    """``server(kind)``: the URL of a server of that kind shared by the whole
+    run (started on first use if this run's backends did not include it)."""
+
+    def get(kind: str) -> str:
+        if kind not in server_urls:
+            from tests import servers
+
+            server_urls.update(servers.start([kind]))
+        return server_urls[kind]
+
+    return get
+
+
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     """The kind under test (parametrized over every selected backend)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -34,16 +33,9 @@ TTL = 2.0
 
 
 @pytest.fixture(scope="module")
-def etcd_url() -> Iterator[str]:
-    given = os.environ.get("MOOT_TEST_ETCD_URL")
-    if given:
-        yield given
-        return
-    cluster = servers.start_cluster("etcd", size=1)
-    try:
-        yield cluster.url
-    finally:
-        cluster.stop()
+def etcd_url(server: Callable[[str], str]) -> str:
+    """The run's shared etcd server (``MOOT_TEST_ETCD_URL`` if set)."""
+    return server("etcd")
 
 
 @pytest.fixture

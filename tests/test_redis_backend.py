@@ -14,7 +14,6 @@ skip). Tests that restart a server or need TLS start their own.
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import socket
 import subprocess
@@ -33,7 +32,6 @@ import moot
 from moot.backends.redis import RedisBackend, dir_key
 from moot.errors import BackendError, ConnectionLost, InvalidURL, SessionExpired
 from moot.url import BACKENDS, parse_url
-from tests import servers
 from tests.waiting import wait_event, wait_until
 
 TTL = 1.0
@@ -42,16 +40,9 @@ Make = Callable[..., RedisBackend]
 
 
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    given = os.environ.get("MOOT_TEST_REDIS_URL")
-    if given:
-        yield given
-        return
-    cluster = servers.start_cluster("redis", size=1)
-    try:
-        yield cluster.url
-    finally:
-        cluster.stop()
+def redis_url(server: Callable[[str], str]) -> str:
+    """The run's shared redis server (``MOOT_TEST_REDIS_URL`` if set)."""
+    return server("redis")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ The server-restart test starts its own.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import uuid
@@ -35,16 +34,9 @@ TTL = 2.0
 
 
 @pytest.fixture(scope="module")
-def zk_url() -> Iterator[str]:
-    given = os.environ.get("MOOT_TEST_ZOOKEEPER_URL")
-    if given:
-        yield given
-        return
-    cluster = servers.start_cluster("zookeeper", size=1)
-    try:
-        yield cluster.url
-    finally:
-        cluster.stop()
+def zk_url(server: Callable[[str], str]) -> str:
+    """The run's shared zookeeper server (``MOOT_TEST_ZOOKEEPER_URL`` if set)."""
+    return server("zookeeper")
 
 
 @pytest.fixture
