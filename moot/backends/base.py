@@ -37,6 +37,33 @@ Watch
     Where an engine has no notifications the backend polls, with backoff,
     inside itself.
 
+Deadlines
+    Every primitive returns or raises within the caller's deadline
+    (:func:`moot.deadline.remaining`, which is at most the backend's own
+    per-call bound, the ``timeout`` option) plus a small slack, however the
+    engine misbehaves: down, refusing connections, or accepting them and
+    never answering. Running out of time raises ConnectionLost whose message
+    states the real elapsed time.
+
+Session validity
+    After :meth:`Backend.open_session` or :meth:`Backend.refresh_session`
+    returns, the engine does not end the session (for lack of renewal)
+    before the instant the call *started* plus :attr:`Backend.granted_ttl`.
+    The coordinator counts from that instant and gives up a safety margin
+    earlier, so a holder is told before the engine can hand its locks to
+    anyone else. A backend whose engine may grant another TTL than the one
+    asked (ZooKeeper caps it, etcd rounds it up) sets ``granted_ttl`` to what
+    was actually granted.
+
+Values
+    Every backend stores values of up to :data:`MAX_VALUE_BYTES` bytes;
+    recipes refuse larger ones before any I/O.
+
+Fork
+    In a forked child, :meth:`Backend.forget_after_fork` drops what the
+    child inherited without any I/O: the parent's session, connections and
+    file locks stay the parent's.
+
 Errors
     Primitives raise :class:`moot.errors.ConnectionLost` when the engine
     cannot be reached and :class:`moot.errors.SessionExpired` when an
@@ -53,6 +80,11 @@ import threading
 from collections.abc import Callable
 
 from moot.url import BackendURL
+
+
+#: The largest value any backend stores (ZooKeeper's default frame limit is
+#: 1 MiB, etcd's request limit 1.5 MiB; this leaves room for key and framing).
+MAX_VALUE_BYTES = 512 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +145,9 @@ class Backend(abc.ABC):
         self.url = url
         self.options = options
         self._session_listener: Callable[[], None] | None = None
+        #: The TTL the engine granted to the current session (see "Session
+        #: validity"); ``open_session`` sets it when it differs from the one asked.
+        self.granted_ttl: float | None = None
 
     # -- lifecycle --------------------------------------------------------
     @abc.abstractmethod
@@ -123,6 +158,11 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """End the session (its ephemeral keys vanish), cancel every watch and
         drop connections. Never raises; safe to call twice."""
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop inherited connections and file descriptors
+        without any I/O on them (no protocol message, no unlock, no
+        shutdown), so the parent's session is left exactly as it was."""
 
     def ping(self) -> str:
         """One round trip to the engine; returns a description of the server."""
