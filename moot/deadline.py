@@ -36,6 +36,17 @@ def bounded(deadline: float | None) -> Iterator[None]:
         _deadline.reset(token)
 
 
+@contextlib.contextmanager
+def replaced(deadline: float) -> Iterator[None]:
+    """Run the block under ``deadline`` whatever the caller's was (cleanup
+    that must be tried even though the caller's deadline has passed)."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 def current() -> float | None:
     """The deadline in force on this thread, None if none."""
     return _deadline.get()

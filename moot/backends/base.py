@@ -76,11 +76,10 @@ import abc
 import builtins
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable
 
+from moot.realthreads import threading
 from moot.url import BackendURL
-
 
 #: The largest value any backend stores (ZooKeeper's default frame limit is
 #: 1 MiB, etcd's request limit 1.5 MiB; this leaves room for key and framing).
@@ -159,6 +158,7 @@ class Backend(abc.ABC):
         """End the session (its ephemeral keys vanish), cancel every watch and
         drop connections. Never raises; safe to call twice."""
 
+    @abc.abstractmethod
     def forget_after_fork(self) -> None:
         """In a forked child: drop inherited connections and file descriptors
         without any I/O on them (no protocol message, no unlock, no

@@ -77,7 +77,6 @@ import os
 import re
 import select
 import struct
-import threading
 import time
 import uuid
 import weakref
@@ -86,6 +85,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
 from moot.errors import ConnectionLost, CoordinatorClosed, InvalidArgument, InvalidURL, SessionExpired
+from moot.realthreads import threading
 from moot.url import BackendURL
 
 log = logging.getLogger("moot.backends.file")
@@ -217,6 +217,7 @@ class FileBackend(Backend):
         self._root = url.path
         self._lock = threading.Lock()
         self._closed = False
+        self._abandoned = False
         self._dirs: collections.OrderedDict[str, _Dir] = collections.OrderedDict()
         self._owned: dict[str, dict[str, _Spare]] = {}  # dir -> key file name -> spare it links
         self._free: dict[str, list[_Spare]] = {}
@@ -275,10 +276,18 @@ class FileBackend(Backend):
             self._watcher.release()
             self._watcher = None
 
+    def forget_after_fork(self) -> None:
+        self._abandon()
+
     def _abandon(self) -> None:
         """In a forked child: close this process's copies of every file, so the
-        parent's keys die with the parent. Takes no lock (a parent thread may
-        have held it at fork time)."""
+        parent's keys die with the parent (never unlock: the child shares the
+        parent's open files, so an unlock would free the parent's locks).
+        Takes no lock (a parent thread may have held it at fork time). Runs
+        once: a second call must not close descriptors reused since."""
+        if self._abandoned:
+            return
+        self._abandoned = True
         self._closed = True
         spares = [s for owned in self._owned.values() for s in owned.values()]
         spares += [s for free in self._free.values() for s in free]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import threading
 import time
 import uuid
 from collections.abc import Callable
 
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
 from moot.errors import CoordinatorClosed, SessionExpired
+from moot.realthreads import threading
 
 
 @dataclasses.dataclass
@@ -111,6 +111,9 @@ class MemoryBackend(Backend):
                     watches.discard(item)
         self._closed = True
         self._dispatcher.close()
+
+    def forget_after_fork(self) -> None:
+        """Nothing to drop: the child's copy of the store is its own."""
 
     def ping(self) -> str:
         return "in-process memory store"

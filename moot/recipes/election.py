@@ -9,13 +9,14 @@ session TTL (at once on file://).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
+from moot import deadline as call_deadline
 from moot import names
 from moot.backends.base import Entry, Watch
-from moot.coordinator import Coordinator, check_timeout
+from moot.coordinator import Coordinator, check_timeout, within_timeout
+from moot.realthreads import threading
 from moot.recipes import queue
 
 log = logging.getLogger("moot.election")
@@ -29,6 +30,7 @@ class Election:
         self._coord = coord
         self._prefix = coord.key("election", names.segment(self.name), "q") + "/"
         self._entry: Entry | None = None
+        self._epoch = -1
         self._mutex = threading.Lock()
         self._callbacks: list[Callable[[str | None], None]] = []
         self._watch: Watch | None = None
@@ -39,8 +41,9 @@ class Election:
 
     @property
     def is_leader(self) -> bool:
-        """True while this coordinator leads (no round trip)."""
-        return self._entry is not None
+        """True while this coordinator leads and its session is trusted (no
+        round trip; turns False on time, like ``Lock.is_held``)."""
+        return self._entry is not None and self._coord.holds(self._epoch)
 
     @property
     def token(self) -> int | None:
@@ -53,27 +56,33 @@ class Election:
         deadline = check_timeout(timeout)
         if self._entry is not None:
             return True
-        value = queue.encode(self._coord.member_id, "leader")
         asked = time.monotonic()
-        entry = queue.wait_turn(self._coord, self._prefix, value, deadline)
+
+        def install(entry: Entry, epoch: int) -> None:
+            with self._mutex:
+                self._entry, self._epoch = entry, epoch
+
+        with call_deadline.bounded(deadline):
+            entry = queue.wait_turn(self._coord, self._prefix, queue.encode(self._coord.member_id, "leader"),
+                                    deadline, holder=self, install=install)
         if entry is None:
             self._coord.metrics.count("timeouts", "election")
             return False
-        with self._mutex:
-            self._entry = entry
-        self._coord.bind(self)
         self._coord.metrics.timed("acquisitions", "wait_seconds", "election", time.monotonic() - asked)
         return True
 
+    @within_timeout
     def leader(self) -> str | None:
         """The member id of the current leader, or None."""
         entries = queue.ordered(self._coord.backend.list(self._prefix))
         return queue.decode(entries[0]).member if entries else None
 
+    @within_timeout
     def candidates(self) -> list[str]:
         """Member ids of the leader and the waiting candidates, in order."""
         return [queue.decode(e).member for e in queue.ordered(self._coord.backend.list(self._prefix))]
 
+    @within_timeout
     def resign(self) -> bool:
         """Give up leadership; True if this coordinator was leading. Never raises
         for a leadership that is already gone."""
@@ -84,6 +93,7 @@ class Election:
         self._coord.unbind(self)
         return self._coord.delete_entry(entry.key)
 
+    @within_timeout
     def on_change(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(leader_member_id_or_None)`` whenever the leader
         changes, on the coordinator's callback thread."""

@@ -6,13 +6,15 @@ its session ended (``is_held`` False, a warning, the ``lost`` counter, the
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from moot import deadline as call_deadline
 from moot.backends.base import Entry
 from moot.coordinator import Coordinator, check_timeout
+from moot.realthreads import threading
+from moot.recipes import queue
 
 
 class Hold:
@@ -30,6 +32,7 @@ class Hold:
         self._timeout = timeout
         self._on_lost = on_lost
         self._entry: Entry | None = None
+        self._epoch = -1  # the coordinator's session epoch the hold was served in
         self._mutex = threading.Lock()
         self.since: float | None = None
         self._held_at = 0.0
@@ -42,8 +45,38 @@ class Hold:
 
     @property
     def is_held(self) -> bool:
-        """True while this object holds it and its session lives (no round trip)."""
-        return self._entry is not None
+        """True while this object holds it and its session is trusted (no
+        round trip): False from the instant the session is past its validity
+        (renewal sent + granted TTL - safety margin), even before the loss is
+        reported, so it turns False before the engine can give the lock to
+        anyone else."""
+        return self._entry is not None and self._coord.holds(self._epoch)
+
+    def _take(self, value: bytes, deadline: float | None, blocker: queue.Blocker, blocking: bool,
+              mode: str | None = None) -> bool:
+        """Queue up and wait to be served; the hold is installed and bound to
+        the session in one step (see :func:`moot.recipes.queue.wait_turn`)."""
+        asked = time.monotonic()
+
+        def install(entry: Entry, epoch: int) -> None:
+            with self._mutex:
+                self._entry, self._epoch = entry, epoch
+                self.since = time.time()
+                self._held_at = time.monotonic()
+                self._installed(mode)
+
+        with call_deadline.bounded(deadline):
+            entry = queue.wait_turn(self._coord, self._prefix, value, deadline, blocker, blocking,
+                                    holder=self, install=install)
+        if entry is None:
+            if blocking:
+                self._coord.metrics.count("timeouts", self.kind)
+            return False
+        self._coord.metrics.timed("acquisitions", "wait_seconds", self.kind, self._held_at - asked)
+        return True
+
+    def _installed(self, mode: str | None) -> None:
+        """Subclass hook, under the mutex, when a hold is installed."""
 
     def release(self) -> bool:
         """Release the hold; True if it was held.
@@ -57,7 +90,8 @@ class Hold:
             return False
         self._coord.unbind(self)
         self._coord.metrics.timed("releases", "hold_seconds", self.kind, time.monotonic() - self._held_at)
-        return self._coord.delete_entry(entry.key)
+        with self._coord.bounded():
+            return self._coord.delete_entry(entry.key)
 
     def _forget(self) -> Entry | None:
         """Drop the local state of the hold; return the entry it had."""

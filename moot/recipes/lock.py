@@ -29,7 +29,6 @@ seq (the functions below implement them; rwlock.py proves them):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -170,20 +169,7 @@ class Lock(Hold):
         self._coord.check_open()
         if self._entry is not None:
             raise LockError(f"lock {self.name!r} is already held by this Lock object (not reentrant)")
-        value = queue.encode(self._coord.member_id, EXCLUSIVE)
-        asked = time.monotonic()
-        entry = queue.wait_turn(self._coord, self._prefix, value, deadline, blocking=blocking)
-        if entry is None:
-            if blocking:
-                self._coord.metrics.count("timeouts", "lock")
-            return False
-        with self._mutex:
-            self._entry = entry
-            self.since = time.time()
-            self._held_at = time.monotonic()
-        self._coord.bind(self)
-        self._coord.metrics.timed("acquisitions", "wait_seconds", "lock", self._held_at - asked)
-        return True
+        return self._take(queue.encode(self._coord.member_id, EXCLUSIVE), deadline, queue.predecessor, blocking)
 
     def __enter__(self) -> Lock:
         if not self.acquire(timeout=self._timeout):

@@ -17,15 +17,16 @@ import contextlib
 import enum
 import functools
 import json
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from moot import deadline as call_deadline
 from moot.backends.base import Entry, Watch
-from moot.coordinator import Coordinator
+from moot.coordinator import CLEANUP_GRACE, Coordinator, SessionBound
 from moot.errors import ConnectionLost, SessionExpired
+from moot.realthreads import threading
 
 #: Given my entry and the live queue sorted by seq, return None if I am
 #: served; else the entries to watch (I am asked again when one of them
@@ -99,38 +100,70 @@ class Outcome(enum.Enum):
     GONE = "gone"  # my entry vanished: its session ended
 
 
+#: Puts a served entry in place in its holder (run under the coordinator's
+#: bind lock with the session's epoch, see :func:`wait_turn`).
+Install = Callable[[Entry, int], None]
+
+
 def wait_turn(coord: Coordinator, prefix: str, value: bytes, deadline: float | None,
-              blocker: Blocker = predecessor, blocking: bool = True) -> Entry | None:
+              blocker: Blocker = predecessor, blocking: bool = True, *,
+              holder: SessionBound, install: Install) -> Entry | None:
     """Queue up under ``prefix`` and wait until ``blocker`` says I am served.
 
-    Returns my entry once served, or None (with my entry removed) if the
-    deadline passed or ``blocking`` is False and I was not served at once.
-    If the session is lost while waiting, waits for the next session and
-    queues up again (at the back: the old place died with the session).
+    Once served, ``install(entry, epoch)`` runs and ``holder`` is bound to
+    the session in one step, and only if the session the entry was made in
+    is still trusted: a session lost at any moment after that is reported to
+    ``holder``. Returns my entry once served, or None (with my entry removed)
+    if the deadline passed or ``blocking`` is False and I was not served at
+    once. If the session is lost while waiting, waits for the next session
+    and queues up again (at the back: the old place died with the session).
+    While the engine cannot be reached a blocking call retries until its
+    deadline; a non-blocking one raises ConnectionLost at once.
     """
     while True:
         coord.check_open()
-        if not coord.wait_for_session(deadline):
+        if not coord.wait_for_session(deadline if blocking else time.monotonic()):
+            if not blocking:
+                raise ConnectionLost(f"no live session with {coord.url} right now (reconnecting); "
+                                     "try again later")
             return None
+        epoch = coord.epoch
         try:
             mine, entries = coord.enqueue(prefix, value)
         except SessionExpired:
             continue
+        except ConnectionLost:
+            if not blocking:
+                raise
+            if not _pause(coord, threading.Event(), deadline):
+                return None
+            continue
         try:
             outcome = wait_served(coord, prefix, mine, entries, deadline, blocker, blocking)
+            if outcome is Outcome.SERVED and _before_bind is not None:
+                _before_bind()
+            if outcome is Outcome.SERVED and coord.bind(holder, epoch, functools.partial(install, mine, epoch)):
+                return mine
         except BaseException:
             leave(coord, mine)
             raise
-        if outcome is Outcome.SERVED:
-            return mine
         if outcome is Outcome.TIMEOUT:
             leave(coord, mine)
             return None
+        if outcome is Outcome.SERVED:  # served, but the session was given up meanwhile
+            leave(coord, mine)
+
+
+#: Test hook: called after the queue says "served" and before the hold is
+#: bound (where a descheduled thread may pause for any length of time).
+_before_bind: Callable[[], None] | None = None
 
 
 def leave(coord: Coordinator, mine: Entry) -> None:
-    """Withdraw my entry; if the backend is unreachable the heartbeat retries."""
-    with contextlib.suppress(ConnectionLost):
+    """Withdraw my entry, even past the caller's deadline (by a short grace);
+    if the backend is unreachable the heartbeat retries."""
+    with call_deadline.replaced(time.monotonic() + min(coord.timeout, CLEANUP_GRACE)), \
+            contextlib.suppress(ConnectionLost):
         coord.delete_entry(mine.key)
 
 

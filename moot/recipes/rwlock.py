@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 from moot import names
@@ -123,21 +122,11 @@ class RWLock(Hold):
         if self._entry is not None:
             raise LockError(f"rwlock {self.name!r} is already held ({self._mode}) by this RWLock object "
                             "(not reentrant; use upgrade() to go from shared to exclusive)")
-        value = queue.encode(self._coord.member_id, mode)
         blocker = queue.predecessor if mode == EXCLUSIVE else self._reader_blocker
-        asked = time.monotonic()
-        entry = queue.wait_turn(self._coord, self._prefix, value, deadline, blocker, blocking)
-        if entry is None:
-            if blocking:
-                self._coord.metrics.count("timeouts", "rwlock")
-            return False
-        with self._mutex:
-            self._entry, self._mode = entry, mode
-            self.since = time.time()
-            self._held_at = time.monotonic()
-        self._coord.bind(self)
-        self._coord.metrics.timed("acquisitions", "wait_seconds", "rwlock", self._held_at - asked)
-        return True
+        return self._take(queue.encode(self._coord.member_id, mode), deadline, blocker, blocking, mode)
+
+    def _installed(self, mode: str | None) -> None:
+        self._mode = mode
 
     def _reader_blocker(self, mine: Entry, entries: list[Entry]) -> Sequence[Entry] | None:
         """Served per the rules of moot.recipes.lock, after registering with

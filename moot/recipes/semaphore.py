@@ -103,20 +103,7 @@ class Semaphore(Hold):
         self._coord.check_open()
         if self._entry is not None:
             raise LockError(f"semaphore {self.name!r} is already held by this Semaphore object (not reentrant)")
-        value = queue.encode(self._coord.member_id, MODE)
-        asked = time.monotonic()
-        entry = queue.wait_turn(self._coord, self._prefix, value, deadline, self._blocker(), blocking)
-        if entry is None:
-            if blocking:
-                self._coord.metrics.count("timeouts", "semaphore")
-            return False
-        with self._mutex:
-            self._entry = entry
-            self.since = time.time()
-            self._held_at = time.monotonic()
-        self._coord.bind(self)
-        self._coord.metrics.timed("acquisitions", "wait_seconds", "semaphore", self._held_at - asked)
-        return True
+        return self._take(queue.encode(self._coord.member_id, MODE), deadline, self._blocker(), blocking)
 
     def _blocker(self) -> queue.Blocker:
         waited = False
