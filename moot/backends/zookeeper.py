@@ -3,18 +3,38 @@
 Keys live under the URL's chroot (default ``/moot``): key ``a/b`` is znode
 ``/moot/a/b``. ``user:password@`` in the URL authenticates with ZooKeeper's
 ``digest`` scheme and creates every znode readable and writable by that
-identity only. While the connection is down kazoo reconnects by itself; an
-operation waits at most the connect ``timeout`` for the connection, then as
-long for its answer, else raises ConnectionLost.
+identity only. While the connection is down kazoo reconnects by itself.
+
+Deadlines
+    Every primitive, whatever round trips it makes (waiting for a
+    reconnection included), returns or raises within the caller's deadline
+    (:mod:`moot.deadline`), itself at most the ``timeout`` option (default
+    10 s), plus a few milliseconds; ConnectionLost then states the time it
+    took. ``connect`` fails at once, saying so, when every host refuses the
+    connection. ``close`` grants the close request what is left of the
+    deadline (at least 0.2 s), then cuts the connection; kazoo's own shutdown
+    finishes on a daemon thread, and the server ends the session when its
+    timeout runs out.
 
 Sessions
     A moot session is a native ZooKeeper session whose timeout is the TTL;
-    kazoo pings the server by itself, and ``refresh_session`` is one
-    ``exists`` round trip. The server bounds session timeouts to
+    kazoo pings the server by itself. The server bounds session timeouts to
     [``minSessionTimeout``, ``maxSessionTimeout``], by default 2 and 20
     ``tickTime`` (4 s to 40 s with the usual 2 s tick), and expires sessions
     on tick boundaries: for TTLs of 1 s, run the server with ``tickTime=250``
-    (or ``minSessionTimeout=500``). Session ids are the ZooKeeper session ids
+    (or ``minSessionTimeout=500``). What the server granted is read from its
+    answer to each connection (kazoo keeps it to itself) into
+    ``granted_ttl``, logged once as a warning when it differs from the TTL.
+    ``refresh_session`` sends a ``sync`` and an ``exists`` of the session's
+    record together and waits for both: the server renews the session when
+    it receives them, after the call started, and the ``sync`` is answered
+    only once the server has heard from the ensemble's leader, so a server
+    cut off from the leader (which may expire the session meanwhile) fails
+    the refresh instead of answering from its stale copy. One window is
+    left on an ensemble: a follower passes its clients' activity to the
+    leader with its next ping answer (every ``tickTime / 2``), so a follower
+    cut off from the leader in that instant, right after answering, leaves
+    the leader counting from the renewal before. Session ids are the ZooKeeper session ids
     in hex; every live session also has an ephemeral record
     ``<chroot>/.sessions/<id>`` holding its password, so that
     ``expire_session`` can end any session for real: it attaches a second
@@ -63,28 +83,47 @@ Watch
     prefix watch is a child watch on the parent plus a data watch on each
     child. After a reconnection every watch is re-armed and called once.
 
+Values
+    Values over :data:`moot.backends.base.MAX_VALUE_BYTES` raise
+    InvalidArgument before any I/O: the server drops the connection of a
+    request over its frame limit (``jute.maxbuffer``, 1 MiB), which would be
+    retried for ever. For the same reason a multi-read carries at most
+    256 KiB of paths.
+
+Fork
+    ``forget_after_fork`` closes the child's copies of the sockets with
+    ``os.close`` only; kazoo's threads stayed in the parent. The parent's
+    connection and session carry on untouched; in the child every primitive
+    raises ConnectionLost at once.
+
 Threads: kazoo's connection thread and two callback workers, plus one
-dispatcher thread for watch callbacks.
+dispatcher thread for watch callbacks (and, briefly, one per client stopped).
 """
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import contextlib
+import contextvars
+import functools
 import logging
 import os
 import re
+import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     EXCEPTIONS,
+    AuthFailedError,
     BadVersionError,
     ConnectionClosedError,
+    ConnectionDropped,
     ConnectionLoss,
     KazooException,
     MarshallingError,
@@ -97,12 +136,28 @@ from kazoo.exceptions import (
     UnimplementedError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
-from kazoo.protocol.serialization import GetData, int_struct, multiheader_struct, read_buffer, stat_struct
-from kazoo.protocol.states import EventType, WatchedEvent, ZnodeStat
+from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.serialization import (
+    Connect,
+    GetData,
+    int_struct,
+    multiheader_struct,
+    read_buffer,
+    stat_struct,
+)
+from kazoo.protocol.states import EventType, KeeperState, WatchedEvent, ZnodeStat
 from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 
-from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
-from moot.errors import BackendError, ConnectionLost, CoordinatorClosed, InvalidURL, SessionExpired
+from moot import deadline
+from moot.backends.base import MAX_VALUE_BYTES, Backend, CallbackWatch, Dispatcher, Entry, Watch
+from moot.errors import (
+    BackendError,
+    ConnectionLost,
+    CoordinatorClosed,
+    InvalidArgument,
+    InvalidURL,
+    SessionExpired,
+)
 from moot.url import BackendURL
 
 _KEY = b"\x01"  # data header of a key
@@ -113,11 +168,112 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_%-]+\Z")
 _DEFAULT_TTL = 10.0
 _DEFAULT_TIMEOUT = 10.0
 _U64 = (1 << 64) - 1
-_CONNECTION_ERRORS = (ConnectionLoss, ConnectionClosedError, KazooTimeoutError)
 _MULTI_HEADER = multiheader_struct
-_MULTIREAD_BATCH = 1000  # reads per multi-read request (answers stay well below jute.maxbuffer)
+_MULTIREAD_BATCH = 1000  # reads per multi-read request
+#: Bytes of paths per multi-read request: the server drops the connection of
+#: any request over its jute.maxbuffer (1 MiB by default), so long names in a
+#: big directory must be split, or that listing would fail for ever.
+_MULTIREAD_BYTES = 256 * 1024
+_CLOSE_FLOOR = 0.2  # seconds close() always grants the close request, even past a deadline
 
 log = logging.getLogger("moot.backends.zookeeper")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+#: When the primitive running on this thread started (its messages state the elapsed time).
+_call_started: contextvars.ContextVar[float | None] = contextvars.ContextVar("moot_zookeeper_call", default=None)
+
+
+_Method = Callable[Concatenate["ZooKeeperBackend", _P], _R]
+
+
+def _bounded(method: _Method[_P, _R]) -> _Method[_P, _R]:
+    """Run a primitive under its deadline: the caller's (:mod:`moot.deadline`)
+    cut to the backend's ``timeout`` for the whole call, however many round
+    trips it makes. A backend inherited through fork() refuses at once."""
+
+    def call(self: ZooKeeperBackend, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if self._forked:
+            raise ConnectionLost("this ZooKeeper backend was inherited through fork(): its connection and "
+                                 "session belong to the parent process; connect again in this one")
+        if _call_started.get() is not None:  # a primitive called by another: already bounded
+            return method(self, *args, **kwargs)
+        started = time.monotonic()
+        token = _call_started.set(started)
+        try:
+            with deadline.bounded(started + self._timeout):
+                return method(self, *args, **kwargs)
+        finally:
+            _call_started.reset(token)
+
+    return functools.update_wrapper(call, method)  # type: ignore[return-value]
+
+
+def _elapsed() -> str:
+    started = _call_started.get()
+    return "" if started is None else f" after {time.monotonic() - started:.2f}s"
+
+
+class _Connection(ConnectionHandler):  # type: ignore[misc]
+    """kazoo's connection handler, noting what kazoo keeps to itself: the
+    session timeout the server granted, and whether every host refused."""
+
+    _socket: socket.socket | None
+    _read_sock: socket.socket | None
+    _write_sock: socket.socket | None
+
+    def __init__(self, client: KazooClient):
+        super().__init__(client, client._conn_retry.copy(), logger=client.logger)
+        #: the session timeout (ms) the server granted at the last connection
+        self.granted_ms: int | None = None
+        #: rounds over all the hosts in which every connection was refused
+        self.refused_rounds = 0
+        self._round: list[bool] = []
+
+    def _connect_loop(self, retry: Any) -> Any:
+        self._round = []
+        try:
+            return super()._connect_loop(retry)
+        finally:
+            if self._round and all(self._round):
+                self.refused_rounds += 1
+
+    def _connect(self, host: str, hostip: str, port: int) -> Any:
+        try:
+            answer = super()._connect(host, hostip, port)
+        except ConnectionDropped as exc:  # kazoo's wrapper of the socket error
+            self._round.append(isinstance(exc.__context__, ConnectionRefusedError))
+            raise
+        except BaseException:
+            self._round.append(False)
+            raise
+        self._round.append(False)
+        return answer
+
+    def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
+        answer = super()._invoke(timeout, request, xid)
+        if isinstance(request, Connect):  # read before kazoo reports CONNECTED
+            self.granted_ms = answer[0].time_out
+        return answer
+
+    def cut(self) -> None:
+        """Break the TCP connection now (wakes kazoo's thread wherever it waits on it)."""
+        sock = self._socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def forget(self) -> None:
+        """Close this process's copies of the connection's file descriptors,
+        without any I/O on them (after fork: the parent keeps its connection)."""
+        for sock in (self._socket, self._read_sock, self._write_sock):
+            if sock is None:
+                continue
+            with contextlib.suppress(OSError):
+                fd = sock.detach()  # the socket object forgets its fd: never closed twice
+                if fd >= 0:
+                    os.close(fd)
+        self._socket = self._read_sock = self._write_sock = None
 
 
 class _Redact(logging.Filter):
@@ -181,6 +337,19 @@ def _as_prefix(key: str) -> str:
     return key + "/" if key else ""
 
 
+def _value(value: bytes) -> bytes:
+    """``value`` as bytes, refused before any I/O if no server could store it:
+    the server drops the connection of a request over its frame limit, which
+    would cost a retry loop or the session."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise InvalidArgument(f"values are bytes, not {type(value).__name__}")
+    data = bytes(value)
+    if len(data) > MAX_VALUE_BYTES:
+        raise InvalidArgument(f"a value of {len(data)} bytes is over moot's limit of {MAX_VALUE_BYTES} bytes; "
+                              "store large data elsewhere and keep a reference to it here")
+    return data
+
+
 def _header(data: bytes) -> bytes:
     return data[:1] if data[:1] == _KEY else data[: 1 + _TAG]
 
@@ -238,6 +407,7 @@ class _Conn:
     def __init__(self, zk: KazooClient, ttl: float):
         self.zk = zk
         self.ttl = ttl
+        self.handler: _Connection = zk._connection
         self.watcher: Callable[[WatchedEvent], None] = lambda event: None
         self.live = threading.Event()  # connected (kazoo queues requests while it reconnects)
         self.children: dict[str, set[str]] = {}  # parent path -> children with a data watch
@@ -247,11 +417,16 @@ class _Conn:
         client_id = self.zk.client_id
         return client_id[0] if client_id else None
 
+    def granted(self) -> float | None:
+        """The session timeout (s) the server granted at the last connection."""
+        granted = self.handler.granted_ms
+        return granted / 1000.0 if granted else None
+
 
 class _Session:
     def __init__(self, sid: int, ttl: float):
-        self.sid = sid
         self.id = _hex(sid)
+        self.sid = sid
         self.ttl = ttl
         self.expired = False
 
@@ -276,27 +451,39 @@ class ZooKeeperBackend(Backend):
         self._lock = threading.Lock()  # watch tables, caches, the current client
         self._session_lock = threading.RLock()  # serializes client and session changes
         self._conn: _Conn | None = None
+        self._clients: set[KazooClient] = set()  # every client not yet stopped (forgotten after fork)
         self._session: _Session | None = None
         self._watches: dict[str, set[CallbackWatch]] = {}
         self._own: dict[str, tuple[int, int, bytes]] = {}  # path -> (mzxid, version, header) of my sequential keys
         self._orphans: dict[bytes, str] = {}  # tag -> parent path of a creation with an unknown outcome
         self._multiread: bool | None = None  # does the server answer multi-reads? (None: not tried yet)
+        self._warned: set[tuple[float, float]] = set()  # (asked, granted) session timeouts already logged
         self._closed = False
+        self._forked = False
         self._dispatcher: Dispatcher | None = None
 
     def connect(self, timeout: float) -> None:
         self._timeout = timeout
+        self._connect()
+
+    @_bounded
+    def _connect(self) -> None:
         self._dispatcher = Dispatcher("moot-zookeeper-watch")
         try:
             ttl = float(str(self.options.get("ttl", _DEFAULT_TTL)))
         except ValueError:
             ttl = _DEFAULT_TTL
-        with self._session_lock:
+        with self._serialized():
             conn = self._replace(ttl)
         self._wait(conn.zk.ensure_path_async(self._sessions, self._acl))
 
     def close(self) -> None:
-        with self._session_lock:
+        if self._forked:
+            self._closed = True
+            return
+        budget = max(_CLOSE_FLOOR, self._budget())
+        locked = self._session_lock.acquire(timeout=budget)
+        try:
             if self._closed:
                 return
             self._closed = True
@@ -304,40 +491,143 @@ class ZooKeeperBackend(Backend):
                 conn, self._conn = self._conn, None
                 self._session = None
                 self._watches.clear()
+        finally:
+            if locked:
+                self._session_lock.release()
         if conn is not None:
-            self._stop(conn)
+            self._stop(conn.zk, max(_CLOSE_FLOOR, self._budget()))
         if self._dispatcher is not None:
             self._dispatcher.close()
 
+    def forget_after_fork(self) -> None:
+        """Drop the clients inherited from the parent: close this process's
+        copies of their sockets with plain ``os.close`` (no close request,
+        no shutdown, no ping), so the parent's connection and session go on
+        as if nothing happened. Every later call raises ConnectionLost at once."""
+        self._forked = True
+        self._closed = True
+        # The parent's threads may have held these at fork time: never wait on them here.
+        self._lock = threading.Lock()
+        self._session_lock = threading.RLock()
+        clients = list(self._clients)
+        if self._conn is not None:
+            clients.append(self._conn.zk)
+        for zk in clients:
+            connection = zk._connection
+            if isinstance(connection, _Connection):
+                connection.forget()
+            with contextlib.suppress(Exception):
+                atexit.unregister(zk.handler.stop)  # kazoo's exit hook would join threads this process lacks
+        self._clients = set()
+        self._conn = None
+        self._session = None
+        self._watches = {}
+        self._dispatcher = None  # its thread stayed in the parent
+
+    @_bounded
     def ping(self) -> str:
         conn = self._client()
         self._wait(conn.zk.exists_async(self._root))
-        try:
-            first = str(conn.zk.command(b"srvr")).splitlines()[0]
-        except Exception:  # 4lw commands may be disabled: the round trip answered anyway
-            first = "ZooKeeper"
+        first = self._srvr(conn) or "ZooKeeper"  # 4lw commands may be disabled: the round trip answered anyway
         return f"{first} at {self._hosts}{self._root}"
 
+    def _srvr(self, conn: _Conn) -> str | None:
+        """The first line of the ``srvr`` answer of the server ``conn`` talks to, within the deadline."""
+        try:
+            sock = conn.handler._socket
+            peer = sock.getpeername()[:2] if sock is not None else None
+            if peer is None:
+                return None
+            with socket.create_connection(peer, timeout=self._left()) as probe:
+                probe.sendall(b"srvr")
+                answer = b""
+                while chunk := probe.recv(4096):
+                    answer += chunk
+                    probe.settimeout(self._left())
+        except (OSError, ConnectionLost):
+            return None
+        lines = answer.decode("utf-8", "replace").splitlines()
+        return lines[0] if lines else None
+
+    # -- deadlines --------------------------------------------------------
+    def _left(self) -> float:
+        """Seconds the current blocking step may take; ConnectionLost once the
+        call's deadline has passed."""
+        try:
+            return deadline.remaining(self._timeout)
+        except ConnectionLost:
+            raise ConnectionLost(f"ZooKeeper at {self.url.redacted()}: no answer{_elapsed()}, "
+                                 "the call's deadline passed") from None
+
+    def _budget(self) -> float:
+        """Like :meth:`_left`, but 0 instead of raising (for what never raises)."""
+        try:
+            return deadline.remaining(self._timeout)
+        except ConnectionLost:
+            return 0.0
+
+    @contextlib.contextmanager
+    def _serialized(self) -> Iterator[None]:
+        """Hold the session lock, waiting for it no longer than the deadline."""
+        if not self._session_lock.acquire(timeout=self._left()):
+            raise ConnectionLost(f"ZooKeeper at {self.url.redacted()}: still replacing its connection{_elapsed()}")
+        try:
+            yield
+        finally:
+            self._session_lock.release()
+
     # -- clients ----------------------------------------------------------
-    def _start(self, ttl: float) -> _Conn:
-        """A new connected client with session timeout ``ttl`` (not yet current)."""
+    def _new_client(self, ttl: float, client_id: tuple[int, bytes] | None = None) -> KazooClient:
+        """A kazoo client, not started, whose connection handler is a :class:`_Connection`."""
         zk = KazooClient(
             hosts=self._hosts,
             timeout=ttl,
+            client_id=client_id,
             auth_data=self._auth,
             default_acl=self._acl,
             logger=_kazoo_logger(self._auth),
             connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": min(1.0, ttl / 3)},
         )
+        zk._connection = _Connection(zk)
+        return zk
+
+    def _run(self, zk: KazooClient) -> None:
+        """Start ``zk`` and wait until it is connected, within the deadline.
+        Fails at once when every host refused the connection or the server
+        refused the credentials; on failure the client is stopped."""
+        handler: _Connection = zk._connection
+        with self._lock:
+            self._clients.add(zk)
+        started = time.monotonic()
+        zk.start_async()
+        problem: BackendError | None = None
+        while not zk.connected:
+            try:
+                step = min(0.02, self._left())
+            except ConnectionLost:
+                problem = ConnectionLost(f"ZooKeeper at {self.url.redacted()} did not answer: gave up after "
+                                         f"{time.monotonic() - started:.2f}s")
+                break
+            if zk.client_state == KeeperState.AUTH_FAILED:
+                problem = BackendError(f"ZooKeeper at {self.url.redacted()} refused the credentials")
+                break
+            if handler.refused_rounds:
+                problem = ConnectionLost(f"ZooKeeper at {self.url.redacted()} refused the connection (nothing "
+                                         f"listens on {self._hosts}?); gave up after "
+                                         f"{time.monotonic() - started:.2f}s")
+                break
+            zk._live.wait(step)
+        if problem is not None:
+            self._stop(zk, 0.0)
+            raise problem
+
+    def _start(self, ttl: float) -> _Conn:
+        """A new connected client with session timeout ``ttl`` (not yet current)."""
+        zk = self._new_client(ttl)
         conn = _Conn(zk, ttl)
         conn.watcher = lambda event: self._on_event(conn, event)
         zk.add_listener(lambda state: self._on_state(conn, state))
-        try:
-            zk.start(timeout=self._timeout)
-        except KazooTimeoutError:
-            raise ConnectionLost(
-                f"ZooKeeper at {self.url.redacted()} did not answer within {self._timeout:g}s"
-            ) from None
+        self._run(zk)
         return conn
 
     def _replace(self, ttl: float) -> _Conn:
@@ -345,32 +635,52 @@ class ZooKeeperBackend(Backend):
         one's session ends. Every watch is re-armed on the new one and called."""
         conn = self._start(ttl)
         with self._lock:
-            old, self._conn = self._conn, conn
+            closed = self._closed
+            if not closed:
+                old, self._conn = self._conn, conn
+        if closed:  # closed meanwhile (close() waits for the session lock only so long)
+            self._stop(conn.zk, 0.0)
+            raise CoordinatorClosed("this ZooKeeper backend is closed")
         if old is not None:
-            self._stop(old)
+            self._stop(old.zk, self._budget())
         self._rearm_all(conn)
         return conn
 
-    @staticmethod
-    def _stop(conn: _Conn) -> None:
-        try:
-            conn.zk.stop()
-            conn.zk.close()
-        except Exception:  # closing is best effort; the server ends the session anyway
-            pass
+    def _stop(self, zk: KazooClient, timeout: float) -> None:
+        """Stop ``zk``: a close request ends its session at once if the server
+        answers within ``timeout``; past that the connection is cut, and the
+        rest of kazoo's shutdown finishes on a daemon thread (the server then
+        ends the session when its timeout runs out)."""
+        done = threading.Event()
+
+        def stop() -> None:
+            try:
+                zk.stop()
+                zk.close()
+            except Exception:  # closing is best effort; the server ends the session anyway
+                pass
+            finally:
+                with self._lock:
+                    self._clients.discard(zk)
+                done.set()
+
+        threading.Thread(target=stop, name="moot-zookeeper-stop", daemon=True).start()
+        if not done.wait(timeout):
+            zk._stopped.wait(1.0)  # set first by stop(): kazoo's thread then does not connect again
+            zk._connection.cut()
 
     def _client(self) -> _Conn:
         """The current client once connected: requests are never left queued
-        inside kazoo while it reconnects (ConnectionLost after the timeout)."""
+        inside kazoo while it reconnects (ConnectionLost at the deadline)."""
         conn = self._conn
         if conn is None:
-            with self._session_lock:
+            with self._serialized():
                 if self._closed:
                     raise CoordinatorClosed("this ZooKeeper backend is closed")
                 conn = self._conn or self._replace(self._session.ttl if self._session else _DEFAULT_TTL)
-        if not conn.live.wait(self._timeout):
+        if not conn.live.wait(self._left()):
             raise ConnectionLost(f"disconnected from ZooKeeper at {self.url.redacted()}; "
-                                 f"still reconnecting after {self._timeout:g}s")
+                                 f"still reconnecting{_elapsed()}")
         return conn
 
     def _on_state(self, conn: _Conn, state: str) -> None:
@@ -390,20 +700,36 @@ class ZooKeeperBackend(Backend):
             current = conn is self._conn
             conn.children.clear()  # kazoo dropped every watch when it disconnected
             conn.absent.clear()
+            session = self._session if current else None
+        if session is not None and not session.expired and conn.session() == session.sid:
+            self._grant(session, conn)  # a reconnection renegotiates the timeout
         conn.live.set()
         if current:
             self._rearm_all(conn)
 
-    def _wait(self, result: Result, *expected: type[Exception], session: bool = False,
-              timeout: float | None = None) -> Any:
-        """The value of a kazoo call; ``expected`` kazoo errors are raised as is,
-        the others become moot errors."""
+    def _grant(self, session: _Session, conn: _Conn) -> None:
+        """Record the session timeout the server granted for ``session``."""
+        granted = conn.granted()
+        if granted is None:
+            return
+        self.granted_ttl = granted
+        if granted != session.ttl and (session.ttl, granted) not in self._warned:
+            self._warned.add((session.ttl, granted))
+            log.warning("ZooKeeper at %s granted a session timeout of %gs instead of the %gs asked (its "
+                        "minSessionTimeout/maxSessionTimeout); sessions are counted with %gs",
+                        self.url.redacted(), granted, session.ttl, min(granted, session.ttl))
+
+    def _wait(self, result: Result, *expected: type[Exception], session: bool = False) -> Any:
+        """The value of a kazoo call, waited for until the deadline;
+        ``expected`` kazoo errors are raised as is, the others become moot errors."""
         try:
-            return result.get(timeout=self._timeout if timeout is None else timeout)
+            return result.get(timeout=self._left())
         except expected:
             raise
-        except _CONNECTION_ERRORS:
-            raise ConnectionLost(f"no answer from ZooKeeper at {self.url.redacted()}") from None
+        except KazooTimeoutError:
+            raise ConnectionLost(f"no answer from ZooKeeper at {self.url.redacted()}{_elapsed()}") from None
+        except (ConnectionLoss, ConnectionClosedError):
+            raise ConnectionLost(f"lost the connection to ZooKeeper at {self.url.redacted()}{_elapsed()}") from None
         except SessionExpiredError:
             if session:
                 raise SessionExpired("the ZooKeeper session expired") from None
@@ -411,6 +737,8 @@ class ZooKeeperBackend(Backend):
         except NoAuthError:
             raise BackendError(f"ZooKeeper at {self.url.redacted()} denied access: check the credentials "
                                "and the ACLs of the chroot") from None
+        except AuthFailedError:
+            raise BackendError(f"ZooKeeper at {self.url.redacted()} refused the credentials") from None
         except KazooException as exc:
             raise BackendError(f"ZooKeeper error {type(exc).__name__}") from None
 
@@ -435,8 +763,9 @@ class ZooKeeperBackend(Backend):
             conn.zk.delete_async(path)
             raise SessionExpired("the ZooKeeper session expired")
 
+    @_bounded
     def open_session(self, ttl: float) -> str:
-        with self._session_lock:
+        with self._serialized():
             old = self._session
             conn = self._client()
             sid = conn.session()
@@ -451,28 +780,42 @@ class ZooKeeperBackend(Backend):
             session = _Session(sid, ttl)
             if stat.ephemeralOwner != sid:
                 raise ConnectionLost("the ZooKeeper session changed while it was being opened")
+            self.granted_ttl = None
+            self._grant(session, conn)
             with self._lock:
                 self._session = session
                 self._own.clear()
             return session.id
 
+    @_bounded
     def refresh_session(self) -> None:
+        """A sync (answered only once the server has heard from the ensemble's
+        leader) then an ``exists`` of the session record, sent together: the
+        server answering has received them after this call started, and
+        renews the session from that moment."""
         conn = self._conn
         if conn is None:
             raise SessionExpired("no ZooKeeper session")
         session = self._live_session(conn)
         if not conn.live.is_set():
             raise ConnectionLost(f"disconnected from ZooKeeper at {self.url.redacted()}; reconnecting")
-        stat = self._wait(conn.zk.exists_async(self._record(session.id)), session=True,
-                          timeout=min(self._timeout, session.ttl))
+        started = time.monotonic()
+        synced = conn.zk.sync_async("/")
+        found = conn.zk.exists_async(self._record(session.id))
+        # An answer later than the session timeout proves nothing: the session may be gone by then.
+        with deadline.bounded(started + min(session.ttl, conn.granted() or session.ttl)):
+            self._wait(synced, session=True)
+            stat = self._wait(found, session=True)
         if stat is None or stat.ephemeralOwner != session.sid:
             session.expired = True
             raise SessionExpired("the ZooKeeper session expired")
         if self._orphans:
-            self._remove_orphans(conn)
+            with contextlib.suppress(ConnectionLost):  # the session is renewed; orphans wait for the next refresh
+                self._remove_orphans(conn)
 
+    @_bounded
     def close_session(self) -> None:
-        with self._session_lock:
+        with self._serialized():
             with self._lock:
                 session, self._session = self._session, None
                 self._own.clear()
@@ -484,11 +827,12 @@ class ZooKeeperBackend(Backend):
                 return  # that session already expired; this client runs a fresh one
             with self._lock:
                 self._conn = None
-            self._stop(conn)  # ends the session: its ephemeral znodes go
+            self._stop(conn.zk, self._budget())  # ends the session: its ephemeral znodes go
             if self._watches and not self._closed:
                 with contextlib.suppress(ConnectionLost):  # else the next operation reconnects
                     self._replace(conn.ttl)
 
+    @_bounded
     def expire_session(self, session_id: str) -> bool:
         sid = _session_int(session_id)
         if sid is None:
@@ -511,19 +855,14 @@ class ZooKeeperBackend(Backend):
     def _attach_and_close(self, sid: int, password: bytes) -> bool:
         """Attach a second client to session ``sid`` and close it: the server
         ends the session as on expiry. False if it could not attach."""
-        intruder = KazooClient(hosts=self._hosts, client_id=(sid, password), auth_data=self._auth,
-                               logger=_kazoo_logger(self._auth),
-                               timeout=self._session.ttl if self._session else _DEFAULT_TTL,
-                               connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": 0.5})
+        intruder = self._new_client(self._session.ttl if self._session else _DEFAULT_TTL, client_id=(sid, password))
         try:
-            intruder.start(timeout=self._timeout)
+            self._run(intruder)
             return intruder.client_id is not None and intruder.client_id[0] == sid
-        except KazooTimeoutError:
-            raise ConnectionLost(f"ZooKeeper at {self.url.redacted()} did not answer") from None
         finally:
-            intruder.stop()
-            intruder.close()
+            self._stop(intruder, self._budget())
 
+    @_bounded
     def session_last_seen(self, session_id: str) -> float | None:
         sid = _session_int(session_id)
         if sid is None:
@@ -554,6 +893,7 @@ class ZooKeeperBackend(Backend):
         owner = _hex(stat.ephemeralOwner) if stat.ephemeralOwner else None
         return Entry(key, value, stat.mzxid, stat.czxid if sequential else None, owner)
 
+    @_bounded
     def get(self, key: str) -> Entry | None:
         path = self._path(key)
         try:
@@ -562,10 +902,12 @@ class ZooKeeperBackend(Backend):
             return None
         return self._entry(path, data, stat)
 
+    @_bounded
     def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> Entry | None:
+        data = _KEY + _value(value)
         conn = self._client()
         session = self._live_session(conn) if ephemeral else None
-        path, data = self._path(key), _KEY + bytes(value)
+        path = self._path(key)
         while True:
             try:
                 _, stat = self._wait(conn.zk.create_async(path, data, ephemeral=ephemeral, include_data=True),
@@ -592,7 +934,9 @@ class ZooKeeperBackend(Backend):
                 self._check_owner(conn, path, stat, session)
             return self._entry(path, data, stat)
 
+    @_bounded
     def compare_and_set(self, key: str, value: bytes, version: int) -> Entry | None:
+        value = _value(value)
         conn = self._client()
         path = self._path(key)
         mine = self._own.get(path)
@@ -604,7 +948,7 @@ class ZooKeeperBackend(Backend):
                 if _split(old) is None or stat.mzxid != version:
                     return None
                 znode_version, header = stat.version, _header(old)
-            data = header + bytes(value)
+            data = header + value
             stat = self._wait(conn.zk.set_async(path, data, znode_version), NoNodeError, BadVersionError)
         except (NoNodeError, BadVersionError):
             return None
@@ -613,6 +957,7 @@ class ZooKeeperBackend(Backend):
                 self._own[path] = (stat.mzxid, stat.version, header)
         return self._entry(path, data, stat)
 
+    @_bounded
     def delete(self, key: str, version: int | None = None) -> bool:
         conn = self._client()
         path = self._path(key)
@@ -652,6 +997,7 @@ class ZooKeeperBackend(Backend):
                     if version is not None:
                         return False
 
+    @_bounded
     def list(self, prefix: str) -> builtins.list[Entry]:
         conn = self._client()
         head, _, start = prefix.rpartition("/")
@@ -663,7 +1009,6 @@ class ZooKeeperBackend(Backend):
         """Every key under ``parent`` whose name there starts with ``start``,
         level by level: the listings of one level are in flight together,
         then the data of all their children is read in one request."""
-        deadline = time.monotonic() + self._timeout
         level: builtins.list[tuple[str, Result]] = [(parent, children)]
         entries: builtins.list[Entry] = []
         while level:
@@ -671,7 +1016,7 @@ class ZooKeeperBackend(Backend):
             unread: builtins.list[str] = []
             for path, listing in level:
                 try:
-                    names = self._wait(listing, NoNodeError, timeout=max(0.0, deadline - time.monotonic()))
+                    names = self._wait(listing, NoNodeError)
                 except NoNodeError:
                     continue  # deleted meanwhile
                 for name in names:
@@ -681,7 +1026,7 @@ class ZooKeeperBackend(Backend):
                             found.append((child, *known[child]))
                         else:
                             unread.append(child)
-            found += self._read_all(conn, unread, deadline)
+            found += self._read_all(conn, unread)
             level = []
             for path, data, stat in found:
                 entry = self._entry(path, data, stat)
@@ -691,14 +1036,21 @@ class ZooKeeperBackend(Backend):
                     level.append((path, conn.zk.get_children_async(path)))
         return sorted(entries, key=lambda e: e.key)
 
-    def _read_all(self, conn: _Conn, paths: builtins.list[str],
-                  deadline: float) -> builtins.list[tuple[str, bytes, ZnodeStat]]:
+    def _read_all(self, conn: _Conn, paths: builtins.list[str]) -> builtins.list[tuple[str, bytes, ZnodeStat]]:
         """(path, data, stat) of each of ``paths`` that exists: one multi-read
         request per batch (ZooKeeper 3.6+), else one read per znode."""
         if not paths:
             return []
         if self._multiread is not False:
-            batches = [paths[i:i + _MULTIREAD_BATCH] for i in range(0, len(paths), _MULTIREAD_BATCH)]
+            batches: builtins.list[builtins.list[str]] = [[]]
+            size = 0
+            for path in paths:
+                cost = _MULTI_HEADER.size + 5 + len(path.encode())
+                if batches[-1] and (len(batches[-1]) >= _MULTIREAD_BATCH or size + cost > _MULTIREAD_BYTES):
+                    batches.append([])
+                    size = 0
+                batches[-1].append(path)
+                size += cost
             pending = []
             for batch in batches:
                 result = conn.zk.handler.async_result()
@@ -707,8 +1059,7 @@ class ZooKeeperBackend(Backend):
             out: builtins.list[tuple[str, bytes, ZnodeStat]] = []
             try:
                 for batch, result in pending:
-                    answers = self._wait(result, UnimplementedError, MarshallingError,
-                                         timeout=max(0.0, deadline - time.monotonic()))
+                    answers = self._wait(result, UnimplementedError, MarshallingError)
                     out += [(path, *answer) for path, answer in zip(batch, answers, strict=True)
                             if answer is not None]
             except (UnimplementedError, MarshallingError, struct.error) as exc:
@@ -725,16 +1076,18 @@ class ZooKeeperBackend(Backend):
         out = []
         for path, result in reads:
             try:
-                data, stat = self._wait(result, NoNodeError, timeout=max(0.0, deadline - time.monotonic()))
+                data, stat = self._wait(result, NoNodeError)
             except NoNodeError:
                 continue
             out.append((path, data, stat))
         return out
 
     # -- sequence ---------------------------------------------------------
+    @_bounded
     def create_sequential(self, prefix: str, value: bytes, *, ephemeral: bool = True) -> Entry:
         return self._sequential(prefix, value, ephemeral, listing=False)[0]
 
+    @_bounded
     def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, builtins.list[Entry]]:
         """One round trip when the queue's parent exists: the creation and the
         listing are sent together (ZooKeeper answers a client in order)."""
@@ -742,11 +1095,12 @@ class ZooKeeperBackend(Backend):
 
     def _sequential(self, prefix: str, value: bytes, ephemeral: bool,
                     listing: bool) -> tuple[Entry, builtins.list[Entry]]:
+        value = _value(value)
         conn = self._client()
         session = self._live_session(conn) if ephemeral else None
         parent = self._dir(prefix)
         tag = os.urandom(_TAG)
-        data = _SEQ + tag + bytes(value)
+        data = _SEQ + tag + value
         while True:
             created = conn.zk.create_async(parent + "/", data, ephemeral=ephemeral, sequence=True,
                                            include_data=True)
@@ -803,6 +1157,7 @@ class ZooKeeperBackend(Backend):
                 raise
 
     # -- watch ------------------------------------------------------------
+    @_bounded
     def watch(self, key: str, callback: Callable[[], None]) -> Watch:
         watch = CallbackWatch(callback, lambda w: self._unwatch(key, w))
         with self._lock:
@@ -814,7 +1169,7 @@ class ZooKeeperBackend(Backend):
         if first and conn is not None and conn.live.is_set():
             armed = threading.Event()
             self._arm(conn, key, lambda *_: armed.set())
-            armed.wait(self._timeout)
+            armed.wait(self._budget())
         return watch  # if not armed yet, the reconnection arms it and calls back
 
     def _unwatch(self, key: str, watch: CallbackWatch) -> None:
