@@ -11,12 +11,23 @@ with the pure-Python protobuf). So the gateway over ``http.client`` is within
 
 Sessions
     A session is a lease; its id is the lease id in decimal. etcd counts lease
-    TTLs in whole seconds, so the TTL is rounded up (1 s at least), and the
-    server raises it to its own minimum (1.5 election timeouts rounded up:
-    2 s with etcd's defaults, 1 s with ``--election-timeout 500``). etcd
-    checks for expired leases every 0.5 s, so keys go up to 0.5 s after the
-    TTL. A refresh is one keep-alive call, whatever the number of keys.
-    ``session_last_seen`` is exact to the second (etcd reports whole seconds).
+    TTLs in whole seconds, so the lease is asked for ``ceil(ttl)`` (1 s at
+    least), and the server may raise it to its own minimum (1.5 election
+    timeouts rounded up: 2 s with etcd's defaults, 1 s with
+    ``--election-timeout 500``). ``granted_ttl`` is the TTL etcd reports in
+    its LeaseGrant answer, and after each refresh the TTL of its keep-alive
+    answer. A refresh is one LeaseKeepAlive round trip, whatever the number
+    of keys; an answer with no TTL left raises SessionExpired.
+
+    Validity: etcd's leader restarts a lease's full TTL when it receives the
+    keep-alive (or grant), which is after the call started, and only ever
+    extends leases on its own (a new leader adds an election timeout; the
+    expiry scan runs every 0.5 s), so etcd does not expire the lease before
+    the start of the last successful ``open_session``/``refresh_session``
+    plus ``granted_ttl``. A keep-alive resent after a lost answer, or on
+    another member, is received later still: it can only push the expiry
+    back. ``session_last_seen`` is exact to the second (etcd reports whole
+    seconds).
 
 Keys
     An entry's version is its ``mod_revision``, its ``seq`` its
@@ -30,22 +41,44 @@ Keys
 Watch
     Each watch is one gateway watch stream (the gateway cannot add a watch to
     an open stream: Go's HTTP/1 server reads no request body once it has
-    answered); one thread per backend reads them all, and ``cancel()`` closes
-    the stream at once. ``watch()`` returns once etcd confirmed the watch. A
-    stream that breaks is reopened (on the next host) and its callback
-    called, so no change goes unnoticed. Exception: watches on queue entries
-    (keys made by ``enqueue``), which a lock waiter makes afresh at each turn,
-    share one stream per queue, kept open 10 s after its last watch ends: no
-    connection and no round trip per wait, and no 100 ms stall when a write
-    lands while etcd registers a new watch (etcd 3.4 then delivers that
-    watch's events only at its next catch-up, up to 100 ms later).
+    answered); one OS thread per backend reads them all (also under
+    eventlet's monkey-patching, with the real ``select``), and ``cancel()``
+    closes the stream at once. ``watch()`` returns once etcd confirmed the
+    watch. A stream that breaks is reopened (on the next host) and its
+    callback called, so no change goes unnoticed. Exception: watches on queue
+    entries (keys made by ``enqueue``), which a lock waiter makes afresh at
+    each turn, share one stream per queue, kept open 10 s after its last
+    watch ends: no connection and no round trip per wait, and no 100 ms
+    stall when a write lands while etcd registers a new watch (etcd 3.4 then
+    delivers that watch's events only at its next catch-up, up to 100 ms
+    later).
 
-Failures
-    Every call is bounded by the connect timeout. A host that refuses a
-    connection is skipped for the next one in the URL. Reads and keep-alives
-    are retried on the next host, and while the cluster elects a leader (up to
-    the timeout); a write is retried only where etcd certainly did not apply
-    it (no leader), else its lost answer raises ConnectionLost.
+Deadlines and failures
+    Every call returns or raises within :func:`moot.deadline.remaining` of
+    the connect ``timeout`` (its per-call bound): connecting, each request,
+    waits while the cluster elects a leader and watch setup all share that
+    one deadline, and ConnectionLost says how long the call really took. A
+    host that refuses a connection is skipped for the next one in the URL at
+    once (if every host refuses, the call fails at once, saying so).
+    Idempotent requests (reads, deletes, lease grant, keep-alive and revoke,
+    watch creation) that get no answer within 1 s are sent again to the next
+    host (then 2 s, 4 s, ... within the deadline): a request that a member
+    forwarded to a leader that died is otherwise held by etcd for its own
+    request timeout (about 6 s) although a new leader is elected in under
+    1 s. A delete sent again after a lost answer reports True when the key
+    is gone, since the lost attempt may have deleted it. A lease granted by
+    an attempt whose answer was lost owns no key and expires on its TTL.
+    Other writes are sent again only where etcd certainly did not apply them
+    (it answered "no leader"); otherwise their lost answer raises
+    ConnectionLost. Only network failures become ConnectionLost: anything
+    else propagates as it is.
+
+Fork
+    ``forget_after_fork()`` (in a forked child) closes the inherited
+    descriptors with a plain ``close()`` (no lease revoke, no ``shutdown()``,
+    no change to the parent's epoll set) and marks the backend closed, so
+    the parent's lease, keys and watches are left exactly as they were; any
+    later call in the child raises CoordinatorClosed.
 
 Options
     ``tls=true`` (implied by ``etcd3+https``), ``ca_cert``, ``cert_cert``,
@@ -58,6 +91,7 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
+import functools
 import heapq
 import http.client
 import itertools
@@ -66,15 +100,16 @@ import logging
 import math
 import re
 import select
-import selectors
 import socket
 import ssl
-import threading
+import sys
 import time
+import types
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
+from moot import deadline
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
 from moot.errors import (
     BackendError,
@@ -84,6 +119,7 @@ from moot.errors import (
     MootError,
     SessionExpired,
 )
+from moot.realthreads import threading
 from moot.url import BackendURL
 
 _Json = dict[str, Any]
@@ -92,6 +128,15 @@ _Json = dict[str, Any]
 _UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
 _UNAUTHENTICATED = 16
 _RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
+#: Seconds an idempotent request waits for its first answer before it is
+#: sent again to the next host (doubled at each resend, within the deadline).
+_ATTEMPT = 1.0
+#: Set in an answer that came from a resent request (an earlier attempt may
+#: have been applied).
+_RESENT = "moot-resent"
+#: The network failures of a request (eventlet raises EOFError for a socket
+#: closed under a reader); everything else is a bug and propagates.
+_NETWORK_ERRORS = (OSError, EOFError, http.client.HTTPException)
 
 
 def _b64(data: bytes) -> str:
@@ -106,10 +151,54 @@ def _prefix_end(prefix: bytes) -> bytes:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
+def _real_select() -> types.ModuleType:
+    """The real ``select`` module: eventlet's monkey-patching removes
+    ``select.poll`` and makes ``select.select`` green."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None:
+        original: types.ModuleType = patcher.original("select")
+        return original
+    return select
+
+
+class _Poller:
+    """Readiness of sockets by ``poll()`` of the real select module: not
+    ``select()`` (descriptors may exceed 1024), not epoll (a forked child
+    would share its kernel set with the parent), and usable from a real OS
+    thread also under eventlet."""
+
+    def __init__(self) -> None:
+        self._select = _real_select()
+        self._poll = self._select.poll()
+        self._data: dict[int, object] = {}  # fd -> what select() returns for it
+        self._fds: dict[object, int] = {}
+
+    def register(self, sock: socket.socket, data: object) -> None:
+        fd = sock.fileno()
+        self._poll.register(fd, self._select.POLLIN)
+        self._data[fd] = data
+        self._fds[data] = fd
+
+    def unregister(self, data: object) -> None:
+        fd = self._fds.pop(data, None)
+        if fd is not None:
+            del self._data[fd]
+            self._poll.unregister(fd)
+
+    def registered(self) -> builtins.list[object]:
+        return builtins.list(self._data.values())
+
+    def select(self, timeout: float | None) -> builtins.list[object]:
+        """What was registered with the sockets that are readable (or closed)."""
+        ready = self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
+        return [self._data[fd] for fd, _ in ready if fd in self._data]
+
+
 def _readable(sock: socket.socket) -> bool:
     """True if an idle connection has something to read (the server closed it)."""
-    poller = select.poll()  # not select(): descriptors may exceed 1024
-    poller.register(sock, select.POLLIN)
+    real = _real_select()
+    poller = real.poll()
+    poller.register(sock.fileno(), real.POLLIN)
     return bool(poller.poll(0))
 
 
@@ -122,7 +211,11 @@ def _keepalive(sock: socket.socket) -> None:
 
 
 class _Http:
-    """Thread-safe pooled keep-alive HTTP to the gateway of one of ``hosts``."""
+    """Thread-safe pooled keep-alive HTTP to the gateway of one of ``hosts``.
+
+    ``timeout`` is the per-call bound: every call (and every stream opened
+    from a caller's thread) ends within :func:`moot.deadline.remaining` of it.
+    """
 
     def __init__(self, url: BackendURL, options: Mapping[str, object], timeout: float):
         self._url = url
@@ -155,40 +248,73 @@ class _Http:
     def _address(self) -> tuple[str, int]:
         return self._hosts[self._current % len(self._hosts)]
 
-    def _failed(self, address: tuple[str, int]) -> None:
+    def failed(self, address: tuple[str, int] | None) -> None:
         """``address`` failed: the next calls go to the next host."""
         with self._lock:
             if address == self._address():
                 self._current += 1
 
-    def _lost(self, exc: BaseException) -> MootError:
+    def span(self) -> tuple[float, float]:
+        """(now, the instant this call must end by): the caller's deadline
+        cut to the per-call bound. Raises ConnectionLost if it has passed."""
+        now = time.monotonic()
+        return now, now + deadline.remaining(self.timeout)
+
+    def left(self, started: float, end: float, what: str = "answer") -> float:
+        """Seconds left until ``end``; ConnectionLost stating the elapsed time if none."""
+        now = time.monotonic()
+        if now >= end:
+            raise ConnectionLost(f"etcd at {self.where()} did not {what} within {now - started:.1f} s")
+        return end - now
+
+    def lost(self, exc: BaseException, started: float) -> MootError:
+        """The error to raise for the network failure ``exc``."""
         if isinstance(exc, ssl.SSLCertVerificationError):
             return ConfigurationError(f"the TLS certificate of etcd at {self.where()} is not trusted: {exc}")
-        return ConnectionLost(f"etcd at {self.where()} is unreachable: {exc or type(exc).__name__}")
+        elapsed = time.monotonic() - started
+        if isinstance(exc, TimeoutError):
+            return ConnectionLost(f"etcd at {self.where()} did not answer within {elapsed:.1f} s")
+        if isinstance(exc, ConnectionRefusedError):
+            return ConnectionLost(f"etcd at {self.where()} refused the connection (after {elapsed:.1f} s)")
+        reason = str(exc) or type(exc).__name__
+        return ConnectionLost(f"etcd at {self.where()} is unreachable (after {elapsed:.1f} s): {reason}")
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _connection(self, started: float, end: float) -> tuple[http.client.HTTPConnection, bool]:
         """An idle connection the server has not closed, else a new one,
-        connected to the first host that accepts (tried in turn)."""
+        connected to the first host that accepts (tried in turn, the next one
+        at once if a host refuses), within ``end``."""
         with self._lock:
+            idle = []
             while self._idle:
                 conn = self._idle.pop()
                 if conn.sock is not None and not _readable(conn.sock):
-                    return conn, True
-                conn.close()
-        for _ in self._hosts:
-            host, port = address = self._address()
-            if self._context is None:
-                conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+                    break
+                idle.append(conn)
             else:
-                conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._context)
+                conn = None
+        for stale in idle:
+            stale.close()
+        if conn is not None:
+            return conn, True
+        error: BaseException | None = None
+        for tried in range(len(self._hosts)):
+            left = self.left(started, end, "accept a connection")
+            host, port = address = self._address()
+            # Leave time for the other hosts when one does not answer at all.
+            bound = min(left, max(_ATTEMPT, left / (len(self._hosts) - tried)))
+            if self._context is None:
+                conn = http.client.HTTPConnection(host, port, timeout=bound)
+            else:
+                conn = http.client.HTTPSConnection(host, port, timeout=bound, context=self._context)
             try:
                 conn.connect()
                 return conn, False
-            except OSError as exc:
+            except _NETWORK_ERRORS as exc:
                 conn.close()
-                self._failed(address)
+                self.failed(address)
                 error = exc
-        raise self._lost(error)
+        assert error is not None
+        raise self.lost(error, started) from None
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -198,53 +324,78 @@ class _Http:
 
     def call(self, path: str, body: _Json | None = None, *, idempotent: bool = False) -> _Json:
         """POST ``body`` to ``api + path`` (GET ``path`` if no body); the decoded
-        answer, or ConnectionLost / SessionExpired (lease not found) / BackendError.
+        answer, or ConnectionLost / SessionExpired (lease not found) / BackendError,
+        within the deadline (see the module docstring).
 
-        A request is sent again after a transport error (to the next host) or
-        while the cluster elects a leader (until the timeout) only if it is
-        ``idempotent`` or certainly not applied (no leader): a write whose
-        answer was lost raises ConnectionLost."""
+        A request is sent again after a transport error or no answer within
+        its attempt's bound (to the next host), or while the cluster elects a
+        leader, only if it is ``idempotent`` or certainly not applied (no
+        leader): a write whose answer was lost raises ConnectionLost. An
+        answer to a resent request carries ``_RESENT``."""
+        started, end = self.span()
+        with deadline.bounded(end):  # also for a nested authenticate()
+            return self._call(path, body, idempotent, started, end)
+
+    def _call(self, path: str, body: _Json | None, idempotent: bool, started: float, end: float) -> _Json:
         failures = 0
         authenticated = False
-        deadline = time.monotonic() + self.timeout
+        resent = False
         pause = 0.02
+        attempt = _ATTEMPT
         while True:
-            conn, reused = self._connection()
+            conn, reused = self._connection(started, end)
+            left = self.left(started, end)
+            bound = min(left, attempt) if idempotent else left
             try:
+                assert conn.sock is not None
+                conn.sock.settimeout(bound)
                 if body is None:
                     conn.request("GET", path, headers=self.headers())
                 else:
                     conn.request("POST", self.api + path, json.dumps(body), self.headers())
                 resp = conn.getresponse()
                 payload = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
+            except _NETWORK_ERRORS as exc:
                 conn.close()
+                timed_out = isinstance(exc, TimeoutError)
+                if timed_out or not reused:
+                    self.failed((conn.host, conn.port))
                 if not reused:
-                    self._failed((conn.host, conn.port))
-                failures += 1
-                if idempotent and failures <= len(self._hosts):
+                    failures += 1
+                if idempotent and (timed_out or failures <= len(self._hosts)) and time.monotonic() < end:
+                    resent = True
+                    if timed_out:
+                        attempt *= 2  # a slow engine: do not flood it
                     continue
-                raise self._lost(exc) from None
+                raise self.lost(exc, started) from None
             with self._lock:
                 self._idle.append(conn)
             try:
                 answer = json.loads(payload.split(b"\n", 1)[0]) if payload.strip() else {}
             except ValueError:
                 raise BackendError(f"etcd at {self.where()} answered {resp.status} with no JSON") from None
+            if not isinstance(answer, dict):
+                raise BackendError(f"etcd at {self.where()} answered {resp.status} with {type(answer).__name__}")
             if resp.status == 200:
-                return answer.get("result", answer) if path.endswith("keepalive") else answer
+                result: _Json = answer.get("result", answer) if path.endswith("keepalive") else answer
+                if resent:
+                    result[_RESENT] = True
+                return result
             code, message = answer.get("code"), answer.get("error") or answer.get("message") or resp.reason
             if code == _UNAUTHENTICATED and self._url.password is not None and not authenticated:
                 self.authenticate()  # the token expired
                 authenticated = True
                 continue
             if code in _UNAVAILABLE_CODES:
-                retry = idempotent or "no leader" in str(message)
-                if retry and time.monotonic() + pause < deadline:
+                unapplied = "no leader" in str(message)
+                if (idempotent or unapplied) and time.monotonic() + pause < end:
+                    self.failed((conn.host, conn.port))  # a member cut off from the others: try another
                     time.sleep(pause)  # a leader election takes about one election timeout
                     pause = min(2 * pause, 0.5)
+                    resent = resent or not unapplied
                     continue
-                raise ConnectionLost(f"etcd at {self.where()} cannot serve now: {message}")
+                elapsed = time.monotonic() - started
+                raise ConnectionLost(f"etcd at {self.where()} cannot serve now (after {elapsed:.1f} s): {message}")
             if code == 5 and "lease not found" in str(message):
                 raise SessionExpired("the etcd lease of the session is gone (expired or revoked)")
             raise BackendError(f"etcd at {self.where()} refused {path}: {message} (HTTP {resp.status})")
@@ -256,35 +407,56 @@ class _Http:
         self._token = None
         credentials = {"name": self._url.username or "", "password": self._url.password}
         try:
-            answer = self.call("auth/authenticate", credentials)
+            answer = self.call("auth/authenticate", credentials, idempotent=True)
         except ConnectionLost:
             raise
         except BackendError as exc:
             raise ConfigurationError(f"the credentials were refused: {exc}") from None
         self._token = answer["token"]
 
-    def open_stream(self, path: str, body: _Json) -> socket.socket:
-        """A socket on which ``body`` was POSTed to ``api + path`` (a stream)."""
-        host, port = self._address()
+    def open_stream(self, path: str, body: _Json, started: float, end: float) -> tuple[socket.socket, tuple[str, int]]:
+        """A socket on which ``body`` was POSTed to ``api + path`` (a stream),
+        on the first host that accepts within ``end``."""
         data = json.dumps(body).encode()
-        head = [f"POST {self.api}{path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(data)}"]
-        head += [f"{name}: {value}" for name, value in self.headers().items()]
-        try:
-            sock = socket.create_connection((host, port), timeout=self.timeout)
-            _keepalive(sock)
-            if self._context is not None:
-                sock = self._context.wrap_socket(sock, server_hostname=host)
-            sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + data)
-        except OSError as exc:
-            self._failed((host, port))
-            raise self._lost(exc) from None
-        return sock
+        error: BaseException | None = None
+        for tried in range(len(self._hosts)):
+            left = self.left(started, end, "accept a connection")
+            host, port = self._address()
+            head = [f"POST {self.api}{path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(data)}"]
+            head += [f"{name}: {value}" for name, value in self.headers().items()]
+            bound = min(left, max(_ATTEMPT, left / (len(self._hosts) - tried)))
+            sock: socket.socket | None = None
+            try:
+                sock = socket.create_connection((host, port), timeout=bound)
+                _keepalive(sock)
+                if self._context is not None:
+                    sock = self._context.wrap_socket(sock, server_hostname=host)
+                sock.settimeout(self.left(started, end))
+                sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + data)
+                return sock, (host, port)
+            except _NETWORK_ERRORS as exc:
+                if sock is not None:
+                    sock.close()
+                self.failed((host, port))
+                error = exc
+        assert error is not None
+        raise self.lost(error, started) from None
 
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    def forget(self) -> None:
+        """In a forked child: close the pooled sockets (plain close; no lock
+        taken, since another thread of the parent may have held it)."""
+        idle, self._idle = self._idle, []
+        self._lock = threading.Lock()
+        for conn in idle:
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.close()
 
 
 def _event_keys(message: _Json) -> set[bytes]:
@@ -311,6 +483,7 @@ class _Stream:
         self.fire = fire
         self.cancelled = cancelled
         self.sock: socket.socket | None = None
+        self.peer: tuple[str, int] | None = None
         self.failures = 0
         self._raw = bytearray()
         self._body = bytearray()
@@ -319,29 +492,54 @@ class _Stream:
     def open(self, http_: _Http) -> set[bytes]:
         """(Re)open the stream and wait until etcd confirms the watch, so that
         every later change is reported; the keys of events that came along
-        already. Raises ConnectionLost."""
-        try:
-            try:
-                return self._open(http_)
-            except _StreamLost as exc:
-                if "Unauthenticated" not in str(exc):
+        already. Within the caller's deadline (see ``_Http``); a confirmation
+        that does not come within 1 s (2 s, ...) is asked for again on the
+        next host. Raises ConnectionLost."""
+        started, end = http_.span()
+        attempt = _ATTEMPT
+        authenticated = False
+        with deadline.bounded(end):
+            while True:
+                try:
+                    return self._open(http_, started, end, attempt)
+                except TimeoutError as exc:  # no confirmation in this attempt's time
+                    address = self.peer
+                    self.close()
+                    if time.monotonic() >= end:
+                        raise http_.lost(exc, started) from None
+                    http_.failed(address)
+                    attempt *= 2
+                except _StreamLost as exc:
+                    self.close()
+                    if "Unauthenticated" in str(exc) and not authenticated:
+                        http_.authenticate()  # the token expired: once more with a new one
+                        authenticated = True
+                        continue
+                    elapsed = time.monotonic() - started
+                    where = http_.where()
+                    raise ConnectionLost(f"cannot watch on etcd at {where} (after {elapsed:.1f} s): {exc}") from None
+                except _NETWORK_ERRORS as exc:
+                    self.close()
+                    raise http_.lost(exc, started) from None
+                except BaseException:
+                    self.close()
                     raise
-                self.close()
-                http_.authenticate()  # the token expired: once more with a new one
-                return self._open(http_)
-        except (OSError, ValueError, _StreamLost) as exc:
-            self.close()
-            raise ConnectionLost(f"cannot watch on etcd at {http_.where()}: {exc}") from None
 
-    def _open(self, http_: _Http) -> set[bytes]:
+    def _open(self, http_: _Http, started: float, end: float, attempt: float) -> set[bytes]:
         self.close()
         self._raw.clear()
         self._body.clear()
         self._in_body = False
-        sock = self.sock = http_.open_stream("watch", {"create_request": self.request})
+        sock, self.peer = http_.open_stream("watch", {"create_request": self.request}, started, end)
+        self.sock = sock
+        confirm_by = min(end, time.monotonic() + attempt)
         created = False
         keys: set[bytes] = set()
         while not created:
+            left = confirm_by - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no confirmation of the watch")
+            sock.settimeout(left)
             data = sock.recv(65536)
             if not data:
                 raise _StreamLost("closed before the watch was created")
@@ -364,7 +562,10 @@ class _Stream:
             del self._raw[: end + 4]
             self._in_body = True
         while (eol := self._raw.find(b"\r\n")) >= 0:
-            size = int(bytes(self._raw[:eol]).split(b";")[0], 16)
+            try:
+                size = int(bytes(self._raw[:eol]).split(b";")[0], 16)
+            except ValueError:
+                raise _StreamLost(f"a malformed chunk header: {bytes(self._raw[:eol])[:40]!r}") from None
             if size == 0:
                 raise _StreamLost("the server ended the watch stream")
             if len(self._raw) < eol + size + 4:
@@ -377,8 +578,11 @@ class _Stream:
             del self._body[: eol + 1]
             if not line.strip():
                 continue
-            message = json.loads(line)
-            result = message.get("result")
+            try:
+                message = json.loads(line)
+            except ValueError:
+                raise _StreamLost(f"not JSON: {line[:80]!r}") from None
+            result = message.get("result") if isinstance(message, dict) else None
             if result is None or result.get("canceled"):
                 raise _StreamLost(str(message.get("error") or result))
             messages.append(result)
@@ -412,10 +616,11 @@ class _WatchHub:
 
     def __init__(self, http_: _Http):
         self._http = http_
-        self._selector = selectors.DefaultSelector()
+        self._poller = _Poller()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._wake_w.setblocking(False)
+        self._poller.register(self._wake_r, None)
         self._lock = threading.Lock()
         self._added: list[_Stream] = []
         self._dropped: list[_Stream] = []
@@ -466,29 +671,29 @@ class _WatchHub:
 
     def _run(self) -> None:
         while not self._closed:
-            for key, _ in self._selector.select(self._next_timeout()):
-                if key.data is None:
+            for ready in self._poller.select(self._next_timeout()):
+                if ready is None:
                     while True:
                         try:
                             self._wake_r.recv(4096)
                         except BlockingIOError:
                             break
                     continue
-                stream = key.data
+                assert isinstance(ready, _Stream)
                 try:
-                    changed = stream.feed()
-                    if changed:
-                        stream.fire(changed)
-                except (OSError, ValueError, _StreamLost):
-                    self._lost(stream)
+                    changed = ready.feed()
+                except (*_NETWORK_ERRORS, _StreamLost):
+                    self._lost(ready)
+                    continue
+                if changed:
+                    ready.fire(changed)
             self._apply_changes()
             self._reopen_due()
             self._run_timers()
         self._apply_changes()
-        for key in list(self._selector.get_map().values()):
-            if key.data is not None:
-                key.data.close()
-        self._selector.close()
+        for stream in self._poller.registered():
+            if isinstance(stream, _Stream):
+                stream.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -498,17 +703,14 @@ class _WatchHub:
             dropped, self._dropped = self._dropped, []
         for stream in added:
             if stream.sock is not None:
-                self._selector.register(stream.sock, selectors.EVENT_READ, stream)
+                self._poller.register(stream.sock, stream)
         for stream in dropped:
             self._retry.pop(stream, None)
-            if stream.sock is not None:
-                with contextlib.suppress(KeyError, ValueError):  # unless never registered
-                    self._selector.unregister(stream.sock)
+            self._poller.unregister(stream)
             stream.close()
 
     def _lost(self, stream: _Stream) -> None:
-        if stream.sock is not None:
-            self._selector.unregister(stream.sock)
+        self._poller.unregister(stream)
         stream.close()
         self._retry[stream] = time.monotonic()
 
@@ -520,7 +722,9 @@ class _WatchHub:
                 continue
             try:
                 stream.open(self._http)
-            except MootError:  # unreachable, or the credentials are refused now
+            except Exception as exc:
+                if not isinstance(exc, MootError):  # a bug: say so, and keep the other watches going
+                    logging.getLogger("moot.backends.etcd").exception("cannot reopen an etcd watch stream")
                 stream.failures += 1
                 delay = _RECONNECT_DELAYS[min(stream.failures, len(_RECONNECT_DELAYS)) - 1]
                 self._retry[stream] = time.monotonic() + delay
@@ -528,7 +732,7 @@ class _WatchHub:
             stream.failures = 0
             del self._retry[stream]
             assert stream.sock is not None
-            self._selector.register(stream.sock, selectors.EVENT_READ, stream)
+            self._poller.register(stream.sock, stream)
             stream.fire(None)  # changes while it was down
 
     def close(self) -> None:
@@ -536,6 +740,19 @@ class _WatchHub:
         self._wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(2.0)
+
+    def forget(self) -> None:
+        """In a forked child (where the hub thread does not run): close every
+        inherited descriptor with a plain close, taking no lock (a parent's
+        thread may have held it)."""
+        self._closed = True
+        streams = {*self._added, *self._dropped, *self._retry}
+        streams.update(s for s in self._poller.registered() if isinstance(s, _Stream))
+        self._added, self._dropped, self._retry, self._timers = [], [], {}, []
+        for stream in streams:
+            stream.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 class EtcdBackend(Backend):
@@ -549,14 +766,19 @@ class EtcdBackend(Backend):
         self._root = root + "/" if root else ""
         self._lease: int | None = None
         self._closed = True  # until connect() succeeds
+        self._forked = False
         self._queues: dict[str, _QueueWatch] = {}  # directory -> its shared stream
         self._queues_lock = threading.Lock()
 
     def connect(self, timeout: float) -> None:
         http_ = _Http(self.url, self.options, timeout)
-        http_.authenticate()
-        version = str(http_.call("/version", idempotent=True).get("etcdserver", "0.0"))
-        major_minor = tuple(int(part) for part in version.split(".")[:2])
+        with deadline.bounded(time.monotonic() + timeout):  # one deadline for every step
+            http_.authenticate()
+            version = str(http_.call("/version", idempotent=True).get("etcdserver", "0.0"))
+        try:
+            major_minor = tuple(int(part) for part in version.split(".")[:2])
+        except ValueError:
+            raise BackendError(f"etcd at {self.url.redacted()} reports no usable version: {version!r}") from None
         if major_minor < (3, 3):
             raise BackendError(f"etcd at {self.url.redacted()} is {version}; moot needs etcd 3.3 or later")
         http_.api = "/v3beta/" if major_minor == (3, 3) else "/v3/"
@@ -575,13 +797,35 @@ class EtcdBackend(Backend):
         self._dispatcher.close()
         self._http.close()
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: close the inherited sockets (pool, watch
+        streams, the watch thread's wake-up pair) with a plain close, revoke
+        nothing and take no lock; the backend is closed from then on."""
+        if self._closed:
+            return
+        self._closed = True
+        self._forked = True
+        self._lease = None
+        self._queues = {}
+        self._queues_lock = threading.Lock()
+        self._http.forget()
+        self._hub.forget()
+
     def ping(self) -> str:
         return f"etcd {self._call('/version', None).get('etcdserver', '?')}"
 
     def _call(self, path: str, body: _Json | None, *, idempotent: bool = False) -> _Json:
         if self._closed:
-            raise CoordinatorClosed("this etcd backend is closed")
+            self._refuse()
         return self._http.call(path, body, idempotent=idempotent)
+
+    def _refuse(self) -> NoReturn:
+        if self._forked:
+            raise CoordinatorClosed(
+                "this etcd backend was inherited across fork() and belongs to the parent process; "
+                "connect a new coordinator in the child"
+            )
+        raise CoordinatorClosed("this etcd backend is closed")
 
     # -- keys as etcd sees them ------------------------------------------
     def _key(self, key: str) -> bytes:
@@ -611,30 +855,44 @@ class EtcdBackend(Backend):
 
     # -- session ----------------------------------------------------------
     def open_session(self, ttl: float) -> str:
-        answer = self._call("lease/grant", {"TTL": max(1, math.ceil(ttl))})
+        # Sent again after a lost answer: a lease granted then owns no key and expires on its TTL.
+        answer = self._call("lease/grant", {"TTL": max(1, math.ceil(ttl))}, idempotent=True)
         if answer.get("error"):
             raise BackendError(f"etcd at {self.url.redacted()} refused a lease: {answer['error']}")
+        granted = int(answer.get("TTL", 0))
+        if granted <= 0:
+            raise BackendError(f"etcd at {self.url.redacted()} granted a lease with no TTL: {answer}")
         self._lease = int(answer["ID"])
+        self.granted_ttl = float(granted)
         return str(self._lease)
 
     def refresh_session(self) -> None:
-        if self._lease is None:
+        lease = self._lease
+        if lease is None:
             raise SessionExpired("no etcd session is open")
-        answer = self._call("lease/keepalive", {"ID": self._lease}, idempotent=True)
-        if int(answer.get("TTL", 0)) <= 0:
+        answer = self._call("lease/keepalive", {"ID": lease}, idempotent=True)
+        granted = int(answer.get("TTL", 0))
+        if granted <= 0:
             raise SessionExpired("the etcd lease of the session expired")
+        if lease == self._lease:
+            self.granted_ttl = float(granted)  # what this keep-alive renewed it for
 
     def close_session(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
             with contextlib.suppress(SessionExpired):
-                self._call("kv/lease/revoke", {"ID": lease})
+                self._call("kv/lease/revoke", {"ID": lease}, idempotent=True)
 
     def expire_session(self, session_id: str) -> bool:
         try:
             lease = int(session_id)
-            self._call("kv/lease/revoke", {"ID": lease})
-        except (ValueError, SessionExpired):
+        except ValueError:
+            return False
+        try:
+            self._call("kv/lease/revoke", {"ID": lease}, idempotent=True)
+        except SessionExpired:
+            if lease == self._lease:
+                self._session_lost()  # gone either way: tell the owner now
             return False
         if lease == self._lease:
             self._session_lost()
@@ -675,12 +933,22 @@ class EtcdBackend(Backend):
         return Entry(key, bytes(value), int(answer["header"]["revision"]), previous.seq, previous.owner)
 
     def delete(self, key: str, version: int | None = None) -> bool:
+        """Delete ``key`` (at ``version`` if given); True if deleted. Sent again
+        after a lost answer (see the module docstring): True then means the
+        key is gone, perhaps deleted by the lost attempt."""
         target = {"key": _b64(self._key(key))}
         if version is None:
-            return int(self._call("kv/deleterange", target).get("deleted", 0)) > 0
+            answer = self._call("kv/deleterange", target, idempotent=True)
+            return int(answer.get("deleted", 0)) > 0 or bool(answer.get(_RESENT))
         same = {**target, "target": "MOD", "result": "EQUAL", "mod_revision": version}
-        answer = self._call("kv/txn", {"compare": [same], "success": [{"request_delete_range": target}]})
-        return bool(answer.get("succeeded"))
+        read = {"request_range": {**target, "count_only": True}}
+        txn = {"compare": [same], "success": [{"request_delete_range": target}], "failure": [read]}
+        answer = self._call("kv/txn", txn, idempotent=True)
+        if answer.get("succeeded"):
+            return True
+        if not answer.get(_RESENT):
+            return False
+        return not int(answer["responses"][0]["response_range"].get("count", 0))
 
     def list(self, prefix: str) -> list[Entry]:
         answer = self._call("kv/range", self._range(prefix), idempotent=True)
@@ -710,7 +978,7 @@ class EtcdBackend(Backend):
 
     def watch(self, key: str, callback: Callable[[], None]) -> Watch:
         if self._closed:
-            raise CoordinatorClosed("this etcd backend is closed")
+            self._refuse()
         if not key.endswith("/") and _QUEUE_ENTRY.match(key.rpartition("/")[2]):
             return self._watch_entry(key, callback)
         request: _Json = {"key": _b64(self._key(key))}
@@ -727,17 +995,26 @@ class EtcdBackend(Backend):
         """A watch on a queue entry, through its queue's shared stream
         (opened if need be: the only round trip)."""
         directory = key[: key.rfind("/") + 1]
-        with self._queues_lock:
-            queue = self._queues.get(directory)
-            if queue is None:
-                queue = _QueueWatch(self._dispatcher)
-                stream = _Stream(self._range(directory), queue.fire, lambda: queue.closed)
-                stream.open(self._http)  # events before any watch concern nobody
-                queue.stream = stream
-                self._queues[directory] = queue
-                self._hub.add(stream)
-            watch = CallbackWatch(callback, lambda w: self._unwatch_entry(directory, queue, w))
-            queue.add(self._key(key), watch)
+        fresh: _QueueWatch | None = None
+        while True:
+            with self._queues_lock:  # never held across I/O (also a real lock for green threads)
+                queue = self._queues.get(directory)
+                if queue is None and fresh is not None:
+                    queue = self._queues[directory] = fresh
+                    assert fresh.stream is not None
+                    self._hub.add(fresh.stream)
+                    fresh = None
+                if queue is not None:
+                    watch = CallbackWatch(callback, functools.partial(self._unwatch_entry, directory, queue))
+                    queue.add(self._key(key), watch)
+                    break
+            fresh = _QueueWatch(self._dispatcher)
+            stream = _Stream(self._range(directory), fresh.fire, fresh.is_closed)
+            stream.open(self._http)  # events before any watch concern nobody
+            fresh.stream = stream
+        if fresh is not None:  # another thread opened the queue's stream meanwhile
+            assert fresh.stream is not None
+            fresh.stream.close()
         return watch
 
     def _unwatch_entry(self, directory: str, queue: _QueueWatch, watch: CallbackWatch) -> None:
@@ -797,6 +1074,9 @@ class _QueueWatch:
                 return False
             self._idle_since = time.monotonic()
             return True
+
+    def is_closed(self) -> bool:
+        return self.closed
 
     def retire(self, idle_before: float) -> bool:
         """Mark closed if unused since before ``idle_before``; True if so."""
