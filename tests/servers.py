@@ -17,6 +17,9 @@ API (stdlib only)::
     # is not started: that URL is returned instead.
     servers.stop()                 # stops everything this process started
 
+    servers.start_cluster("redis_aof", size=1)   # redis that fsyncs an append-only file
+    servers.start_cluster("redis_sentinel", size=3)  # primary, replica, Sentinel (failover ~1 s)
+
     cluster = servers.start_cluster("etcd", size=3)    # or "zookeeper"
     cluster.url                    # "etcd://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"
     cluster.members                # [Member(kind, index, ports, directory, pid), ...]
@@ -184,6 +187,75 @@ class Redis(Kind):
         return f"redis://{_hosts(members)}/0"
 
 
+class RedisAof(Redis):
+    """Redis that keeps its data across a crash: append-only file, fsync'ed on every write."""
+
+    name = "redis_aof"
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        return [
+            "redis-server", "--port", str(member.port), "--bind", HOST,
+            "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+            "--dir", str(member.directory), "--daemonize", "no", "--logfile", "",
+        ]  # fmt: skip
+
+
+class RedisSentinel(Kind):
+    """A Redis primary (member 0), its replica (member 1) and one Sentinel
+    (member 2) that fails over within about a second (quorum 1, down after
+    500 ms). Nothing is persisted. ``leader()`` is the current primary; the
+    URL is ``redis+sentinel://`` naming the Sentinel, service ``moot``."""
+
+    name = "redis_sentinel"
+    startup_timeout = 20.0
+    clusterable = True
+    service = "moot"
+
+    def missing(self) -> str | None:
+        return None if shutil.which("redis-server") else "redis-server"
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        if len(peers) != 3:
+            raise ServerError("redis_sentinel runs as exactly 3 members: primary, replica, sentinel")
+        primary = peers[0]
+        if member.index == 2:
+            config = member.directory / "sentinel.conf"  # Sentinel rewrites it: its own copy
+            config.write_text("\n".join([
+                f"port {member.port}", f"bind {HOST}", f"dir {member.directory}",
+                f"sentinel monitor {self.service} {HOST} {primary.port} 1",
+                f"sentinel down-after-milliseconds {self.service} 500",
+                f"sentinel failover-timeout {self.service} 2000",
+            ]) + "\n")
+            return ["redis-server", str(config), "--sentinel"]
+        argv = [
+            "redis-server", "--port", str(member.port), "--bind", HOST,
+            "--save", "", "--appendonly", "no", "--dir", str(member.directory),
+            "--daemonize", "no", "--logfile", "",
+        ]  # fmt: skip
+        if member.index == 1:
+            argv += ["--replicaof", HOST, str(primary.port)]
+        return argv
+
+    def ready(self, member: Member) -> bool:
+        if member.index == 2:  # the Sentinel knows the replica: a failover can happen
+            reply = _tcp_exchange(member.port, f"SENTINEL REPLICAS {self.service}\r\nQUIT\r\n".encode())
+            return b"slave" in reply
+        if member.index == 1:
+            return self.synced_replica(member)
+        return _tcp_exchange(member.port, b"PING\r\n", until=b"\r\n").startswith(b"+PONG")
+
+    def synced_replica(self, member: Member) -> bool:
+        """True when ``member`` (0 or 1) is a replica whose link to the primary is up."""
+        return b"master_link_status:up" in _tcp_exchange(member.port, b"INFO replication\r\nQUIT\r\n")
+
+    def is_leader(self, member: Member) -> bool:
+        return member.index != 2 and b"role:master" in _tcp_exchange(member.port, b"INFO replication\r\nQUIT\r\n")
+
+    def url(self, members: Sequence[Member]) -> str:
+        sentinels = [m for m in members if m.index == 2] or list(members)
+        return f"redis+sentinel://{_hosts(sentinels)}/{self.service}"
+
+
 class ZooKeeper(Kind):
     """ZooKeeper from Debian's jars, run with ``java`` directly.
 
@@ -283,7 +355,9 @@ class Etcd(Kind):
 
 
 #: every kind of server this module can run, by name
-KINDS: dict[str, Kind] = {k.name: k for k in (Redis(), ZooKeeper(), Etcd())}
+KINDS: dict[str, Kind] = {k.name: k for k in (Redis(), RedisAof(), RedisSentinel(), ZooKeeper(), Etcd())}
+#: what ``python -m tests.servers start`` starts when no kind is named
+DEFAULT_KINDS = ("redis", "zookeeper", "etcd")
 
 
 # --------------------------------------------------------------------------
@@ -561,7 +635,8 @@ def start(kinds: Iterable[str]) -> dict[str, str]:
 
 
 def start_cluster(kind: str, size: int = 3) -> Cluster:
-    """Start a ``size``-member cluster of ``kind`` ("etcd" or "zookeeper")."""
+    """Start a ``size``-member cluster of ``kind`` ("etcd", "zookeeper", or
+    "redis_sentinel" with size 3); any kind with size 1."""
     return _start([(kind, size)])[0]
 
 
@@ -633,7 +708,7 @@ def main(argv: Sequence[str]) -> int:
             print(f"already running (see {STATE_FILE}); run 'stop' first", file=sys.stderr)
             return 1
         try:
-            clusters = _start([(name, 1) for name in names or KINDS], detach=True)
+            clusters = _start([(name, 1) for name in names or DEFAULT_KINDS], detach=True)
         except ServerError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
