@@ -49,7 +49,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from moot import deadline, names
+from moot import deadline, names, realthreads
 from moot.backends.base import Backend, Dispatcher, Entry
 from moot.errors import (
     ConnectionLost,
@@ -187,7 +187,7 @@ class Coordinator:
         self._forked = False
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by close(), the watchdog and the backend's session listener
-        self._session_ok = threading.Event()
+        self._session_ok = realthreads.Event()  # waited on by application threads
         self._session_lock = threading.Lock()
         self._epoch = 0  # bumped whenever the session is given up: holds of older epochs are lost
         self._valid_until = 0.0  # monotonic instant until which the session is trusted
@@ -229,7 +229,7 @@ class Coordinator:
         except Exception as exc:  # a client library's own error: name it, hide secrets
             self.backend.close()
             raise ConnectionLost(f"cannot connect to {self.url}: {type(exc).__name__}") from None
-        self.callbacks = Dispatcher("moot-callbacks")
+        self.callbacks = Dispatcher("moot-callbacks", application=True)
         ref = weakref.ref(self)
         self._heartbeat = threading.Thread(target=_heartbeat_loop, args=(ref, self._stop, self._wake),
                                            name="moot-heartbeat", daemon=True)

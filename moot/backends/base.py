@@ -76,8 +76,10 @@ import abc
 import builtins
 import dataclasses
 import logging
+import sys
 from collections.abc import Callable
 
+from moot import realthreads
 from moot.realthreads import threading
 from moot.url import BackendURL
 
@@ -251,40 +253,47 @@ class Backend(abc.ABC):
 
 
 class Dispatcher:
-    """A daemon thread that runs watch callbacks in order, off the caller's
-    thread and outside any backend lock. Backends may share this helper."""
+    """A daemon thread that runs callbacks in order, off the caller's thread
+    and outside any backend lock. Backends may share this helper.
 
-    def __init__(self, name: str):
+    ``submit`` may be called from any thread. With ``application=True`` the
+    thread is of the application's kind (a green thread once eventlet has
+    monkey-patched the process), so user callbacks can use what the
+    application uses; otherwise it is a real OS thread."""
+
+    def __init__(self, name: str, *, application: bool = False):
         self._queue: list[Callable[[], None]] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._ready = realthreads.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._kind = sys.modules["threading"] if application else threading
+        self._thread = self._kind.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[[], None]) -> None:
-        with self._cond:
+        with self._lock:
             if not self._closed:
                 self._queue.append(fn)
-                self._cond.notify()
+                self._ready.set()
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if self._closed and not self._queue:
-                    return
+            self._ready.wait()
+            with self._lock:
+                self._ready.clear()
                 batch, self._queue = self._queue, []
+                closed = self._closed
             for fn in batch:
                 try:
                     fn()
                 except Exception:  # a failing callback must not stop the others
                     logging.getLogger("moot.backends").exception("watch callback failed")
+            if closed:
+                return
 
     def close(self, timeout: float = 1.0) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify()
-        if threading.current_thread() is not self._thread:
+            self._ready.set()
+        if self._kind.current_thread() is not self._thread:
             self._thread.join(timeout)
-

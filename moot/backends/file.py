@@ -75,7 +75,6 @@ import json
 import logging
 import os
 import re
-import select
 import struct
 import time
 import uuid
@@ -85,7 +84,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
 from moot.errors import ConnectionLost, CoordinatorClosed, InvalidArgument, InvalidURL, SessionExpired
-from moot.realthreads import threading
+from moot.realthreads import select, threading
 from moot.url import BackendURL
 
 log = logging.getLogger("moot.backends.file")

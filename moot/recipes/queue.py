@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from moot import deadline as call_deadline
+from moot import realthreads
 from moot.backends.base import Entry, Watch
 from moot.coordinator import CLEANUP_GRACE, Coordinator, SessionBound
 from moot.errors import ConnectionLost, SessionExpired
-from moot.realthreads import threading
 
 #: Given my entry and the live queue sorted by seq, return None if I am
 #: served; else the entries to watch (I am asked again when one of them
@@ -135,7 +135,7 @@ def wait_turn(coord: Coordinator, prefix: str, value: bytes, deadline: float | N
         except ConnectionLost:
             if not blocking:
                 raise
-            if not _pause(coord, threading.Event(), deadline):
+            if not _pause(coord, realthreads.Event(), deadline):
                 return None
             continue
         try:
@@ -174,7 +174,7 @@ def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entr
     outcome. While the backend cannot be reached the wait keeps my place and
     retries until the deadline (the heartbeat decides if the session is lost);
     a non-blocking call raises ConnectionLost instead."""
-    woken: threading.Event | None = None  # made on the first wait: most acquires never wait
+    woken: realthreads.threading.Event | None = None  # made on the first wait: most acquires never wait
     session = coord.session_id
     queue = ordered(entries)
     while True:
@@ -189,13 +189,13 @@ def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entr
                 continue
             if not blocking:
                 return Outcome.TIMEOUT
-            woken = woken or threading.Event()
+            woken = woken or realthreads.Event()
             woken.clear()
             fresh = _wait_for_change(coord, prefix, watched, woken, deadline, session)
         except ConnectionLost:
             if not blocking:
                 raise
-            woken = woken or threading.Event()
+            woken = woken or realthreads.Event()
             if not _pause(coord, woken, deadline):
                 return Outcome.TIMEOUT
             continue
@@ -209,7 +209,7 @@ def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entr
 _SESSION_ENDED: list[Entry] = []
 
 
-def _wait_for_change(coord: Coordinator, prefix: str, watched: Sequence[Entry], woken: threading.Event,
+def _wait_for_change(coord: Coordinator, prefix: str, watched: Sequence[Entry], woken: realthreads.threading.Event,
                      deadline: float | None, session: str | None) -> list[Entry] | None:
     """Wait until one of ``watched`` changes or goes; return the queue read
     afresh, None on deadline, or _SESSION_ENDED if my session ended meanwhile."""
@@ -243,7 +243,7 @@ def _wait_for_change(coord: Coordinator, prefix: str, watched: Sequence[Entry], 
     return ordered(coord.backend.list(prefix))
 
 
-def _pause(coord: Coordinator, woken: threading.Event, deadline: float | None) -> bool:
+def _pause(coord: Coordinator, woken: realthreads.threading.Event, deadline: float | None) -> bool:
     """Back off briefly after a failed round trip; False once the deadline passed."""
     coord.check_open()
     pause = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
