@@ -315,7 +315,6 @@ print("eventlet ok")
 
 def test_works_under_eventlet_monkey_patching(etcd_url: str, tmp_path: Path) -> None:
     """Before: the pooled connection check used select.poll, which eventlet removes."""
-    pytest.importorskip("eventlet")
     script = tmp_path / "eventlet_etcd.py"
     script.write_text(textwrap.dedent(EVENTLET_SCRIPT))
     root = Path(__file__).resolve().parent.parent

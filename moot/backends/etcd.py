@@ -99,12 +99,9 @@ import json
 import logging
 import math
 import re
-import select
 import socket
 import ssl
-import sys
 import time
-import types
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
@@ -119,7 +116,7 @@ from moot.errors import (
     MootError,
     SessionExpired,
 )
-from moot.realthreads import threading
+from moot.realthreads import select, threading
 from moot.url import BackendURL
 
 _Json = dict[str, Any]
@@ -151,16 +148,6 @@ def _prefix_end(prefix: bytes) -> bytes:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
-def _real_select() -> types.ModuleType:
-    """The real ``select`` module: eventlet's monkey-patching removes
-    ``select.poll`` and makes ``select.select`` green."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None:
-        original: types.ModuleType = patcher.original("select")
-        return original
-    return select
-
-
 class _Poller:
     """Readiness of sockets by ``poll()`` of the real select module: not
     ``select()`` (descriptors may exceed 1024), not epoll (a forked child
@@ -168,7 +155,7 @@ class _Poller:
     thread also under eventlet."""
 
     def __init__(self) -> None:
-        self._select = _real_select()
+        self._select = select
         self._poll = self._select.poll()
         self._data: dict[int, object] = {}  # fd -> what select() returns for it
         self._fds: dict[object, int] = {}
@@ -196,9 +183,8 @@ class _Poller:
 
 def _readable(sock: socket.socket) -> bool:
     """True if an idle connection has something to read (the server closed it)."""
-    real = _real_select()
-    poller = real.poll()
-    poller.register(sock.fileno(), real.POLLIN)
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
     return bool(poller.poll(0))
 
 
