@@ -8,8 +8,10 @@ Guarantees
       those keys are woken by that, not by polling.
     * ``seq`` (and every key's version) comes from a counter per directory that
       is written on every use, so it keeps increasing across restarts of every
-      process. It is not fsync'ed: a machine crash (not a process crash) may
-      lose the last increments.
+      process. It is not fsync'ed, so a machine crash may lose the last
+      increments; each new value is therefore also at least the clock in
+      microseconds, which keeps seqs growing across a crash as long as the
+      clock is not stepped back by more than the crash and reboot took.
     * Several backend objects in one process behave like separate processes
       (each opens its own files, and flocks belong to open files), and a
       child made by ``fork()`` drops its copies of its parent's files at once,
@@ -113,6 +115,14 @@ _EVICTED = ".evicted"
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def _next(counter: int) -> int:
+    """The directory's next counter value: above the last one, and never below
+    the clock in microseconds, so that seqs keep growing even if a machine
+    crash lost the last (unsynced) writes of the counter, unless the clock
+    was stepped back by more than the crash and reboot took."""
+    return max(counter + 1, time.time_ns() // 1000)
 
 
 def _disk(segment: str) -> str:
@@ -477,7 +487,7 @@ class FileBackend(Backend):
         there. Also returns the directory's bound on key files (None if
         unknown). Caller holds the mutex."""
         counter, epoch, keys = self._load(handle)
-        version = counter + 1
+        version = _next(counter)
         keys = None if keys is None else keys + 1
         self._store(handle, version, epoch, keys)  # before the link: the bound stays a bound
         seq = version if sequential else None
@@ -838,7 +848,7 @@ class FileBackend(Backend):
                 if old is None or old.version != version:
                     return None
                 counter, epoch, keys = self._load(handle)
-                new_version = counter + 1
+                new_version = _next(counter)
                 self._store(handle, new_version, epoch, keys)
                 stored = segment.encode() if name != segment else b""
                 flags = (_EPHEMERAL if old.owner else 0) | (_SEQUENTIAL if old.seq is not None else 0)
