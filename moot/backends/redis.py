@@ -1,24 +1,25 @@
 """``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) and
 ``redis+sentinel://[[user]:password@]sentinel:port[,sentinel:port...]/service[/db]``.
 
-Needs Redis 5.0 or newer (scripts replicate their effects) and the ``redis``
-package (``pip install 'moot[redis]'``). Options: ``socket_timeout`` (seconds
-a command may take before ConnectionLost, default 5), ``max_connections``
-(command connections, default 50), ``sentinel_password`` (for the
-Sentinels, if they need one), and for ``rediss://``: ``ssl_ca_certs``,
-``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` (required, optional or
-none). An ACL user needs the keys ``~moot:*``, the channels ``&moot:*`` and
-the commands EVALSHA, SCRIPT, PEXPIRE, PTTL, HGET, HSET, MULTI, EXEC,
-SUBSCRIBE, UNSUBSCRIBE, PING and INFO.
+Needs Redis 5.0 or newer (scripts replicate their effects, so they may read
+the server's clock); install with ``pip install 'moot[redis]'``. Options:
+``socket_timeout`` (the most one call may take, in seconds, default 5: see
+Deadlines), ``max_connections`` (command connections, default 50),
+``sentinel_password`` (for the Sentinels, if they need one), and for
+``rediss://``: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
+``ssl_cert_reqs`` (required, optional or none). An ACL user needs the keys
+``~moot:*``, the channels ``&moot:*`` and the commands EVALSHA, SCRIPT,
+PEXPIRE, PTTL, HGET, HSET, HGETALL, HDEL, DEL, ZADD, ZRANGEBYLEX, PUBLISH,
+TIME (the last seven run inside the scripts), MULTI, EXEC, SELECT, SUBSCRIBE,
+UNSUBSCRIBE, PING and INFO.
 
 Layout (every name starts with ``moot:``; ``KP`` below):
 
 * ``KP{tag}rest`` -- one hash per *directory* (a key prefix ending in ``/``)
   holding the keys directly under it: field = last segment, value =
   ``version:seq:owner:value``. Its field ``#n`` is the directory's counter,
-  incremented by every write under it: it gives versions (unique per key
-  across deletes) and sequence numbers, and it never expires, so fencing
-  tokens strictly increase across restarts of every client. ``tag`` is the
+  advanced by every write under it: it gives versions (unique per key across
+  deletes) and sequence numbers (fencing tokens; see below). ``tag`` is the
   directory's first three segments (``<namespace>/lock/<name>``), so every
   key of one lock, group or election shares one Cluster hash slot.
 * ``KPdirs`` -- a sorted set of every directory ever written (with its hash's
@@ -28,14 +29,66 @@ Layout (every name starts with ``moot:``; ``KP`` below):
   heartbeat is ONE command (``PEXPIRE``) however many locks and memberships
   the session has, and closing a session removes its keys at once.
 
+Fencing tokens survive the loss of the engine's data. Each write takes the
+directory's next number as ``max(counter + 1, server clock in microseconds)``
+(the clock read with ``TIME`` inside the script) and stores it as the new
+counter. So every ``seq`` (and version) issued for a prefix is strictly
+greater than every one issued before for it, across restarts of every client
+and also after the engine lost its data (a restart without persistence, a
+Sentinel failover to a replica that missed the last writes, a flushed
+database), under this precondition: (a) the clock of the server that issues
+the tokens (after a failover, the new primary's) does not go back, across the
+loss, by more than the time that passed between the last token issued before
+the loss and the first one issued after it; and (b) tokens are issued on one
+prefix at no more than 1,000,000 per second on average, so that the counter
+never runs ahead of the clock (each script takes a Redis server more than a
+microsecond, so one server cannot exceed this). Tokens are below 2**53 (exact
+in a double) until the year 2255. The data loss still ends every session,
+and with them every lock hold, as with any engine that loses its state.
+
 Ephemeral entries carry no TTL of their own: they name their owner session,
 and every script that reads one checks, atomically, that the owner's session
 key still exists; an entry whose owner is gone is treated as absent and
 removed on the spot (and announced, see below). An uncontended lock acquire
-is one script call (``enqueue``: bump the counter, create the entry, return
-the live queue), a release is one more. Scripts are sent in plain RESP over
-a few connections kept out of redis-py's pool (its per-command layers cost
-about 20 us, a third of a loopback round trip); redis-py serves the rest.
+is one script call (``enqueue``: advance the counter, create the entry,
+return the live queue), a release is one more. The backend speaks RESP
+itself, over a pool of its own connections: no client library sits between
+a call and its socket, so every step is bounded by the call's deadline, and
+a forked child can drop the connections without a byte sent.
+
+Deadlines: every primitive returns or raises ConnectionLost (whose message
+states the time really spent) within :func:`moot.deadline.remaining` of
+``socket_timeout`` (``connect()`` within its ``timeout``), whatever the
+server does: connecting, the TLS and AUTH handshake, sending, reading the
+reply, waiting for a free pooled connection (``max_connections``) or for a
+subscription to be confirmed all count against the same deadline. A refused
+connection fails at once and says so.
+
+Session validity: the TTL sent with ``PEXPIRE`` is an int of milliseconds
+between 1 and 2**31 - 1 (about 24.8 days; a longer TTL is cut to that and
+``granted_ttl`` says so), so a session key always expires. Redis counts a
+``PEXPIRE`` from when it receives it, which is after the call started:
+``refresh_session()`` is one ``PEXPIRE`` in one round trip, never resent.
+
+Fork: in a forked child every backend inherited from the parent forgets its
+connections, pool, listener and session at once (``os.register_at_fork``;
+:meth:`RedisBackend.forget_after_fork` does the same when called): the
+inherited sockets are closed with a plain ``close()``, with no QUIT,
+``shutdown()``, UNSUBSCRIBE or session deletion, so the parent's session
+and locks are untouched. The child's backend is then closed
+(CoordinatorClosed names the fix: connect in the child) until ``connect()``
+is called on it again.
+
+Green threads: under ``eventlet.monkey_patch()`` the backend works as
+usual. Its locks, events and listener thread are real ones
+(:mod:`moot.realthreads`), since the coordinator's real heartbeat thread
+calls it too; none is held across I/O, and a green caller that must wait
+(for a free connection, for a subscription to be confirmed) polls with
+``time.sleep``, which yields to the hub. ``select.poll`` (which the patching
+removes) is taken from eventlet's saved original ``select``, as are
+``os.read`` and ``os.write`` for the listener's wake-up pipe. Command
+connections are the application's sockets (green ones there), so a call
+from a green thread lets the others run while it waits for the server.
 
 Watches: every write, and every removal of a dead entry, publishes from
 inside its script on the channels ``moot:<db>:<key>`` and
@@ -58,18 +111,19 @@ re-established and every watch fires once, since notifications may have
 been missed meanwhile.
 
 Sentinel: commands and notifications go to the primary that the Sentinels
-name; the listener also subscribes to a Sentinel's ``+switch-master`` and,
-on a failover, drops every connection to the old primary at once (which may
-stay writable until Sentinel demotes it). Replication is asynchronous: a
-write acknowledged by a primary that fails before replicating it is lost,
-and with it possibly a lock hold (configure ``min-replicas-to-write`` on the
-servers to narrow this window).
+name (asked with ``SENTINEL MASTER`` for each new connection; a Sentinel that
+sees the primary down is passed over); the listener also subscribes to a
+Sentinel's ``+switch-master`` and, on a failover, drops every connection to
+the old primary at once (which may stay writable until Sentinel demotes it).
+Replication is asynchronous: a write acknowledged by a primary that fails
+before replicating it is lost, and with it possibly a lock hold (configure
+``min-replicas-to-write`` on the servers to narrow this window); fencing
+tokens still grow (see above).
 
 Operations: run the server with ``maxmemory-policy noeviction`` (an evicted
-session key ends a session; an evicted counter could repeat a fencing token)
-and with persistence (RDB or AOF) if fencing tokens must keep increasing
-across a server restart: a server that loses its data restarts its counters
-(and every session ends, as with any engine that loses its state).
+session key ends a session). Persistence (RDB or AOF) is not needed for
+fencing tokens to keep growing, but without it a server restart ends every
+session.
 
 Redis Cluster: the keys of one lock/group share a slot, but the scripts read
 session keys (which live in other slots) to check an entry's owner, and
@@ -83,26 +137,35 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import heapq
+import importlib
 import itertools
 import logging
+import math
+import os
 import select
 import selectors
 import socket
 import ssl
-import threading
+import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import redis
-import redis.sentinel
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
-from moot.errors import BackendError, ConnectionLost, CoordinatorClosed, InvalidURL, SessionExpired
+from moot.deadline import bounded, remaining
+from moot.errors import (
+    BackendError,
+    ConnectionLost,
+    CoordinatorClosed,
+    InvalidArgument,
+    InvalidURL,
+    SessionExpired,
+)
+from moot.realthreads import threading
 from moot.url import BackendURL, option_float
 
 log = logging.getLogger("moot.backends.redis")
@@ -114,6 +177,7 @@ _MARGIN = 0.005  # seconds past an owner session's expiry before re-checking its
 # -- scripts -----------------------------------------------------------------
 # Every script gets ARGV[1] = key prefix, ARGV[2] = channel prefix.
 _COMMON = r"""
+if redis.replicate_commands then redis.replicate_commands() end
 local KP, CP = ARGV[1], ARGV[2]
 local pttls = {}
 local function pttl_of(owner)
@@ -161,8 +225,16 @@ local function list(prefix, out)
   return out
 end
 local function bump(dkey, dir)
-  local n = redis.call('HINCRBY', dkey, '#n', 1)
-  if n == 1 then redis.call('ZADD', KP .. 'dirs', 0, dir .. ' ' .. dkey) end
+  local n = tonumber(redis.call('HGET', dkey, '#n'))
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if n == nil then
+    redis.call('ZADD', KP .. 'dirs', 0, dir .. ' ' .. dkey)
+    n = now
+  else
+    n = math.max(n + 1, now)
+  end
+  redis.call('HSET', dkey, '#n', string.format('%d', n))
   return n
 end
 local function writer(owner)
@@ -416,11 +488,11 @@ class _Listener:
         self._session: tuple[str, float] | None = None  # own session id, when to check it is alive
         self._sock: socket.socket | None = None
         self._reader = _Reader()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector = selectors.DefaultSelector()  # not select(): fds may exceed 1024
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = _Poller()
+        self._poller.register(self._wake_r)
         self._closed = False
         self._reconnect = False
         self._last_rx = 0.0
@@ -433,7 +505,7 @@ class _Listener:
 
     def _use(self, sock: socket.socket) -> None:
         self._sock, self._reader = sock, _Reader()
-        self._selector.register(sock, selectors.EVENT_READ)
+        self._poller.register(sock.fileno())
         self._last_rx, self._ping_sent = time.monotonic(), None
 
     def close(self) -> None:
@@ -442,16 +514,33 @@ class _Listener:
         self._poke()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(self._timeout)
-        for sock in (self._sock, self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        self._selector.close()
+        if self._sock is not None:
+            self._sock.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def forget(self) -> None:
+        """In a forked child: close the inherited descriptors with a plain
+        close() and nothing else. No lock is taken (a parent thread may have
+        held one at the fork) and no UNSUBSCRIBE is sent."""
+        self._closed = True
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._sock = None
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     # -- called from any thread --------------------------------------------
     def watch(self, channel: bytes, scope: tuple[str, str, str] | None, callback: Callable[[], None],
               wait: bool) -> CallbackWatch:
         """Subscribe ``callback`` to ``channel``; with ``wait``, return only once
-        the server confirmed the subscription (ConnectionLost if it does not)."""
+        the server confirmed the subscription (ConnectionLost if it does not
+        within the caller's deadline, bounded by this listener's timeout)."""
+        started = time.monotonic()
+        bound = remaining(self._timeout) if wait else 0.0
 
         def forget(watch: CallbackWatch) -> None:
             with self._lock:
@@ -469,9 +558,10 @@ class _Listener:
             target.watches.add(watch)
             self._dirty.add(channel)
         self._poke()
-        if wait and not target.live.wait(self._timeout):
+        if wait and not _wait_set(target.live, bound):
             watch.cancel()
-            raise ConnectionLost(f"redis did not confirm a subscription within {self._timeout:g}s")
+            raise ConnectionLost("redis did not confirm a subscription; gave up after "
+                                 f"{time.monotonic() - started:.2f}s")
         return watch
 
     def reconnect(self) -> None:
@@ -488,7 +578,7 @@ class _Listener:
 
     def _poke(self) -> None:
         with contextlib.suppress(OSError):  # closed, or full: the listener wakes anyway
-            self._wake_w.send(b"x")
+            _real_os().write(self._wake_w, b"x")
 
     # -- the listener thread ---------------------------------------------------
     def _run(self) -> None:
@@ -521,15 +611,12 @@ class _Listener:
             self._run_checks()
 
     def _sleep(self, seconds: float) -> None:
-        self._selector.select(seconds)
-        self._drain()
+        if self._wake_r in self._poller.poll(seconds):
+            self._drain()
 
     def _drain(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # empty (non-blocking), or closed
+            _real_os().read(self._wake_r, 65536)
 
     def _send(self, *args: bytes) -> None:
         assert self._sock is not None
@@ -572,10 +659,10 @@ class _Listener:
         assert sock is not None
         pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
         wait = 0.0 if pending else self._next_wait(time.monotonic())
-        ready = {key.fileobj for key, _ in self._selector.select(wait)}
+        ready = self._poller.poll(wait)
         if self._wake_r in ready:
             self._drain()
-        if sock not in ready and not pending:
+        if sock.fileno() not in ready and not pending:
             return
         data = self._recv(sock)
         if data is None:
@@ -666,7 +753,7 @@ class _Listener:
     def _drop(self) -> None:
         """Forget the broken connection; every watch is re-subscribed and fires then."""
         if self._sock is not None:
-            self._selector.unregister(self._sock)
+            self._poller.unregister(self._sock.fileno())
             self._sock.close()
         self._sock = None
         with self._lock:
@@ -723,77 +810,291 @@ class _Listener:
             self._session_gone(session_id)
 
 
-class _Commands:
-    """The scripts' round trips, in plain RESP straight over the sockets of
-    connections taken from redis-py's pool (which opens them with their TLS,
-    AUTH, database and Sentinel settings) and kept: redis-py's per-command
-    layers (pool checkout, argument encoding, command lookup, response
-    parsing and callbacks, observability hooks) cost ~20 us a command, a
-    third of a loopback round trip. At most ``_KEPT`` idle connections are
-    kept (the others go back to the pool, for redis-py's own calls such as
-    the heartbeat's). A reply is never awaited twice: an error drops the
-    connection (and a command whose reply was lost is not sent again)."""
-
-    _KEPT = 8
-
-    def __init__(self, pool: Any):
-        self._pool = pool
-        self._lock = threading.Lock()
-        self._idle: list[Any] = []  # redis-py connections checked out of the pool
-
-    def call(self, args: list[bytes]) -> object:
-        """One command's reply (a _RespError for an error reply); OSError if
-        the server cannot be reached or did not answer in time."""
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._pool.get_connection()
-        try:
-            sock = conn._sock
-            if sock is None or _stale(sock):  # dropped by disconnect(), or by the server
-                conn.disconnect()
-                conn.connect()
-                sock = conn._sock
-            reader = _Reader()
-            sock.sendall(_pack(*args))
-            while not (replies := reader.replies(sock.recv(65536) or _closed())):
-                pass
-            if len(replies) != 1:
-                raise ConnectionResetError("redis sent more than one reply")
-        except BaseException:
-            conn.disconnect()
-            self._pool.release(conn)
-            raise
-        with self._lock:
-            kept = len(self._idle) < self._KEPT
-            if kept:
-                self._idle.append(conn)
-        if not kept:
-            self._pool.release(conn)
-        return replies[0]
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.disconnect()
-            self._pool.release(conn)
+def _left(until: float, cap: float | None = None) -> float:
+    """Seconds until ``until`` (at most ``cap``); TimeoutError once it passed."""
+    left = until - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the server did not answer in time")
+    return left if cap is None else min(left, cap)
 
 
-def _stale(sock: socket.socket) -> bool:
-    """True if an idle connection has something to read: the server closed it."""
+def _exchange(sock: socket.socket, payload: bytes, count: int, until: float) -> list[object]:
+    """Send ``payload`` (``count`` commands) and read their ``count`` replies,
+    every step bounded by ``until``; OSError (TimeoutError once ``until``
+    passed) if the server cannot be reached or does not answer in time."""
+    sock.settimeout(_left(until))
+    sock.sendall(payload)
+    reader = _Reader()
+    replies: list[object] = []
+    while len(replies) < count:
+        sock.settimeout(_left(until))
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionResetError("the server closed the connection")
+        replies += reader.replies(data)
+    if len(replies) != count or reader.buf:
+        raise ConnectionResetError("redis sent more replies than commands")
+    return replies
+
+
+class _AuthFailed(Exception):
+    """The server refused the credentials (not retryable: BackendError)."""
+
+
+class _NoConnection(TimeoutError):
+    """Every pooled connection stayed busy until the call's deadline."""
+
+
+_SELECT: Any = select if hasattr(select, "poll") else None  # taken before any monkey-patching
+
+
+def _real_select() -> Any:
+    """The OS's ``select`` module with its ``poll()``, also under
+    ``eventlet.monkey_patch()`` (which deletes ``select.poll``; eventlet keeps
+    the original module). None where the OS has no poll()."""
+    global _SELECT
+    if _SELECT is None and "eventlet" in sys.modules:
+        with contextlib.suppress(Exception):
+            original = importlib.import_module("eventlet.patcher").original("select")
+            _SELECT = original if hasattr(original, "poll") else None
+    return _SELECT
+
+
+def _real_os() -> Any:
+    """``os`` with the OS's own read() and write(): under
+    ``eventlet.monkey_patch()`` they would wait in eventlet's hub instead of
+    failing at once on an empty or full non-blocking pipe."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("os"):
+        return patcher.original("os")
+    return os
+
+
+def _green() -> bool:
+    """True in a process that eventlet monkey-patched (threads are green there)."""
+    patcher = sys.modules.get("eventlet.patcher")
+    return patcher is not None and bool(patcher.is_monkey_patched("thread"))
+
+
+def _pause(until: float, pause: float) -> float:
+    """Sleep ``pause`` (never past ``until``); the next, longer pause. A green
+    thread yields to eventlet's hub meanwhile (``time.sleep`` is patched there)."""
+    time.sleep(max(0.0, min(pause, until - time.monotonic())))
+    return min(pause * 2, 0.02)
+
+
+def _wait_set(event: threading.Event, timeout: float) -> bool:
+    """``event.wait(timeout)``, without blocking eventlet's hub when the
+    caller is a green thread (the event is a real one, set by a real thread)."""
+    if not _green():
+        return event.wait(timeout)
+    until, pause = time.monotonic() + timeout, 0.0005
+    while not event.is_set():
+        if time.monotonic() >= until:
+            return False
+        pause = _pause(until, pause)
+    return True
+
+
+class _Poller:
+    """Waits until descriptors are readable, with the OS's poll() (outside
+    eventlet's hub, for the listener's real OS thread; no descriptor limit),
+    or with a selector where there is no poll()."""
+
+    def __init__(self) -> None:
+        real = _real_select()
+        self._poll = real.poll() if real is not None else None
+        self._in = real.POLLIN if real is not None else 0
+        self._selector = selectors.DefaultSelector() if real is None else None
+
+    def register(self, fd: int) -> None:
+        if self._poll is not None:
+            self._poll.register(fd, self._in)
+        else:
+            assert self._selector is not None
+            self._selector.register(fd, selectors.EVENT_READ)
+
+    def unregister(self, fd: int) -> None:
+        if self._poll is not None:
+            self._poll.unregister(fd)
+        else:
+            assert self._selector is not None
+            self._selector.unregister(fd)
+
+    def poll(self, timeout: float) -> set[int]:
+        """The registered descriptors readable within ``timeout`` seconds."""
+        if self._poll is not None:
+            return {fd for fd, _ in self._poll.poll(math.ceil(max(timeout, 0.0) * 1000))}
+        assert self._selector is not None
+        return {key.fd for key, _ in self._selector.select(max(timeout, 0.0))}
+
+
+def _readable(sock: socket.socket) -> bool:
+    """True if an idle connection has something to read: the server closed it
+    (or sent what nobody asked for). Never blocks."""
     if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
         return True
-    poller = select.poll()  # not select(): descriptors may exceed 1024
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+    real = _real_select()
+    if real is not None:  # not select(): descriptors may exceed 1024
+        poller = real.poll()
+        poller.register(sock.fileno(), real.POLLIN)
+        return bool(poller.poll(0))
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(0))
 
 
-def _closed() -> bytes:
-    raise ConnectionResetError("the server closed the connection")
+class _Pool:
+    """The command connections: at most ``size`` at once, each a plain socket
+    opened (TLS, AUTH, SELECT) by ``open_socket(until)``. A connection is used
+    by one call at a time and kept for the next one unless anything went
+    wrong on it (a reply is never awaited twice, and a command whose reply
+    was lost is never sent again)."""
+
+    def __init__(self, open_socket: Callable[[float], socket.socket], size: int):
+        self._open = open_socket
+        self._size = size
+        self._lock = threading.Lock()  # real (see moot.realthreads), held for no I/O
+        self._idle: list[socket.socket] = []
+        self._born: dict[socket.socket, int] = {}  # every open connection -> its generation
+        self._opening = 0  # slots taken by connections being opened
+        self._generation = 0
+        self._closed = False
+
+    def run(self, payload: bytes, count: int, until: float) -> list[object]:
+        """``count`` replies to ``payload``, all within ``until`` (monotonic)."""
+        sock = self._checkout(until)
+        try:
+            replies = _exchange(sock, payload, count, until)
+        except BaseException:
+            self._discard(sock)
+            raise
+        with self._lock:
+            keep = not self._closed and self._born.get(sock) == self._generation
+            if keep:
+                self._idle.append(sock)
+        if not keep:
+            self._discard(sock)
+        return replies
+
+    def _checkout(self, until: float) -> socket.socket:
+        pause = 0.0005
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise ConnectionAbortedError("the backend is closed")
+                full = not self._idle and len(self._born) + self._opening >= self._size
+                if not full and self._idle:
+                    sock = self._idle.pop()
+                elif not full:
+                    self._opening += 1
+                    generation = self._generation
+                    break
+            if full:  # rare (max_connections calls at once): polled, so that no hub blocks
+                if time.monotonic() >= until:
+                    raise _NoConnection(f"all {self._size} connections stayed busy (max_connections)")
+                pause = _pause(until, pause)
+                continue
+            if not _readable(sock):
+                return sock
+            self._discard(sock)
+        try:
+            sock = self._open(until)
+        except BaseException:
+            with self._lock:
+                self._opening -= 1
+            raise
+        with self._lock:
+            self._opening -= 1
+            current = generation == self._generation and not self._closed
+            if current:
+                self._born[sock] = generation
+        if current:
+            return sock
+        with contextlib.suppress(OSError):  # opened to the server that was just left
+            sock.close()
+        raise ConnectionAbortedError("the connection was dropped by a failover")
+
+    def _discard(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._born.pop(sock, None)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def disconnect(self) -> None:
+        """Leave the server now (a failover): idle connections are closed, and
+        those in use are shut down (their calls fail at once) and closed."""
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+            for sock in idle:
+                self._born.pop(sock, None)
+            busy = list(self._born)
+        for sock in idle:
+            with contextlib.suppress(OSError):
+                sock.close()
+        for sock in busy:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Close the idle connections; those in use close when their call ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            for sock in idle:
+                self._born.pop(sock, None)
+        for sock in idle:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def forget(self) -> None:
+        """In a forked child: plain close() of every inherited connection,
+        without taking the lock (a parent thread may have held it at the fork)."""
+        self._closed = True
+        for sock in list(self._born):
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._born, self._idle = {}, []
+
+    def sockets(self) -> builtins.list[socket.socket]:
+        """The open connections (for tests and diagnostics)."""
+        with self._lock:
+            return list(self._born)
+
+
+#: Connected backends, so that a forked child forgets them all (see "Fork").
+_CONNECTED: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for backend in list(_CONNECTED):
+        backend.forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 # -- the backend -------------------------------------------------------------------
+_MAX_TTL_MS = 2**31 - 1  # PEXPIRE's argument: an int of ms that cannot overflow the server's clock
+
+
+def _ttl_ms(ttl: float) -> int:
+    """The session TTL as PEXPIRE takes it: an int of ms in [1, _MAX_TTL_MS]."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
+        raise InvalidArgument(f"ttl={ttl!r}: a session TTL must be a positive, finite number of seconds")
+    return int(min(max(1, round(ttl * 1000)), _MAX_TTL_MS))
+
+
+def _info_field(info: object, name: bytes) -> str:
+    """One field of an INFO reply, '?' if absent."""
+    if isinstance(info, bytes):
+        for line in info.splitlines():
+            if line.startswith(name + b":"):
+                return line.split(b":", 1)[1].decode(errors="replace").strip()
+    return "?"
+
+
 class RedisBackend(Backend):
     """Primitives over one Redis server; see the module docstring."""
 
@@ -821,62 +1122,48 @@ class RedisBackend(Backend):
         self._socket_timeout = option_float(options, "socket_timeout", 5.0)
         self._max_connections = int(option_float(options, "max_connections", 50, minimum=1, allow_equal=True))
         self._tls: ssl.SSLContext | None = None
-        self._tls_kwargs: dict[str, Any] = {}
         if url.scheme == "rediss":
-            self._tls, self._tls_kwargs = _tls(options)
+            self._tls = _tls(options)
+        self._connect_timeout = self._socket_timeout
         self._session: tuple[str, int] | None = None  # id, ttl in ms
         self._notices: Watch | None = None
         self._closed = False
+        self._forked = False
         self._connected = False
-        self._client: Any = None
-        self._commands: _Commands
+        self._pool: _Pool | None = None
+        self._listener: _Listener | None = None
+        self._switches: _Listener | None = None
+        self._dispatcher: Dispatcher | None = None
         self._kp, self._cp = KP.encode(), self._channels.encode()
+        self._scripts = {name: (_COMMON + body).encode() for name, body in _SCRIPTS.items()}
+        self._shas = {name: hashlib.sha1(body).hexdigest().encode() for name, body in self._scripts.items()}
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.url.redacted()}>"
 
     # -- lifecycle --------------------------------------------------------
     def connect(self, timeout: float) -> None:
+        if self._forked:  # inherited across fork() and forgotten: start afresh
+            self._forked = self._closed = False
+        self._check_open()
+        started = time.monotonic()
         self._connect_timeout = timeout
-        kwargs: dict[str, Any] = {
-            "db": self._db, "username": self.url.username, "password": self.url.password,
-            "socket_timeout": self._socket_timeout, "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),  # a lost reply must not run a script twice
-            "protocol": 2, **self._tls_kwargs}
-        if self._service is not None:
-            sentinel_password = self.options.get("sentinel_password")
-            self._sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-                self._sentinels, sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout,
-                                                  "password": sentinel_password}, **kwargs)
-            pool: Any = redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
-                self._service, self._sentinel, max_connections=self._max_connections, **kwargs)
-        else:
-            pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
-                connection_class=redis.SSLConnection if self._tls else redis.Connection,
-                max_connections=self._max_connections, timeout=self._socket_timeout,
-                host=self._host, port=self._port, **kwargs)
-        self._client = redis.Redis(connection_pool=pool)
-        self._commands = _Commands(pool)
-        self._scripts = {name: self._client.register_script(_COMMON + body) for name, body in _SCRIPTS.items()}
-        self._call(self._client.ping)
-        try:
+        with bounded(started + timeout), self._translated(started):
+            self._pool = _Pool(self._open_command, self._max_connections)
+            self._run([b"PING"])
             sock = self._open_pubsub()
-        except OSError as exc:
-            raise ConnectionLost(f"cannot reach redis at {self.url.redacted()}: {exc}") from None
-        self._dispatcher = Dispatcher("moot-redis-watch")
-        listen_timeout = max(timeout, self._socket_timeout)
-        self._listener = _Listener(self._open_pubsub, self._recheck, self._session_left, self._session_gone,
-                                   self._dispatcher, listen_timeout)
-        self._listener.start(sock)
-        self._connected = True
-        if self._service is not None:
-            self._switches = _Listener(self._open_sentinel, self._recheck, self._session_left, self._session_gone,
+            self._dispatcher = Dispatcher("moot-redis-watch")
+            listen_timeout = max(timeout, self._socket_timeout)
+            self._listener = _Listener(self._open_pubsub, self._recheck, self._session_left, self._session_gone,
                                        self._dispatcher, listen_timeout)
-            try:
+            self._listener.start(sock)
+            self._connected = True
+            _CONNECTED.add(self)
+            if self._service is not None:
+                self._switches = _Listener(self._open_sentinel, self._recheck, self._session_left,
+                                           self._session_gone, self._dispatcher, listen_timeout)
                 self._switches.start(self._open_sentinel())
-            except OSError as exc:
-                raise ConnectionLost(f"cannot reach a sentinel of {self.url.redacted()}: {exc}") from None
-            self._switches.watch(b"+switch-master", None, self._on_switch_master, wait=True)
+                self._switches.watch(b"+switch-master", None, self._on_switch_master, wait=True)
 
     def close(self) -> None:
         if self._closed:
@@ -886,40 +1173,122 @@ class RedisBackend(Backend):
                 self.close_session()
             except Exception:
                 log.debug("closing the redis session failed", exc_info=True)
-            self._listener.close()
-            if self._service is not None:
-                self._switches.close()
-            self._dispatcher.close()
         self._closed = True
-        if self._client is not None:
-            self._commands.close()
-            self._client.connection_pool.disconnect()
+        _CONNECTED.discard(self)
+        for listener in (self._listener, self._switches):
+            if listener is not None:
+                listener.close()
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+        if self._pool is not None:
+            self._pool.close()
+
+    def forget_after_fork(self) -> None:
+        """Drop, without any I/O, every connection, the pool, the listeners
+        and the session inherited from the parent (see "Fork" above): the
+        inherited sockets get a plain close() and nothing else."""
+        self._forked = self._closed = True
+        self._connected = False
+        self._session, self._notices = None, None
+        self.granted_ttl = None
+        _CONNECTED.discard(self)
+        for listener in (self._listener, self._switches):
+            if listener is not None:
+                listener.forget()
+        if self._pool is not None:
+            self._pool.forget()
+        self._listener = self._switches = None
+        self._dispatcher = None  # its thread stayed in the parent
+        self._pool = None
 
     def ping(self) -> str:
-        info = self._call(self._client.info, "server")
-        host, port = self._address()
+        (info,) = self._run([b"INFO", b"server"])
+        host, port = self._address(time.monotonic() + remaining(self._socket_timeout))
         where = f" (primary of Sentinel service {self._service!r})" if self._service else ""
-        return f"redis {info.get('redis_version', '?')} at {host}:{port}{where}"
+        return f"redis {_info_field(info, b'redis_version')} at {host}:{port}{where}"
 
-    def _address(self) -> tuple[str, int]:
-        """Where the server is now: for redis+sentinel://, the current primary."""
+    # -- connections ------------------------------------------------------
+    def _address(self, until: float) -> tuple[str, int]:
+        """Where the server is now: for redis+sentinel://, the primary that the
+        first Sentinel which answers names (and does not see down)."""
         if self._service is None:
             return self._host, self._port
-        host, port = self._call(self._sentinel.discover_master, self._service)
-        return str(host), int(port)
+        password = self.options.get("sentinel_password")
+        error: Exception = ConnectionRefusedError("no Sentinel answered")
+        for host, port in self._sentinels:
+            try:
+                sock = self._dial(host, port, None, None, None if password is None else str(password), until)
+                try:
+                    (reply,) = _exchange(sock, _pack(b"SENTINEL", b"MASTER", self._service.encode()), 1, until)
+                finally:
+                    sock.close()
+            except (OSError, _AuthFailed, _RespError, ValueError) as exc:
+                error = exc
+                continue
+            if not isinstance(reply, list):
+                error = ConnectionRefusedError(f"Sentinel {host}:{port} answered {reply}")
+                continue
+            fields = dict(zip(reply[::2], reply[1::2], strict=False))
+            flags = set(bytes(fields.get(b"flags") or b"").split(b","))
+            if b"master" in flags and not flags & {b"s_down", b"o_down", b"disconnected"}:
+                return bytes(fields[b"ip"]).decode(), int(fields[b"port"])
+            error = ConnectionRefusedError(f"Sentinel {host}:{port} sees the primary of {self._service!r} down")
+        if isinstance(error, _AuthFailed):
+            raise ConnectionRefusedError(f"a Sentinel refused the credentials: {error}")
+        raise error
+
+    def _dial(self, host: str, port: int, tls: ssl.SSLContext | None, username: str | None,
+              password: str | None, until: float, *setup: builtins.list[bytes]) -> socket.socket:
+        """A new connection, with its TLS and AUTH handshake and the ``setup``
+        commands (whose error replies are ignored), all within ``until``."""
+        sock = socket.create_connection((host, port), timeout=_left(until, self._connect_timeout))
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                sock.settimeout(_left(until))
+                sock = tls.wrap_socket(sock, server_hostname=host)
+            commands = list(setup)
+            if password is not None:
+                commands.insert(0, [b"AUTH", *([username.encode()] if username else []), password.encode()])
+            if commands:
+                replies = _exchange(sock, b"".join(_pack(*c) for c in commands), len(commands), until)
+                if password is not None and isinstance(replies[0], _RespError):
+                    raise _AuthFailed(str(replies[0]))
+                for command, reply in zip(commands, replies, strict=True):
+                    if isinstance(reply, _RespError) and command[0] == b"SELECT":
+                        raise reply
+            sock.settimeout(self._socket_timeout)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+    def _open_command(self, until: float) -> socket.socket:
+        """A new command connection (the pool's), within ``until``."""
+        until = min(until, time.monotonic() + self._connect_timeout)
+        host, port = self._address(until)
+        setup = [[b"CLIENT", b"SETNAME", b"moot"]]
+        if self._db:
+            setup.insert(0, [b"SELECT", b"%d" % self._db])
+        return self._dial(host, port, self._tls, self.url.username, self.url.password, until, *setup)
 
     def _open_pubsub(self) -> socket.socket:
         """A new authenticated connection for the listener (TLS if rediss://)."""
-        host, port = self._address()
-        return self._dial(host, port, self._tls, self.url.username, self.url.password)
+        until = time.monotonic() + remaining(self._connect_timeout)
+        host, port = self._address(until)
+        return self._dial(host, port, self._tls, self.url.username, self.url.password, until,
+                          [b"CLIENT", b"SETNAME", b"moot-watch"])
 
     def _open_sentinel(self) -> socket.socket:
         """A connection to the first Sentinel that answers, to hear of failovers."""
+        until = time.monotonic() + remaining(self._connect_timeout)
         password = self.options.get("sentinel_password")
+        error: Exception = ConnectionRefusedError("no Sentinel answered")
         for host, port in self._sentinels:
             try:
-                return self._dial(host, port, None, None, None if password is None else str(password))
-            except OSError as exc:
+                return self._dial(host, port, None, None, None if password is None else str(password), until,
+                                  [b"CLIENT", b"SETNAME", b"moot-watch"])
+            except (OSError, _AuthFailed) as exc:
                 error = exc
         raise error
 
@@ -927,69 +1296,77 @@ class RedisBackend(Backend):
         """A Sentinel announced a failover (or the connection to the Sentinels was
         re-established, so one may have been missed): leave the old primary at
         once, as it may accept writes for a while before it learns it was demoted."""
-        self._client.connection_pool.disconnect()
-        self._listener.reconnect()
-
-    def _dial(self, host: str, port: int, tls: ssl.SSLContext | None, username: str | None,
-              password: str | None) -> socket.socket:
-        sock = socket.create_connection((host, port), timeout=self._connect_timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if tls is not None:
-                sock = tls.wrap_socket(sock, server_hostname=host)
-            sock.settimeout(self._socket_timeout)
-            commands = [_pack(b"CLIENT", b"SETNAME", b"moot-watch")]
-            if password is not None:
-                auth = [username.encode()] if username else []
-                commands.insert(0, _pack(b"AUTH", *auth, password.encode()))
-            sock.sendall(b"".join(commands))
-            reader = _Reader()
-            replies: list[object] = []
-            while len(replies) < len(commands):
-                data = sock.recv(4096)
-                if not data:
-                    raise ConnectionResetError("the server closed the connection")
-                replies += reader.replies(data)
-            if password is not None and isinstance(replies[0], _RespError):
-                raise ConnectionRefusedError(f"redis refused the credentials: {replies[0]}")
-            return sock
-        except BaseException:
-            sock.close()
-            raise
+        if self._pool is not None:
+            self._pool.disconnect()
+        if self._listener is not None:
+            self._listener.reconnect()
 
     def _check_open(self) -> None:
+        if self._forked:
+            raise CoordinatorClosed("this redis backend was inherited across fork(); its connections stay the "
+                                    "parent's: connect again in the child (moot.connect)")
         if self._closed:
             raise CoordinatorClosed("this redis backend is closed")
 
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one client call, translating its errors."""
-        try:
-            return fn(*args, **kwargs)
-        except redis.AuthenticationError as exc:
-            raise BackendError(f"redis at {self.url.redacted()} refused the credentials: {exc}") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConnectionLost(f"redis at {self.url.redacted()} unreachable: {exc}") from None
-        except redis.ResponseError as exc:
-            if str(exc).startswith("MOOTSESSION"):
-                raise SessionExpired("the redis session expired") from None
-            raise BackendError(f"redis at {self.url.redacted()} answered: {exc}") from None
+    def _lost(self, exc: BaseException, started: float) -> ConnectionLost:
+        """The ConnectionLost for ``exc``, stating the time really spent."""
+        elapsed = time.monotonic() - started
+        if isinstance(exc, ConnectionRefusedError):
+            what = f"refused the connection ({exc})"
+        elif isinstance(exc, TimeoutError):
+            what = f"did not answer in time ({exc or 'timed out'})"
+        elif isinstance(exc, _RespError | ValueError):
+            what = f"sent a reply that is not RESP ({exc})"
+        else:
+            what = f"is unreachable ({exc or type(exc).__name__})"
+        return ConnectionLost(f"redis at {self.url.redacted()} {what}; gave up after {elapsed:.2f}s")
 
-    def _eval(self, name: str, keys: list[str], args: list[str | bytes]) -> Any:
-        """Run one of the scripts: one round trip (two if the server lacks it)."""
-        self._check_open()
-        script = self._scripts[name]
-        command = [b"EVALSHA", script.sha.encode(), b"%d" % len(keys), *(k.encode() for k in keys),
-                   self._kp, self._cp, *(a if isinstance(a, bytes) else a.encode() for a in args)]
+    @contextlib.contextmanager
+    def _translated(self, started: float) -> Iterator[None]:
+        """Raise only moot errors out of the block."""
         try:
-            reply = self._call(self._commands.call, command)
-            if isinstance(reply, _RespError) and str(reply).startswith("NOSCRIPT"):  # it never ran
-                self._call(self._commands.call, [b"SCRIPT", b"LOAD", script.script.encode()])
-                reply = self._call(self._commands.call, command)
-        except OSError as exc:
-            raise ConnectionLost(f"redis at {self.url.redacted()} unreachable: {exc or type(exc).__name__}") from None
+            yield
+        except _AuthFailed as exc:
+            raise BackendError(f"redis at {self.url.redacted()} refused the credentials: {exc}") from None
+        except (OSError, _RespError, ValueError) as exc:
+            raise self._lost(exc, started) from None
+
+    def _run(self, *commands: builtins.list[bytes]) -> builtins.list[object]:
+        """The replies to ``commands``, sent together: one round trip (plus a
+        connection's handshake if a new one is needed), all within the
+        caller's deadline bounded by ``socket_timeout``. Error replies come
+        back as _RespError values."""
+        self._check_open()
+        started = time.monotonic()
+        until = started + remaining(self._socket_timeout)
+        pool = self._pool
+        if pool is None:
+            raise CoordinatorClosed("this redis backend is not connected")
+        try:
+            return pool.run(b"".join(_pack(*c) for c in commands), len(commands), until)
+        except _AuthFailed as exc:
+            raise BackendError(f"redis at {self.url.redacted()} refused the credentials: {exc}") from None
+        except (OSError, _RespError, ValueError) as exc:
+            if self._closed:
+                raise CoordinatorClosed("this redis backend is closed") from None
+            raise self._lost(exc, started) from None
+
+    def _eval(self, name: str, keys: builtins.list[str], args: builtins.list[str | bytes]) -> Any:
+        """Run one of the scripts: one round trip (two if the server lacks it)."""
+        command = [b"EVALSHA", self._shas[name], b"%d" % len(keys), *(k.encode() for k in keys),
+                   self._kp, self._cp, *(a if isinstance(a, bytes) else a.encode() for a in args)]
+        (reply,) = self._run(command)
+        if isinstance(reply, _RespError) and str(reply).startswith("NOSCRIPT"):  # it never ran
+            _, reply = self._run([b"SCRIPT", b"LOAD", self._scripts[name]], command)
         if isinstance(reply, _RespError):
             if str(reply).removeprefix("ERR ").startswith("MOOTSESSION"):  # Redis 7 adds the ERR
                 raise SessionExpired("the redis session expired")
+            raise BackendError(f"redis at {self.url.redacted()} answered: {reply}")
+        return reply
+
+    def _checked(self, reply: object) -> Any:
+        """``reply``, or BackendError if it is an error reply."""
+        if isinstance(reply, _RespError):
             raise BackendError(f"redis at {self.url.redacted()} answered: {reply}")
         return reply
 
@@ -999,15 +1376,18 @@ class RedisBackend(Backend):
 
     def open_session(self, ttl: float) -> str:
         self._check_open()
-        session_id, ms = uuid.uuid4().hex, max(1, round(ttl * 1000))
+        session_id, ms = uuid.uuid4().hex, _ttl_ms(ttl)
+        key = self._session_key(session_id).encode()
         started = time.monotonic()
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hset(self._session_key(session_id), "#ttl", ms)
-        pipe.pexpire(self._session_key(session_id), ms)
-        self._call(pipe.execute)
+        *_, done = self._run([b"MULTI"], [b"HSET", key, b"#ttl", b"%d" % ms], [b"PEXPIRE", key, b"%d" % ms],
+                             [b"EXEC"])
+        if not isinstance(self._checked(done), list) or done != [1, 1]:
+            raise BackendError(f"redis at {self.url.redacted()} did not open the session: {done!r}")
+        assert self._listener is not None
         if self._notices is not None:
             self._notices.cancel()
         self._session = (session_id, ms)
+        self.granted_ttl = ms / 1000
         self._notices = self._listener.watch(f"{self._channels}s:{session_id}".encode(), None,
                                              lambda: self._session_notice(session_id), wait=False)
         self._listener.watch_session(session_id, started + ms / 1000)
@@ -1019,15 +1399,18 @@ class RedisBackend(Backend):
         if session is None:
             raise SessionExpired("there is no redis session")
         started = time.monotonic()
-        if not self._call(self._client.pexpire, self._session_key(session[0]), session[1]):
+        (extended,) = self._run([b"PEXPIRE", self._session_key(session[0]).encode(), b"%d" % session[1]])
+        if not self._checked(extended):
             raise SessionExpired("the redis session expired")
-        self._listener.watch_session(session[0], started + session[1] / 1000)
+        if self._listener is not None:
+            self._listener.watch_session(session[0], started + session[1] / 1000)
 
     def close_session(self) -> None:
         session, self._session = self._session, None
         if session is None:
             return
-        self._listener.watch_session(None, None)
+        if self._listener is not None:
+            self._listener.watch_session(None, None)
         if self._notices is not None:
             self._notices.cancel()
             self._notices = None
@@ -1037,18 +1420,20 @@ class RedisBackend(Backend):
         return bool(self._eval("end_session", [self._session_key(session_id)], [session_id]))
 
     def session_last_seen(self, session_id: str) -> float | None:
-        self._check_open()
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hget(self._session_key(session_id), "#ttl")
-        pipe.pttl(self._session_key(session_id))
-        ttl, left = self._call(pipe.execute)
-        if ttl is None or left < 0:
+        key = self._session_key(session_id).encode()
+        *_, done = self._run([b"MULTI"], [b"HGET", key, b"#ttl"], [b"PTTL", key], [b"EXEC"])
+        both = self._checked(done)
+        if not isinstance(both, list) or len(both) != 2:
+            raise BackendError(f"redis at {self.url.redacted()} answered {both!r} to HGET and PTTL")
+        ttl, left = both
+        if not isinstance(ttl, bytes) or not isinstance(left, int) or left < 0:
             return None
-        return time.time() - max(0, int(ttl) - int(left)) / 1000
+        return time.time() - max(0, int(ttl) - left) / 1000
 
     def _session_left(self, session_id: str) -> float | None:
         """Seconds the session has left, None if it is gone (listener thread)."""
-        left = int(self._call(self._client.pttl, self._session_key(session_id)))
+        (left,) = self._run([b"PTTL", self._session_key(session_id).encode()])
+        left = int(self._checked(left))
         return None if left == -2 else max(left, 0) / 1000
 
     def _session_notice(self, session_id: str) -> None:
@@ -1062,9 +1447,9 @@ class RedisBackend(Backend):
 
     def _session_gone(self, session_id: str) -> None:
         """The session ended without this object asking (evicted, or expired)."""
-        session = self._session
-        if session is not None and session[0] == session_id:
-            self._dispatcher.submit(self._session_lost)
+        session, dispatcher = self._session, self._dispatcher
+        if session is not None and session[0] == session_id and dispatcher is not None:
+            dispatcher.submit(self._session_lost)
 
     # -- keys -------------------------------------------------------------
     def _owner(self, ephemeral: bool) -> str:
@@ -1121,7 +1506,10 @@ class RedisBackend(Backend):
         else:
             directory, leaf = split_key(key)
             scope = (dir_key(directory), directory, leaf)
-        return self._listener.watch(f"{self._channels}{key}".encode(), scope, callback, wait=True)
+        listener = self._listener
+        if listener is None:
+            raise CoordinatorClosed("this redis backend is not connected")
+        return listener.watch(f"{self._channels}{key}".encode(), scope, callback, wait=True)
 
     def _recheck(self, scope: tuple[str, str, str]) -> int:
         """Remove dead entries in ``scope``; ms until its first foreign owner expires, -1 if none."""
@@ -1130,8 +1518,8 @@ class RedisBackend(Backend):
         return int(self._eval("recheck", [dkey], [directory, leaf, session[0] if session else ""]))
 
 
-def _tls(options: dict[str, object]) -> tuple[ssl.SSLContext, dict[str, Any]]:
-    """The TLS context of the pub/sub connection, and the same settings for redis-py."""
+def _tls(options: dict[str, object]) -> ssl.SSLContext:
+    """The TLS context of every connection of a ``rediss://`` backend."""
     ca = str(options.get("ssl_ca_certs") or "") or None
     cert = str(options.get("ssl_certfile") or "") or None
     key = str(options.get("ssl_keyfile") or "") or None
@@ -1147,6 +1535,4 @@ def _tls(options: dict[str, object]) -> tuple[ssl.SSLContext, dict[str, Any]]:
         raise InvalidURL(f"cannot load the TLS files given in the options: {exc}") from None
     context.check_hostname = reqs == "required"
     context.verify_mode = modes[reqs]
-    kwargs = {"ssl_ca_certs": ca, "ssl_certfile": cert, "ssl_keyfile": key, "ssl_cert_reqs": reqs,
-              "ssl_check_hostname": reqs == "required"}
-    return context, kwargs
+    return context
