@@ -4,7 +4,8 @@ against, and coordinators isolated per test by a fresh namespace.
 By default every backend kind in :data:`KINDS` is tested; the servers behind
 them are started once per run by ``tests/servers.py`` (a missing server fails
 the run, it is never skipped). ``MOOT_TEST_URLS=url[,url...]`` runs the suite
-against those URLs only (handy while developing one backend).
+against those URLs only, and a bare kind (``MOOT_TEST_URLS=redis``) against
+a server of that kind started for the run (handy while developing one backend).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _selected() -> list[tuple[str, str | None]]:
     given = os.environ.get("MOOT_TEST_URLS")
     if given:
         urls = [u.strip() for u in given.split(",") if u.strip()]
-        return [(u.split("://", 1)[0], u) for u in urls]
+        return [(u.split("://", 1)[0], u) if "://" in u else (u, None) for u in urls]
     return [(kind, None) for kind in KINDS]
 
 
