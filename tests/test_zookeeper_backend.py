@@ -279,6 +279,15 @@ def test_refused_connection_fails_fast_and_says_so() -> None:
         backend.close()
 
 
+def test_unresolvable_host_fails_fast_and_says_so() -> None:
+    backend = ZooKeeperBackend(parse_url("zookeeper://no-such-host.invalid:2181"), {})  # .invalid never resolves
+    started = time.monotonic()
+    with pytest.raises(ConnectionLost, match="resolves"):
+        backend.connect(3.0)
+    assert time.monotonic() - started < 1.0
+    backend.close()
+
+
 def test_credentials_and_password_never_shown(zk_url: str, raw: KazooClient, ns: str,
                                              caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)  # kazoo logs its digest login at DEBUG

@@ -309,3 +309,25 @@ def test_forked_child_leaves_the_parents_session_alone(zk_url: str, make: Callab
     held = other.get(f"{ns}/lock")
     assert held is not None and held.owner == session.id
     assert parent.get(f"{ns}/lock") == held
+
+
+def test_refresh_fails_on_a_server_that_cannot_reach_the_leader(make: Callable[..., ZooKeeperBackend]) -> None:
+    """A follower cut off from its leader still answers reads from its copy
+    for ``syncLimit`` ticks, while the leader may expire the session: a
+    refresh must not be one of those reads."""
+    cluster = servers.start_cluster("zookeeper", size=3)
+    try:
+        leader = cluster.leader()
+        follower = next(m for m in cluster.members if m is not leader)
+        backend = make(cluster.kind.url([follower]), ttl=3.0, timeout=5.0)
+        backend.refresh_session()
+        os.kill(leader.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with deadline.bounded(started + 1.0), pytest.raises(ConnectionLost):
+                backend.refresh_session()
+            assert time.monotonic() - started < 1.0 + SLACK
+        finally:
+            os.kill(leader.pid, signal.SIGCONT)
+    finally:
+        cluster.stop()

@@ -108,6 +108,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import math
 import os
 import re
 import socket
@@ -228,6 +229,8 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         self.granted_ms: int | None = None
         #: rounds over all the hosts in which every connection was refused
         self.refused_rounds = 0
+        #: rounds in which no host name resolved
+        self.unresolved_rounds = 0
         self._round: list[bool] = []
 
     def _connect_loop(self, retry: Any) -> Any:
@@ -237,6 +240,12 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         finally:
             if self._round and all(self._round):
                 self.refused_rounds += 1
+
+    def _expand_client_hosts(self) -> Any:
+        addresses = super()._expand_client_hosts()
+        if not addresses:
+            self.unresolved_rounds += 1
+        return addresses
 
     def _connect(self, host: str, hostip: str, port: int) -> Any:
         try:
@@ -251,6 +260,12 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         return answer
 
     def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
+        if isinstance(request, Connect):
+            # kazoo waits up to the whole session timeout for this answer; a
+            # server that accepted the connection but does not serve yet (one
+            # starting up, say) would hold the reconnection that long, while
+            # the session may expire. A serving server answers in milliseconds.
+            timeout = min(timeout, max(2.0, self.client._session_timeout / 5000))
         answer = super()._invoke(timeout, request, xid)
         if isinstance(request, Connect):  # read before kazoo reports CONNECTED
             self.granted_ms = answer[0].time_out
@@ -307,6 +322,11 @@ def _kazoo_logger(auth: list[tuple[str, str]]) -> logging.Logger:
     return _kazoo_log
 
 Result = Any  # a kazoo IAsyncResult
+
+
+def _asked_ms(ttl: float) -> int:
+    """The session timeout to ask for: the TTL rounded up to a millisecond."""
+    return max(1, math.ceil(ttl * 1000 - 1e-6))
 
 
 def _hex(session: int) -> str:
@@ -588,6 +608,8 @@ class ZooKeeperBackend(Backend):
             logger=_kazoo_logger(self._auth),
             connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": min(1.0, ttl / 3)},
         )
+        # kazoo would ask int(ttl * 1000) ms: a hair less than the TTL, which the server grants
+        zk._session_timeout = _asked_ms(ttl)
         zk._connection = _Connection(zk)
         return zk
 
@@ -610,6 +632,10 @@ class ZooKeeperBackend(Backend):
                 break
             if zk.client_state == KeeperState.AUTH_FAILED:
                 problem = BackendError(f"ZooKeeper at {self.url.redacted()} refused the credentials")
+                break
+            if handler.unresolved_rounds:
+                problem = ConnectionLost(f"no host of {self.url.redacted()} resolves to an address; gave up "
+                                         f"after {time.monotonic() - started:.2f}s")
                 break
             if handler.refused_rounds:
                 problem = ConnectionLost(f"ZooKeeper at {self.url.redacted()} refused the connection (nothing "
@@ -713,7 +739,7 @@ class ZooKeeperBackend(Backend):
         if granted is None:
             return
         self.granted_ttl = granted
-        if granted != session.ttl and (session.ttl, granted) not in self._warned:
+        if conn.handler.granted_ms != _asked_ms(session.ttl) and (session.ttl, granted) not in self._warned:
             self._warned.add((session.ttl, granted))
             log.warning("ZooKeeper at %s granted a session timeout of %gs instead of the %gs asked (its "
                         "minSessionTimeout/maxSessionTimeout); sessions are counted with %gs",
