@@ -620,7 +620,7 @@ class ZooKeeperBackend(Backend):
         handler: _Connection = zk._connection
         with self._lock:
             self._clients.add(zk)
-        started = time.monotonic()
+        started = _call_started.get() or time.monotonic()  # messages state the whole call's time
         zk.start_async()
         problem: BackendError | None = None
         while not zk.connected:
