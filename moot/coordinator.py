@@ -9,9 +9,10 @@ Guarantees:
   ``ttl / 3``, shorter if the engine granted a shorter TTL).
 * Session validity: the session is trusted until the instant its last
   successful renewal was *sent*, plus the TTL the engine granted (the smaller
-  of it and ``ttl``), minus a safety margin of ``ttl / 5``. The engine cannot
-  expire the session before that instant plus the margin, so a holder stops
-  trusting its locks at least ``ttl / 5`` before anybody else can take them:
+  of it and ``ttl``), minus a safety margin of a fifth of that TTL. The
+  engine cannot expire the session before that instant plus the margin, so a
+  holder stops trusting its locks at least ``ttl / 5`` (of the granted TTL, if
+  shorter) before anybody else can take them:
   ``is_held`` reads the clock itself (it turns False on time even if no
   thread of this process gets the CPU), and the watchdog thread then reports
   the loss (callbacks run, a warning is logged).
@@ -162,7 +163,7 @@ class Coordinator:
         self.ttl = option_float(options, "ttl", DEFAULT_TTL, minimum=MIN_TTL, allow_equal=True,
                                 maximum=MAX_SECONDS)
         self.timeout = option_float(options, "timeout", DEFAULT_TIMEOUT, maximum=MAX_SECONDS)
-        self.margin = self.ttl * SAFETY_MARGIN
+        self.margin = self.ttl * SAFETY_MARGIN  # with the TTL asked; a shorter grant shrinks it
         self.heartbeat_interval = option_float(options, "heartbeat", self.ttl / 3, maximum=MAX_SECONDS)
         if self.heartbeat_interval >= self.ttl - self.margin:
             raise InvalidURL(f"heartbeat={self.heartbeat_interval:g} must be shorter than ttl - ttl/5 "
@@ -368,31 +369,30 @@ class Coordinator:
         self.session_id = self.backend.open_session(self.ttl)
         granted = self.backend.granted_ttl
         effective = self.ttl if granted is None else min(self.ttl, granted)
-        if granted is not None and granted + 1e-6 < self.ttl:
-            log.warning("moot: %s granted a session TTL of %.2fs, shorter than ttl=%.2fs; the holder gives "
-                        "up its locks %.2fs after its last renewal", self.url, granted, self.ttl,
-                        effective - self.margin)
         with self._session_lock:
             self._effective_ttl = effective
             self._lapsed = False
-            self._valid_until = sent + effective - self.margin
+            self._valid_until = sent + effective * (1 - SAFETY_MARGIN)
             self._last_ok = sent
             self._session_ok.set()
 
     def _renewed(self, sent: float) -> bool:
         """A renewal sent at ``sent`` succeeded: trust the session longer,
         unless it already lapsed (then holders may have been told: False)."""
+        granted = self.backend.granted_ttl  # a reconnection to another server may change it
         with self._session_lock:
             if self._lapsed or time.monotonic() >= self._valid_until:
                 self._lapsed = True
                 return False
-            self._valid_until = max(self._valid_until, sent + self._effective_ttl - self.margin)
+            if granted is not None:
+                self._effective_ttl = min(self.ttl, granted)
+            self._valid_until = sent + self._effective_ttl * (1 - SAFETY_MARGIN)  # renewals are sequential
             self._last_ok = sent
             return True
 
     def _heartbeat_wait(self) -> float:
         """Seconds until the next renewal is due."""
-        return min(self.heartbeat_interval, (self._effective_ttl - self.margin) / 3)
+        return min(self.heartbeat_interval, self._effective_ttl * (1 - SAFETY_MARGIN) / 3)
 
     def _heartbeat_step(self) -> float:
         """One renewal (or reconnection); returns the seconds to wait before the next."""
