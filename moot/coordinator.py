@@ -81,6 +81,7 @@ DEFAULT_TTL = 10.0
 DEFAULT_TIMEOUT = 10.0
 #: Bounds of the ``ttl`` and ``timeout`` options (seconds).
 MIN_TTL = 0.5
+MIN_TIMEOUT = 0.1  # below that not even a connection on the loopback is sure to be made
 MAX_SECONDS = 3600.0
 #: The share of the TTL a holder gives up before the engine may expire its session.
 SAFETY_MARGIN = 0.2
@@ -162,7 +163,8 @@ class Coordinator:
                                           "member_id")
         self.ttl = option_float(options, "ttl", DEFAULT_TTL, minimum=MIN_TTL, allow_equal=True,
                                 maximum=MAX_SECONDS)
-        self.timeout = option_float(options, "timeout", DEFAULT_TIMEOUT, maximum=MAX_SECONDS)
+        self.timeout = option_float(options, "timeout", DEFAULT_TIMEOUT, minimum=MIN_TIMEOUT, allow_equal=True,
+                                    maximum=MAX_SECONDS)
         self.margin = self.ttl * SAFETY_MARGIN  # with the TTL asked; a shorter grant shrinks it
         self.heartbeat_interval = option_float(options, "heartbeat", self.ttl / 3, maximum=MAX_SECONDS)
         if self.heartbeat_interval >= self.ttl - self.margin:
