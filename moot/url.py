@@ -9,6 +9,8 @@ a repr or an error message.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -59,23 +61,33 @@ class BackendURL:
         return (host or "127.0.0.1", port if port is not None else default_port)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
 def redact(url: str) -> str:
-    """Return ``url`` with the password of its authority (if any) hidden."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if "@" not in parts.netloc:
+    """Return ``url`` with the password of its authority (if any) hidden.
+
+    Errs on the side of hiding: everything between the first ``:`` after
+    the scheme and the last ``@`` becomes ``***``, so a password that holds
+    unescaped ``/``, ``?``, ``#`` or ``@`` (or text that is not a URL at
+    all, like ``user:pw@host``) is hidden all the same."""
+    head, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(head):
+        head, sep, rest = "", "", url
+    at = rest.rfind("@")
+    colon = rest.find(":", 0, at) if at > 0 else -1
+    if colon < 0:
         return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    if ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        userinfo = f"{user}:{_REDACTED}"
-    netloc = f"{userinfo}@{hostinfo}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return f"{head}{sep}{rest[:colon + 1]}{_REDACTED}{rest[at:]}"
 
 
-def _split_hosts(hostinfo: str, shown: str) -> tuple[tuple[str, int | None], ...]:
+def _piece(text: str, url: str, shown: str) -> str:
+    """``text`` (a part of ``url``) quoted for a message, unless the URL
+    carries a password: the part could then be a piece of it."""
+    return repr(text) if shown == url else "(not shown: the URL carries a password)"
+
+
+def _split_hosts(hostinfo: str, url: str, shown: str) -> tuple[tuple[str, int | None], ...]:
     hosts: list[tuple[str, int | None]] = []
     if not hostinfo:
         return ()
@@ -88,13 +100,15 @@ def _split_hosts(hostinfo: str, shown: str) -> tuple[tuple[str, int | None], ...
                 raise InvalidURL(f"unclosed '[' in host of {shown!r}")
             port_text = rest[1:] if rest.startswith(":") else ""
             if rest and not rest.startswith(":"):
-                raise InvalidURL(f"bad host {item!r} in {shown!r}")
+                raise InvalidURL(f"bad host {_piece(item, url, shown)} in {shown!r}")
         else:
             host, _, port_text = item.partition(":")
         port: int | None = None
         if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise InvalidURL(f"bad port {port_text!r} in {shown!r}; use a number 1-65535")
+            # isascii(): str.isdigit() also accepts digits int() refuses ("²")
+            if not (port_text.isascii() and port_text.isdigit()) or len(port_text.lstrip("0")) > 5 \
+                    or not 0 < int(port_text) < 65536:
+                raise InvalidURL(f"bad port {_piece(port_text, url, shown)} in {shown!r}; use a number 1-65535")
             port = int(port_text)
         hosts.append((host, port))
     return tuple(hosts)
@@ -111,6 +125,9 @@ def parse_url(url: str) -> BackendURL:
             f"or 'redis://127.0.0.1:6379' (known schemes: {', '.join(sorted(BACKENDS))})"
         )
     scheme = url.split("://", 1)[0].lower()
+    if not _SCHEME.fullmatch(scheme):
+        raise InvalidURL(f"{shown!r} does not start with a scheme; write scheme://..., e.g. 'file:///tmp/coord' "
+                         f"(known schemes: {', '.join(sorted(BACKENDS))})")
     if scheme not in BACKENDS:
         raise UnknownBackend(
             f"unknown backend scheme {scheme!r} in {shown!r}; "
@@ -138,11 +155,11 @@ def parse_url(url: str) -> BackendURL:
     query: dict[str, str] = {}
     for key, value in pairs:
         if key in query:
-            raise InvalidURL(f"option {key!r} given twice in {shown!r}")
+            raise InvalidURL(f"option {_piece(key, url, shown)} given twice in {shown!r}")
         query[key] = value
     return BackendURL(
         scheme=scheme,
-        hosts=_split_hosts(hostinfo, shown),
+        hosts=_split_hosts(hostinfo, url, shown),
         path=urllib.parse.unquote(path),
         username=username,
         password=password,
@@ -151,16 +168,36 @@ def parse_url(url: str) -> BackendURL:
     )
 
 
+def _shown(value: object) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def option_float(options: Mapping[str, Any], name: str, default: float, *, minimum: float = 0.0,
-                 allow_equal: bool = False) -> float:
-    """Read a positive number option (from a URL query or keyword), with a typed error."""
+                 allow_equal: bool = False, maximum: float | None = None) -> float:
+    """Read a number option (from a URL query or keyword), with a typed error.
+
+    Accepts a real number or its text (``"10"``, ``"2.5"``: URL queries
+    give text); refuses bools, NaN and infinities, values below ``minimum``
+    (or equal to it unless ``allow_equal``) and values above ``maximum``.
+    Every refusal is :class:`InvalidURL` naming the option and the bound."""
     value = options.get(name, default)
+    if isinstance(value, bool | bytes | bytearray | memoryview):  # float() takes them, meaning none
+        raise InvalidURL(f"option {name}={_shown(value)} is not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InvalidURL(f"option {name}={value!r} is not a number") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise InvalidURL(f"option {name}={value!r} must be a finite number")
+        raise InvalidURL(f"option {name}={_shown(value)} is not a number") from None
+    except OverflowError:
+        raise InvalidURL(f"option {name}={_shown(value)} is too large") from None
+    if not math.isfinite(number):
+        raise InvalidURL(f"option {name}={_shown(value)} must be a finite number")
     if number < minimum or (number == minimum and not allow_equal):
-        raise InvalidURL(f"option {name}={value!r} must be greater than {minimum:g}")
+        bound = "at least" if allow_equal else "greater than"
+        raise InvalidURL(f"option {name}={_shown(value)} must be {bound} {minimum:g}")
+    if maximum is not None and number > maximum:
+        raise InvalidURL(f"option {name}={_shown(value)} must be at most {maximum:g}")
     return number

@@ -21,7 +21,6 @@ from moot.coordinator import Coordinator
 from moot.errors import (
     GroupNotEmpty,
     GroupNotFound,
-    InvalidArgument,
     MemberAlreadyJoined,
     MemberNotFound,
     SessionExpired,
@@ -45,20 +44,20 @@ class Member:
 
 
 def _encode(capabilities: Any, joined_at: float) -> bytes:
-    if isinstance(capabilities, bytes | bytearray):
-        capabilities = {_BYTES: bytes(capabilities).hex()}
-    try:
-        return json.dumps({"capabilities": capabilities, "joined_at": joined_at}).encode()
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"capabilities must be JSON-serializable or bytes: {exc}") from None
+    """The member record; InvalidArgument (before any I/O) for capabilities
+    that :mod:`moot.values` refuses."""
+    from moot import values
+
+    return values.encode_member(capabilities, joined_at)
 
 
 def _decode(member_id: str, entry: Entry, last_seen: float) -> Member:
-    data = json.loads(entry.value)
-    capabilities = data.get("capabilities")
-    if isinstance(capabilities, dict) and set(capabilities) == {_BYTES}:
-        capabilities = bytes.fromhex(capabilities[_BYTES])
-    return Member(member_id, capabilities, float(data.get("joined_at", 0.0)), last_seen)
+    """Never raises: a record another client wrote badly gives capabilities
+    that are a :class:`moot.values.RawValue` (see :func:`moot.values.decode_member`)."""
+    from moot import values
+
+    capabilities, joined_at = values.decode_member(entry.value)
+    return Member(member_id, capabilities, joined_at, last_seen)
 
 
 class GroupWatch:
