@@ -315,16 +315,27 @@ def test_bad_urls_and_options() -> None:
 
 def test_acl_user(make: Make, raw: redis.Redis, redis_url: str, prefix: str) -> None:
     user, password = f"moot-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    documented = ["evalsha", "script", "pexpire", "pttl", "hget", "hset", "hgetall", "hdel", "del", "zadd",
+                  "zrangebylex", "publish", "time", "multi", "exec", "select", "subscribe", "unsubscribe", "ping",
+                  "info"]  # exactly the module docstring's list
     raw.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["moot:*"], channels=["moot:*"],
-                    commands=["+@all"])
+                    commands=["-@all", *(f"+{c}" for c in documented)])
     try:
         hostport = redis_url.split("://", 1)[1].split("/", 1)[0]
         backend = make(f"redis://{user}:{password}@{hostport}/0")
-        backend.open_session(30)
+        session = backend.open_session(30)
         fired = threading.Event()
         backend.watch(f"{prefix}k", fired.set)  # over the pub/sub connection's own AUTH
         assert backend.create(f"{prefix}k", b"", ephemeral=True) is not None
         wait_event(fired, what="a notification for an ACL user")
+        entry, queue = backend.enqueue(prefix, b"")
+        assert queue and backend.list(prefix.split("/", 1)[0] + "/")
+        current = backend.get(f"{prefix}k")
+        assert current is not None and backend.compare_and_set(f"{prefix}k", b"2", current.version) is not None
+        backend.refresh_session()
+        assert backend.session_last_seen(session) is not None and "redis" in backend.ping()
+        assert backend.delete(entry.key)
+        backend.close_session()
         with pytest.raises(BackendError) as caught:
             make(f"redis://{user}:wrong-{password}@{hostport}/0")
         assert password not in str(caught.value)

@@ -822,12 +822,16 @@ def _exchange(sock: socket.socket, payload: bytes, count: int, until: float) -> 
     """Send ``payload`` (``count`` commands) and read their ``count`` replies,
     every step bounded by ``until``; OSError (TimeoutError once ``until``
     passed) if the server cannot be reached or does not answer in time."""
+    set_at = time.monotonic()
     sock.settimeout(_left(until))
     sock.sendall(payload)
     reader = _Reader()
     replies: list[object] = []
     while len(replies) < count:
-        sock.settimeout(_left(until))
+        now = time.monotonic()
+        if now - set_at > 0.001:  # else the timeout set just before is still right, within 1 ms
+            set_at = now
+            sock.settimeout(_left(until))
         data = sock.recv(65536)
         if not data:
             raise ConnectionResetError("the server closed the connection")
@@ -1069,7 +1073,10 @@ _CONNECTED: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
 
 def _forget_in_child() -> None:
     for backend in list(_CONNECTED):
-        backend.forget_after_fork()
+        try:
+            backend.forget_after_fork()
+        except Exception:  # the fork itself must go on
+            log.debug("forgetting a redis backend after fork failed", exc_info=True)
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
