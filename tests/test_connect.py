@@ -82,3 +82,71 @@ def test_context_manager_closes_and_heartbeat_is_an_os_thread() -> None:
     with pytest.raises(moot.CoordinatorClosed):
         coord.lock("x").acquire()
     coord.close()  # idempotent
+
+
+def test_option_float_refuses_bools_and_states_its_bounds() -> None:
+    option_float = url_module.option_float
+    with pytest.raises(moot.InvalidURL, match="not a number"):
+        option_float({"ttl": True}, "ttl", 10.0)
+    with pytest.raises(moot.InvalidURL, match="not a number"):
+        option_float({"ttl": b"10"}, "ttl", 10.0)
+    with pytest.raises(moot.InvalidURL, match="at most 3600"):
+        option_float({"ttl": 1e12}, "ttl", 10.0, maximum=3600)
+    with pytest.raises(moot.InvalidURL, match=r"at least 0\.5"):
+        option_float({"ttl": "0.4"}, "ttl", 10.0, minimum=0.5, allow_equal=True)
+    with pytest.raises(moot.InvalidURL, match="greater than 0"):
+        option_float({"ttl": 0}, "ttl", 10.0)
+    with pytest.raises(moot.InvalidURL, match="too large"):
+        option_float({"ttl": 10**400}, "ttl", 10.0)
+    with pytest.raises(moot.InvalidURL, match="too large"):
+        option_float({"ttl": 10**5000}, "ttl", 10.0)  # too long even to print
+    with pytest.raises(moot.InvalidURL, match="finite"):
+        option_float({"ttl": "inf"}, "ttl", 10.0)
+    assert option_float({"ttl": "2.5"}, "ttl", 10.0, minimum=0.5, allow_equal=True, maximum=3600) == 2.5
+    assert option_float({"ttl": " 10 "}, "ttl", 1.0) == 10.0
+    assert option_float({"ttl": 3600}, "ttl", 10.0, maximum=3600) == 3600.0
+    assert option_float({"ttl": 0.5}, "ttl", 10.0, minimum=0.5, allow_equal=True) == 0.5
+    assert option_float({}, "ttl", 7.0) == 7.0
+
+
+@pytest.mark.parametrize("options", [{"ttl": True}, {"ttl": "true"}, {"timeout": False}, {"heartbeat": True},
+                                     {"ttl": 1e12}, {"ttl": 10**400}, {"ttl": 0.001}, {"timeout": 1e12},
+                                     {"namespace": None}, {"namespace": 5}, {"namespace": "\ud800"}])
+def test_hostile_option_values_are_refused_at_connect(options: dict[str, object]) -> None:
+    threads = threading.active_count()
+    with pytest.raises((moot.InvalidURL, moot.InvalidName)):
+        moot.connect("memory://hostile", **options)
+    assert threading.active_count() == threads  # refused before any heartbeat thread started
+
+
+def test_ttl_bounds_are_stated() -> None:
+    with pytest.raises(moot.InvalidURL, match=r"ttl='1e12' must be at most 3600"):
+        moot.connect("memory://bounds?ttl=1e12")
+    with pytest.raises(moot.InvalidURL, match=r"ttl=0\.001 must be at least 0\.5"):
+        moot.connect("memory://bounds", ttl=0.001)
+    with moot.connect("memory://bounds?ttl=3600&timeout=3600") as coord:
+        assert coord.ttl == 3600.0 and coord.timeout == 3600.0
+
+
+@pytest.mark.parametrize("bad", ["redis://host:\u00b2", "redis://host:\u0663\u0663", "redis://host:\uff16\uff13\uff17\uff19",
+                                 "redis://host:" + "1" * 5000, "redis@x://host", "user:pw@host://x"])
+def test_urls_that_python_would_half_parse_are_invalid(bad: str) -> None:
+    with pytest.raises(moot.InvalidURL):
+        url_module.parse_url(bad)
+
+
+def test_leading_zeros_in_a_port_still_parse() -> None:
+    assert url_module.parse_url("redis://h:006379").hosts == (("h", 6379),)
+
+
+@pytest.mark.parametrize("text", ["redis://user:Zq/SECRET@host:1/0", "redis://user:Zq?SECRET@host",
+                                  "redis://user:Zq#SECRET@host", "redis://user:Zq@SECRET@host",
+                                  "user:ZqSECRET@host", "redis://user:ZqSECRET@h:notaport",
+                                  "nope://user:ZqSECRET@host", "user:ZqSECRET@host://x",
+                                  "redis://user:Zq/SECRET@host:1/0?ttl=1&ttl=2"])
+def test_no_piece_of_a_password_is_shown_even_unescaped(text: str) -> None:
+    try:
+        shown = url_module.parse_url(text).redacted()
+    except moot.InvalidURL as exc:
+        shown = str(exc)
+    assert "Zq" not in shown and "SECRET" not in shown
