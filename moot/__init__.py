@@ -41,6 +41,7 @@ from moot.recipes.rwlock import RWLock
 from moot.recipes.semaphore import Semaphore, SemaphoreInfo
 from moot.recipes.servicegroup import ServiceGroup
 from moot.synchronized import get_default, set_default, synchronized
+from moot.values import RawValue
 
 __version__ = "0.1.0"
 
@@ -71,6 +72,7 @@ __all__ = [
     "NoLiveMember",
     "Partitioner",
     "RWLock",
+    "RawValue",
     "Semaphore",
     "SemaphoreInfo",
     "SemaphoreLimitMismatch",

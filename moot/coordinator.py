@@ -81,6 +81,7 @@ DEFAULT_TTL = 10.0
 DEFAULT_TIMEOUT = 10.0
 #: Bounds of the ``ttl`` and ``timeout`` options (seconds).
 MIN_TTL = 0.5
+MIN_PERIOD = 0.01  # heartbeat and reconnection backoffs: no busy loop against the engine
 MIN_TIMEOUT = 0.1  # below that not even a connection on the loopback is sure to be made
 MAX_SECONDS = 3600.0
 #: The share of the TTL a holder gives up before the engine may expire its session.
@@ -166,14 +167,15 @@ class Coordinator:
         self.timeout = option_float(options, "timeout", DEFAULT_TIMEOUT, minimum=MIN_TIMEOUT, allow_equal=True,
                                     maximum=MAX_SECONDS)
         self.margin = self.ttl * SAFETY_MARGIN  # with the TTL asked; a shorter grant shrinks it
-        self.heartbeat_interval = option_float(options, "heartbeat", self.ttl / 3, maximum=MAX_SECONDS)
+        self.heartbeat_interval = option_float(options, "heartbeat", self.ttl / 3, minimum=MIN_PERIOD,
+                                               allow_equal=True, maximum=MAX_SECONDS)
         if self.heartbeat_interval >= self.ttl - self.margin:
             raise InvalidURL(f"heartbeat={self.heartbeat_interval:g} must be shorter than ttl - ttl/5 "
                              f"= {self.ttl - self.margin:g} (a session must be renewed before it is given up)")
         self.initial_reconnect_backoff = option_float(options, "initial_reconnect_backoff", 0.1,
-                                                      maximum=MAX_SECONDS)
+                                                      minimum=MIN_PERIOD, allow_equal=True, maximum=MAX_SECONDS)
         self.max_reconnect_backoff = option_float(options, "max_reconnect_backoff", max(1.0, self.ttl / 3),
-                                                  maximum=MAX_SECONDS)
+                                                  minimum=MIN_PERIOD, allow_equal=True, maximum=MAX_SECONDS)
         namespace = options.get("namespace", "default")
         if not isinstance(namespace, str):
             raise InvalidName(f"namespace must be a str, not {type(namespace).__name__}")

@@ -21,9 +21,9 @@ from moot.errors import InvalidURL, UnknownBackend
 BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "memory": ("moot.backends.memory", "MemoryBackend", None, None),
     "file": ("moot.backends.file", "FileBackend", None, None),
-    "redis": ("moot.backends.redis", "RedisBackend", "redis", "redis"),
-    "rediss": ("moot.backends.redis", "RedisBackend", "redis", "redis"),
-    "redis+sentinel": ("moot.backends.redis", "RedisBackend", "redis", "redis"),
+    "redis": ("moot.backends.redis", "RedisBackend", "redis", None),
+    "rediss": ("moot.backends.redis", "RedisBackend", "redis", None),
+    "redis+sentinel": ("moot.backends.redis", "RedisBackend", "redis", None),
     "zookeeper": ("moot.backends.zookeeper", "ZooKeeperBackend", "zookeeper", "kazoo"),
     "kazoo": ("moot.backends.zookeeper", "ZooKeeperBackend", "zookeeper", "kazoo"),
     "etcd": ("moot.backends.etcd", "EtcdBackend", None, None),

@@ -54,10 +54,10 @@ def test_password_never_shown(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_missing_client_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(url_module.BACKENDS, "redis",
-                        ("moot.backends.redis", "RedisBackend", "redis", "no_such_client_module"))
-    with pytest.raises(moot.DriverNotInstalled, match=r"pip install 'moot\[redis\]'"):
-        moot.connect("redis://127.0.0.1:1")
+    module, backend_class, extra, _ = url_module.BACKENDS["zookeeper"]
+    monkeypatch.setitem(url_module.BACKENDS, "zookeeper", (module, backend_class, extra, "no_such_client_module"))
+    with pytest.raises(moot.DriverNotInstalled, match=r"pip install 'moot\[zookeeper\]'"):
+        moot.connect("zookeeper://127.0.0.1:1")
 
 
 def test_default_url_comes_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1126,8 +1126,9 @@ class RedisBackend(Backend):
             raise InvalidURL(f"{url.redacted()}: the path must be a database number, e.g. /0")
         self._db = int(db_text)
         self._channels = f"{KP}{self._db}:"
-        self._socket_timeout = option_float(options, "socket_timeout", 5.0)
-        self._max_connections = int(option_float(options, "max_connections", 50, minimum=1, allow_equal=True))
+        self._socket_timeout = option_float(options, "socket_timeout", 5.0, maximum=3600)
+        self._max_connections = int(option_float(options, "max_connections", 50, minimum=1, allow_equal=True,
+                                                 maximum=10_000))
         self._tls: ssl.SSLContext | None = None
         if url.scheme == "rediss":
             self._tls = _tls(options)

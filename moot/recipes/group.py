@@ -9,15 +9,14 @@ its groups again on the next one, with the same capabilities.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from moot import names
+from moot import names, values
 from moot.backends.base import Entry
-from moot.coordinator import Coordinator
+from moot.coordinator import Coordinator, within_timeout
 from moot.errors import (
     GroupNotEmpty,
     GroupNotFound,
@@ -25,9 +24,7 @@ from moot.errors import (
     MemberNotFound,
     SessionExpired,
 )
-
-#: Raw bytes capabilities are stored base64-free under this JSON marker.
-_BYTES = "__moot_bytes__"
+from moot.realthreads import threading
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,10 @@ class Member:
     """A live member of a group.
 
     ``last_seen`` is when its session was last confirmed alive by the engine
-    (for a listed member: at most one TTL ago, usually far less)."""
+    (for a listed member: at most one TTL ago, usually far less).
+    ``capabilities`` is what the member joined with, or a
+    :class:`moot.RawValue` if its record cannot be read (written by another,
+    broken client)."""
 
     member_id: str
     capabilities: Any
@@ -46,16 +46,12 @@ class Member:
 def _encode(capabilities: Any, joined_at: float) -> bytes:
     """The member record; InvalidArgument (before any I/O) for capabilities
     that :mod:`moot.values` refuses."""
-    from moot import values
-
     return values.encode_member(capabilities, joined_at)
 
 
 def _decode(member_id: str, entry: Entry, last_seen: float) -> Member:
     """Never raises: a record another client wrote badly gives capabilities
     that are a :class:`moot.values.RawValue` (see :func:`moot.values.decode_member`)."""
-    from moot import values
-
     capabilities, joined_at = values.decode_member(entry.value)
     return Member(member_id, capabilities, joined_at, last_seen)
 
@@ -124,11 +120,13 @@ class Group:
         """True while this coordinator is a member (and wants to stay one)."""
         return self._joined
 
+    @within_timeout
     def create(self) -> bool:
         """Create the group if it does not exist; True if this call created it."""
         self._coord.check_open()
         return self._coord.backend.create(self._meta, json.dumps({"created": time.time()}).encode()) is not None
 
+    @within_timeout
     def join(self, capabilities: Any = None) -> None:
         """Join (creating the group if needed), with JSON-able or bytes capabilities.
 
@@ -152,6 +150,7 @@ class Group:
     def _create_member(self, value: bytes) -> Entry | None:
         return self._coord.backend.create(self._my_key, value, ephemeral=True)
 
+    @within_timeout
     def leave(self) -> bool:
         """Leave the group; True if this coordinator was a member. Never
         raises for a group or membership that is already gone."""
@@ -164,6 +163,7 @@ class Group:
             deleted = False
         return was and deleted
 
+    @within_timeout
     def remove(self, member_id: str) -> bool:
         """Delete ``member_id``'s record whichever session owns it (a service
         that was deleted for good); True if it existed. A process still
@@ -173,14 +173,16 @@ class Group:
         self._coord.check_open()
         return self._coord.backend.delete(self._members_prefix + names.segment(member_id))
 
+    @within_timeout
     def update_capabilities(self, capabilities: Any) -> None:
         """Replace this member's capabilities; MemberNotFound if not joined."""
+        _encode(capabilities, 0.0)  # refused before any I/O
         with self._mutex:
             for _ in range(10):
                 current = self._coord.backend.get(self._my_key)
                 if current is None or not self._joined:
                     raise MemberNotFound(f"{self.member_id!r} is not in group {self.name!r}; join() first")
-                joined_at = json.loads(current.value).get("joined_at", time.time())
+                joined_at = values.decode_member(current.value)[1] or time.time()
                 if self._coord.backend.compare_and_set(self._my_key, _encode(capabilities, joined_at),
                                                        current.version) is not None:
                     self._capabilities = capabilities
@@ -192,9 +194,11 @@ class Group:
         return {names.unsegment(e.key[len(prefix):]): e
                 for e in self._coord.backend.list(prefix) if "/" not in e.key[len(prefix):]}
 
+    @within_timeout
     def exists(self) -> bool:
         return self._coord.backend.get(self._meta) is not None
 
+    @within_timeout
     def members(self) -> dict[str, Member]:
         """Every live member: ``{member_id: Member}``. GroupNotFound if the
         group was never created (or was deleted)."""
@@ -205,6 +209,7 @@ class Group:
         now = time.time()
         return {member_id: _decode(member_id, entry, now) for member_id, entry in entries.items()}
 
+    @within_timeout
     def member(self, member_id: str) -> Member:
         """One live member; MemberNotFound if it is not (or no longer) in the group."""
         names.check_name(member_id, "member_id")
@@ -214,11 +219,13 @@ class Group:
         last_seen = self._coord.backend.session_last_seen(entry.owner) if entry.owner else None
         return _decode(member_id, entry, last_seen or time.time())
 
+    @within_timeout
     def is_up(self, member_id: str) -> bool:
         """True if ``member_id`` is a live member of this group."""
         names.check_name(member_id, "member_id")
         return self._coord.backend.get(self._members_prefix + names.segment(member_id)) is not None
 
+    @within_timeout
     def watch(self, on_join: Callable[[Member], None] | None = None,
               on_leave: Callable[[str], None] | None = None) -> GroupWatch:
         """Call ``on_join(member)`` / ``on_leave(member_id)`` for changes after
@@ -226,6 +233,7 @@ class Group:
         self._coord.check_open()
         return GroupWatch(self, on_join, on_leave)
 
+    @within_timeout
     def delete(self) -> None:
         """Delete the group; GroupNotEmpty if it has members, GroupNotFound if absent."""
         self._coord.check_open()
@@ -239,11 +247,28 @@ class Group:
         """Membership died with the session; it is restored on the next one."""
 
     def _session_renewed(self) -> None:
+        """Join again on the new session. A record left by one of this
+        coordinator's given-up sessions (the engine may keep it for up to a
+        TTL) is replaced; one held by another live session is retried on
+        every heartbeat until that session ends (raising tells the
+        coordinator to try again)."""
         with self._mutex:
             if not self._joined:
                 return
-            self._coord.backend.create(self._meta, json.dumps({"created": time.time()}).encode())
-            self._create_member(_encode(self._capabilities, time.time()))
+            backend = self._coord.backend
+            backend.create(self._meta, json.dumps({"created": time.time()}).encode())
+            value = _encode(self._capabilities, time.time())
+            if self._create_member(value) is not None:
+                return
+            current = backend.get(self._my_key)
+            if current is not None and current.owner == self._coord.session_id:
+                return
+            if current is not None and self._coord.is_own_past_session(current.owner):
+                backend.delete(self._my_key, current.version)
+                if self._create_member(value) is not None:
+                    return
+            raise MemberAlreadyJoined(f"cannot join {self.name!r} again as {self.member_id!r} yet: another "
+                                      "session still holds that member id; retrying on every heartbeat")
 
     def _close(self) -> None:
         self.leave()
