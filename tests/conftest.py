@@ -41,6 +41,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         kinds = [kind for kind, _ in _selected()]
         if metafunc.definition.get_closest_marker("multiprocess"):
             kinds = [kind for kind in kinds if kind != "memory"]  # one process by definition
+        if metafunc.definition.get_closest_marker("network"):
+            kinds = [kind for kind in kinds if kind in SERVER_KINDS]  # a server at the other end of a socket
         metafunc.parametrize("backend", kinds, ids=kinds, indirect=True)
 
 
