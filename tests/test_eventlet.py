@@ -8,10 +8,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import KINDS
 from tests.servers import REPO
 
 
+@pytest.mark.timeout(600)
 def test_lock_and_group_conformance_in_a_monkey_patched_process(server_urls: dict[str, str]) -> None:
     urls = ",".join(server_urls[kind] for kind in KINDS if kind in server_urls)
     env = {**os.environ, "MOOT_TEST_URLS": urls}
@@ -19,6 +22,6 @@ def test_lock_and_group_conformance_in_a_monkey_patched_process(server_urls: dic
         [sys.executable, "-m", "tests.eventlet_pytest", "-q", "-x", "-p", "no:cacheprovider",
          "tests/conformance/test_lock.py", "tests/conformance/test_group.py",
          "tests/test_eventlet_threads.py"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=540, check=False)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     assert " passed" in run.stdout and " failed" not in run.stdout
