@@ -51,7 +51,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from moot import deadline, names, realthreads
-from moot.backends.base import Backend, Dispatcher, Entry
+from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.errors import (
     ConnectionLost,
     CoordinatorClosed,
@@ -294,6 +294,13 @@ class Coordinator:
             self.backend.forget_after_fork()
         except Exception:
             log.debug("forgetting the inherited backend failed", exc_info=True)
+
+    def ping(self) -> str:
+        """One round trip to the engine: a description of the server, or
+        ConnectionLost if it does not answer within the ``timeout`` option."""
+        self.check_open()
+        with self.bounded():
+            return self.backend.ping()
 
     def stats(self) -> dict[str, Any]:
         """This coordinator's figures so far: counters (acquisitions, timeouts,
@@ -591,6 +598,16 @@ class Coordinator:
 
         with self.bounded():
             return lock_info(self, name)
+
+    def watch_lock(self, name: str, callback: Callable[[], None]) -> Watch:
+        """Call ``callback()`` (on a backend thread; keep it quick) after any
+        change to who holds or waits for lock ``name``; ``cancel()`` the
+        returned watch to stop. Spurious calls are possible: read again."""
+        from moot.recipes.lock import watch_lock
+
+        self.check_open()
+        with self.bounded():
+            return watch_lock(self, name, callback)
 
     def locks(self) -> list[LockInfo]:
         """Every lock that is held or waited for in this namespace."""

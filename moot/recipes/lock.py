@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from moot import names
-from moot.backends.base import Entry
+from moot.backends.base import Entry, Watch
 from moot.coordinator import Coordinator, check_timeout
 from moot.errors import LockError, LockTimeout
 from moot.recipes import queue
@@ -200,6 +200,11 @@ def _info(name: str, entries: list[Entry]) -> LockInfo | None:
 def lock_info(coord: Coordinator, name: str) -> LockInfo | None:
     names.check_name(name, "lock name")
     return _info(name, coord.backend.list(lock_prefix(coord, name)))
+
+
+def watch_lock(coord: Coordinator, name: str, callback: Callable[[], None]) -> Watch:
+    names.check_name(name, "lock name")
+    return coord.backend.watch(lock_prefix(coord, name), callback)
 
 
 def all_locks(coord: Coordinator) -> list[LockInfo]:
