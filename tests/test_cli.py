@@ -201,8 +201,12 @@ def test_bad_or_dead_backend_is_one_line_without_secret(bad_url: str, status: in
         done = run_moot("--url", bad_url, "--timeout", "3", *command)
         assert_one_line_error(done, status)
         assert "s3cret" not in done.stdout + done.stderr
-        if command[-1] == "ping" and done.stdout:
-            assert json.loads(done.stdout)["reachable"] is False
+        if command[-1] == "ping":  # the JSON answer comes along with the error
+            answer = json.loads(done.stdout)
+            assert answer["reachable"] is False and answer["error"], answer
+            assert answer["url"] == bad_url.replace("s3cret", "***"), answer
+        else:
+            assert done.stdout == ""
 
 
 def test_usage_errors_exit_2() -> None:

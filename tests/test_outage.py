@@ -1,6 +1,6 @@
-"""A holder cut off from its engine learns it lost its locks once a whole TTL
-has passed without a renewal, even while a renewal call hangs, and carries on
-with a new session when the engine answers again. The engine is a real Redis
+"""A holder cut off from its engine learns it lost its locks within the TTL,
+even while a renewal call hangs, and carries on with a new session when the
+engine answers again. The engine is a real Redis
 server that the test freezes with SIGSTOP (a hung server, the worst case: the
 call neither fails nor returns)."""
 
@@ -18,6 +18,11 @@ import pytest
 import moot
 from tests import servers
 from tests.waiting import wait_event, wait_until
+
+#: Beyond the TTL, how late ``on_lost`` may come: the coordinator gives up
+#: 0.8 x ttl after the last renewal it sent (sent before the freeze), so this
+#: is scheduling slack only; a regression to seconds fails.
+SLACK = 0.5
 
 
 @pytest.fixture
@@ -42,9 +47,9 @@ def test_holder_of_a_hung_engine_is_told_within_the_ttl(redis_cluster: servers.C
         os.kill(server.pid, signal.SIGSTOP)
         frozen_at = time.monotonic()
         try:
-            wait_event(lost, what="on_lost while the server is frozen")
+            wait_event(lost, timeout=ttl + SLACK, what="on_lost within the TTL while the server is frozen")
             # Told although the renewal call (socket_timeout 30 s) still hangs.
-            assert time.monotonic() - frozen_at < 30
+            assert time.monotonic() - frozen_at < ttl + SLACK
             assert not lock.is_held
         finally:
             os.kill(server.pid, signal.SIGCONT)
