@@ -1,8 +1,8 @@
 """A holder cut off from its engine learns it lost its locks within the TTL,
 even while a renewal call hangs, and carries on with a new session when the
-engine answers again. The engine is a real Redis
-server that the test freezes with SIGSTOP (a hung server, the worst case: the
-call neither fails nor returns)."""
+engine answers again. The engine is a real Redis server that the test freezes
+with SIGSTOP (a hung server, the worst case: the call neither fails nor
+returns)."""
 
 from __future__ import annotations
 

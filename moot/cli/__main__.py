@@ -1,0 +1,7 @@
+"""``python -m moot.cli``: the ``moot`` command."""
+
+import sys
+
+from moot.cli import main
+
+sys.exit(main())
