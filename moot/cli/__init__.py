@@ -26,7 +26,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -644,20 +643,6 @@ def _positive(kind: Callable[[str], float] | Callable[[str], int]) -> Callable[[
     return parse
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run ``python -m bench`` from the source checkout this moot comes from:
-    the benchmarks start the test servers of ``tests/servers.py``."""
-    return run_bench(args.bench_args)
-
-
-def run_bench(bench_args: Sequence[str]) -> int:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(moot.__file__)))
-    if not os.path.isfile(os.path.join(root, "bench", "__main__.py")):
-        raise ConfigurationError("moot bench runs from a source checkout of moot (it starts the test "
-                                 "servers): clone the repository and run `make bench` there")
-    return subprocess.call([sys.executable, "-m", "bench", *bench_args], cwd=root)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moot", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -684,10 +669,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="namespace for the demo's locks, group and election (default: 'default')")
     demo.add_argument("--workers", type=int, default=4, help="worker processes (default: 4)")
     demo.add_argument("--duration", type=float, default=20.0, help="seconds to run (default: 20)")
-    bench = add("bench", cmd_bench, "benchmarks against tooz and the engines' own limits (source checkout "
-                                    "only; same as `make bench`)", common=False)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, metavar="ARGS",
-                       help="passed to `python -m bench` (e.g. --quick, --backends file,redis)")
     add("ping", cmd_ping, "is the backend reachable: round-trip time and server description")
     locks = add("locks", cmd_locks, "locks held or waited for: holder, token, held for, waiters")
     locks.add_argument("prefix", nargs="?", default="", metavar="PREFIX", help="only locks whose name starts so")
@@ -746,15 +727,9 @@ def _log_verbosely(url: str | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``moot`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
-        try:  # its options are the bench's own: hand them over untouched
-            return run_bench(argv[1:])
-        except ConfigurationError as exc:
-            print(f"moot: {exc}", file=sys.stderr)
-            return EXIT_USAGE
     args = build_parser().parse_args(argv)
     if args.verbose:
-        _log_verbosely(getattr(args, "url", None) if args.command in ("demo", "bench") else resolve_url(args))
+        _log_verbosely(getattr(args, "url", None) if args.command == "demo" else resolve_url(args))
     else:  # warnings (heartbeat retries...) would break the one-line-error promise
         logging.getLogger("moot").addHandler(logging.NullHandler())
         logging.getLogger("moot").propagate = False
