@@ -96,25 +96,47 @@ Fork
     connection and session carry on untouched; in the child every primitive
     raises ConnectionLost at once.
 
+Green threads
+    Under ``eventlet.monkey_patch()`` kazoo is given a handler of its own
+    made only of what the OS provides: real threads, locks, events, queues
+    and result conditions, the real socket module, ``poll`` and
+    ``time.sleep`` (eventlet's saved originals). kazoo imported after the
+    patching would otherwise run its connection thread and results green,
+    and the coordinator's heartbeat, a real OS thread, could not wait on
+    them ("Cannot switch to a different thread"): the session would be
+    lost whenever the application's green threads keep the CPU. So kazoo
+    behaves as a blocking library on threads of its own, and an application
+    green thread never blocks eventlet's hub on it: it only sends requests,
+    and waits for an answer (or for the connection, or for the lock that
+    serializes session changes, whose owner is the green thread itself) in
+    short ``time.sleep`` pauses, which let the other green threads run. Real
+    threads wait as usual. Long waits (a lock's turn) happen in moot's
+    recipes, on :func:`moot.realthreads.Event`.
+
 Threads: kazoo's connection thread and two callback workers, plus one
-dispatcher thread for watch callbacks (and, briefly, one per client stopped).
+dispatcher thread for watch callbacks (and, briefly, one per client
+stopped); all real OS threads, also under eventlet.
 """
 
 from __future__ import annotations
 
 import atexit
 import builtins
+import collections
 import contextlib
 import contextvars
 import functools
+import importlib
 import logging
 import math
 import os
+import random
 import re
 import socket
 import struct
-import threading
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -136,7 +158,8 @@ from kazoo.exceptions import (
     SessionExpiredError,
     UnimplementedError,
 )
-from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.handlers import utils as kazoo_utils
+from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
 from kazoo.protocol.connection import ConnectionHandler
 from kazoo.protocol.serialization import (
     Connect,
@@ -159,6 +182,7 @@ from moot.errors import (
     InvalidURL,
     SessionExpired,
 )
+from moot.realthreads import select, threading
 from moot.url import BackendURL
 
 _KEY = b"\x01"  # data header of a key
@@ -215,6 +239,190 @@ def _elapsed() -> str:
     return "" if started is None else f" after {time.monotonic() - started:.2f}s"
 
 
+# -- real threads under eventlet ----------------------------------------------
+
+
+def _original(name: str) -> types.ModuleType:
+    """The module ``name`` as the OS provides it: eventlet's saved original
+    once eventlet has monkey-patched it (as :mod:`moot.realthreads` does)."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched(name):
+        original: types.ModuleType = patcher.original(name)
+        return original
+    return importlib.import_module(name)
+
+
+_real_socket = _original("socket")
+_real_time = _original("time")
+_FIRST_PAUSE = 0.0002  # a green waiter's first pause (a round trip on the loopback takes ~0.2 ms)
+_LONGEST_PAUSE = 0.01
+
+
+def _green_caller() -> bool:
+    """True when blocking this OS thread would stop green threads: eventlet
+    has monkey-patched the process and runs a hub in this thread. The
+    heartbeat and kazoo's threads run no hub: they block as usual."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is None or not patcher.is_monkey_patched("thread"):
+        return False
+    local = getattr(sys.modules.get("eventlet.hubs"), "_threadlocal", None)
+    return local is None or hasattr(local, "hub")
+
+
+def _await(ready: Callable[[], bool], block: Callable[[float], object], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds until ``ready()``; True if it is. A
+    real thread blocks in ``block(timeout)`` (a real event's or condition's
+    wait); a green thread pauses with ``time.sleep`` (eventlet's there), so
+    the application's other green threads run meanwhile."""
+    if ready():
+        return True
+    if not _green_caller():
+        block(timeout)
+        return ready()
+    until = time.monotonic() + timeout
+    pause = _FIRST_PAUSE
+    while not ready():
+        left = until - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, _LONGEST_PAUSE)
+    return True
+
+
+def _current() -> object:
+    """Who runs this code: the green thread under eventlet, else the OS thread."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("thread"):
+        greenlet = importlib.import_module("greenlet")
+        return greenlet.getcurrent()
+    return threading.get_ident()
+
+
+class _SessionLock:
+    """A reentrant lock held across round trips (connection and session
+    changes), by real and green threads alike. Its owner is the current green
+    thread under eventlet: a real ``RLock`` would let every green thread of
+    one OS thread in at once. A green thread waits for it without blocking
+    eventlet's hub."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: object | None = None
+        self._depth = 0
+
+    def acquire(self, timeout: float) -> bool:
+        me = _current()
+        green = _green_caller()
+        until = time.monotonic() + timeout
+        pause = _FIRST_PAUSE
+        with self._cond:
+            while self._owner is not None and self._owner != me:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return False
+                if not green:
+                    self._cond.wait(left)
+                    continue
+                self._cond.release()  # never held while this green thread yields
+                try:
+                    time.sleep(min(pause, left))
+                finally:
+                    self._cond.acquire()
+                pause = min(pause * 2, _LONGEST_PAUSE)
+            self._owner = me
+            self._depth += 1
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify()
+
+
+class _RealQueue:
+    """kazoo's callback queue on a real lock (``queue.Queue`` is green under eventlet)."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] = collections.deque()
+        self._ready = threading.Condition(threading.Lock())
+
+    def put(self, item: Any) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify()
+
+    def get(self) -> Any:
+        with self._ready:
+            while not self._items:
+                self._ready.wait()
+            return self._items.popleft()
+
+    def task_done(self) -> None:
+        pass
+
+
+class _RealHandler(SequentialThreadingHandler):  # type: ignore[misc]
+    """kazoo's threading handler made only of what the OS provides: real
+    threads, locks, events, queues and result conditions, the real socket
+    module and ``poll``, and the real ``time.sleep``, even in a process that
+    eventlet has monkey-patched (see "Green threads" in the module docstring)."""
+
+    name = "moot_real_threads"
+    queue_impl = _RealQueue
+    sleep_func = staticmethod(_real_time.sleep)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state_change = threading.Lock()  # kazoo made it from its (maybe green) threading
+
+    def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
+               timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+        poller = select.poll()
+        masks: dict[int, int] = {}
+        for objects, mask in ((rlist, select.POLLIN), (wlist, select.POLLOUT)):
+            for obj in objects:
+                fd = kazoo_utils.fileobj_to_fd(obj)
+                masks[fd] = masks.get(fd, 0) | mask
+        for fd, mask in masks.items():
+            poller.register(fd, mask)
+        events = dict(poller.poll(None if timeout is None else math.ceil(max(0.0, timeout) * 1000)))
+        failed = select.POLLERR | select.POLLHUP | select.POLLNVAL  # the next recv/send reports it
+        readable = [obj for obj in rlist
+                    if events.get(kazoo_utils.fileobj_to_fd(obj), 0) & (select.POLLIN | failed)]
+        writable = [obj for obj in wlist
+                    if events.get(kazoo_utils.fileobj_to_fd(obj), 0) & (select.POLLOUT | failed)]
+        return readable, writable, []
+
+    def socket(self) -> Any:
+        return kazoo_utils.create_tcp_socket(_real_socket)
+
+    def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        return kazoo_utils.create_tcp_connection(_real_socket, *args, **kwargs)
+
+    def create_socket_pair(self) -> Any:
+        return kazoo_utils.create_socket_pair(_real_socket)
+
+    def event_object(self) -> threading.Event:
+        return threading.Event()
+
+    def lock_object(self) -> Any:
+        return threading.Lock()
+
+    def rlock_object(self) -> Any:
+        return threading.RLock()
+
+    def async_result(self) -> Any:
+        return kazoo_utils.AsyncResult(self, threading.Condition, KazooTimeoutError)
+
+    def spawn(self, func: Callable[..., object], *args: Any, **kwargs: Any) -> threading.Thread:
+        thread = threading.Thread(target=func, args=args, kwargs=kwargs, daemon=True)
+        thread.start()
+        return thread
+
+
 class _Connection(ConnectionHandler):  # type: ignore[misc]
     """kazoo's connection handler, noting what kazoo keeps to itself: the
     session timeout the server granted, and whether every host refused."""
@@ -241,8 +449,20 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
             if self._round and all(self._round):
                 self.refused_rounds += 1
 
-    def _expand_client_hosts(self) -> Any:
-        addresses = super()._expand_client_hosts()
+    def _expand_client_hosts(self) -> list[tuple[str, str, int]]:
+        """(host, address, port) of every address of every host, resolved
+        with the OS's resolver (eventlet's green one would need a hub on
+        this thread)."""
+        addresses = []
+        for host, port in self.client.hosts:
+            try:
+                found = _real_socket.getaddrinfo(host.strip(), port, 0, 0, _real_socket.IPPROTO_TCP)
+            except OSError as exc:
+                self.logger.warning("Cannot resolve %s: %s", host, exc)
+                continue
+            addresses += [(host.strip(), info[4][0], info[4][1]) for info in found]
+        if self.client.randomize_hosts:
+            random.shuffle(addresses)
         if not addresses:
             self.unresolved_rounds += 1
         return addresses
@@ -429,7 +649,7 @@ class _Conn:
         self.ttl = ttl
         self.handler: _Connection = zk._connection
         self.watcher: Callable[[WatchedEvent], None] = lambda event: None
-        self.live = threading.Event()  # connected (kazoo queues requests while it reconnects)
+        self.live = threading.Event()  # connected (kazoo queues requests while it reconnects); see _await
         self.children: dict[str, set[str]] = {}  # parent path -> children with a data watch
         self.absent: set[str] = set()  # watched key paths armed through their parent
 
@@ -469,7 +689,7 @@ class ZooKeeperBackend(Backend):
         self._acl = CREATOR_ALL_ACL if self._auth else OPEN_ACL_UNSAFE
         self._timeout = _DEFAULT_TIMEOUT
         self._lock = threading.Lock()  # watch tables, caches, the current client
-        self._session_lock = threading.RLock()  # serializes client and session changes
+        self._session_lock = _SessionLock()  # serializes client and session changes
         self._conn: _Conn | None = None
         self._clients: set[KazooClient] = set()  # every client not yet stopped (forgotten after fork)
         self._session: _Session | None = None
@@ -528,7 +748,7 @@ class ZooKeeperBackend(Backend):
         self._closed = True
         # The parent's threads may have held these at fork time: never wait on them here.
         self._lock = threading.Lock()
-        self._session_lock = threading.RLock()
+        self._session_lock = _SessionLock()
         clients = list(self._clients)
         if self._conn is not None:
             clients.append(self._conn.zk)
@@ -606,7 +826,9 @@ class ZooKeeperBackend(Backend):
             auth_data=self._auth,
             default_acl=self._acl,
             logger=_kazoo_logger(self._auth),
-            connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": min(1.0, ttl / 3)},
+            handler=_RealHandler(),
+            connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": min(1.0, ttl / 3),
+                              "sleep_func": _RealHandler.sleep_func},
         )
         # kazoo would ask int(ttl * 1000) ms: a hair less than the TTL, which the server grants
         zk._session_timeout = _asked_ms(ttl)
@@ -642,7 +864,7 @@ class ZooKeeperBackend(Backend):
                                          f"listens on {self._hosts}?); gave up after "
                                          f"{time.monotonic() - started:.2f}s")
                 break
-            zk._live.wait(step)
+            _await(zk._live.is_set, zk._live.wait, step)
         if problem is not None:
             self._stop(zk, 0.0)
             raise problem
@@ -691,8 +913,9 @@ class ZooKeeperBackend(Backend):
                 done.set()
 
         threading.Thread(target=stop, name="moot-zookeeper-stop", daemon=True).start()
-        if not done.wait(timeout):
-            zk._stopped.wait(1.0)  # set first by stop(): kazoo's thread then does not connect again
+        if not _await(done.is_set, done.wait, timeout):
+            # set first by stop(): kazoo's thread then does not connect again
+            _await(zk._stopped.is_set, zk._stopped.wait, 1.0)
             zk._connection.cut()
 
     def _client(self) -> _Conn:
@@ -704,7 +927,7 @@ class ZooKeeperBackend(Backend):
                 if self._closed:
                     raise CoordinatorClosed("this ZooKeeper backend is closed")
                 conn = self._conn or self._replace(self._session.ttl if self._session else _DEFAULT_TTL)
-        if not conn.live.wait(self._left()):
+        if not _await(conn.live.is_set, conn.live.wait, self._left()):
             raise ConnectionLost(f"disconnected from ZooKeeper at {self.url.redacted()}; "
                                  f"still reconnecting{_elapsed()}")
         return conn
@@ -748,8 +971,10 @@ class ZooKeeperBackend(Backend):
     def _wait(self, result: Result, *expected: type[Exception], session: bool = False) -> Any:
         """The value of a kazoo call, waited for until the deadline;
         ``expected`` kazoo errors are raised as is, the others become moot errors."""
+        if not _await(result.ready, result.wait, self._left()):
+            raise ConnectionLost(f"no answer from ZooKeeper at {self.url.redacted()}{_elapsed()}")
         try:
-            return result.get(timeout=self._left())
+            return result.get(block=False)
         except expected:
             raise
         except KazooTimeoutError:
@@ -1195,7 +1420,7 @@ class ZooKeeperBackend(Backend):
         if first and conn is not None and conn.live.is_set():
             armed = threading.Event()
             self._arm(conn, key, lambda *_: armed.set())
-            armed.wait(self._budget())
+            _await(armed.is_set, armed.wait, self._budget())
         return watch  # if not armed yet, the reconnection arms it and calls back
 
     def _unwatch(self, key: str, watch: CallbackWatch) -> None:
@@ -1372,7 +1597,7 @@ class ZooKeeperBackend(Backend):
         and its next requests then do not queue behind a useless re-arm (0.2
         to 0.4 ms of a ZooKeeper lock handoff). A change meanwhile is not
         missed: the re-arm reads the key and calls back if it exists."""
-        time.sleep(0)  # yield the GIL to the woken waiters
+        _real_time.sleep(0)  # yield the GIL to the woken waiters
         with self._lock:
             if key not in self._watches or conn is not self._conn:
                 return
