@@ -1,0 +1,318 @@
+"""HTTP to etcd's v3 JSON gateway: a pool of keep-alive connections, requests bounded
+by the caller's deadline and resent where that is safe, and watch streams opened on raw sockets."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from moot import deadline
+from moot.errors import (
+    BackendError,
+    ConfigurationError,
+    ConnectionLost,
+    MootError,
+    SessionExpired,
+)
+from moot.realthreads import select, threading
+from moot.url import BackendURL
+
+_Json = dict[str, Any]
+
+#: gRPC status codes the gateway reports for an engine that is (now) unusable.
+_UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
+_UNAUTHENTICATED = 16
+#: Seconds an idempotent request waits for its first answer before it is
+#: sent again to the next host (doubled at each resend, within the deadline).
+_ATTEMPT = 1.0
+#: Set in an answer that came from a resent request (an earlier attempt may
+#: have been applied).
+_RESENT = "moot-resent"
+#: The network failures of a request (eventlet raises EOFError for a socket
+#: closed under a reader); everything else is a bug and propagates.
+_NETWORK_ERRORS = (OSError, EOFError, http.client.HTTPException)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return b"\x00"  # etcd: up to the end of the keyspace
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+
+def _readable(sock: socket.socket) -> bool:
+    """True if an idle connection has something to read (the server closed it)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _keepalive(sock: socket.socket) -> None:
+    """Let the kernel notice within about 30 s a peer that vanished silently."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 15), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+class _Http:
+    """Thread-safe pooled keep-alive HTTP to the gateway of one of ``hosts``.
+
+    ``timeout`` is the per-call bound: every call (and every stream opened
+    from a caller's thread) ends within :func:`moot.deadline.remaining` of it.
+    """
+
+    def __init__(self, url: BackendURL, options: Mapping[str, object], timeout: float):
+        self._url = url
+        self._hosts = [url.host_port(2379, i) for i in range(max(1, len(url.hosts)))]
+        self._current = 0
+        self.timeout = timeout
+        self._context = self._tls_context(url, options)
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self.api = "/v3/"
+
+    @staticmethod
+    def _tls_context(url: BackendURL, options: Mapping[str, object]) -> ssl.SSLContext | None:
+        tls = str(options.get("tls", "")).lower() in ("1", "true", "yes")
+        if url.scheme != "etcd3+https" and not tls:
+            return None
+        ca, cert, key = (options.get(name) for name in ("ca_cert", "cert_cert", "cert_key"))
+        try:
+            context = ssl.create_default_context(cafile=str(ca) if ca else None)
+            if cert:
+                context.load_cert_chain(str(cert), str(key) if key else None)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot load the TLS files for {url.redacted()}: {exc}") from None
+        return context
+
+    def where(self) -> str:
+        return self._url.redacted()
+
+    def _address(self) -> tuple[str, int]:
+        return self._hosts[self._current % len(self._hosts)]
+
+    def failed(self, address: tuple[str, int] | None) -> None:
+        """``address`` failed: the next calls go to the next host."""
+        with self._lock:
+            if address == self._address():
+                self._current += 1
+
+    def span(self) -> tuple[float, float]:
+        """(now, the instant this call must end by): the caller's deadline
+        cut to the per-call bound. Raises ConnectionLost if it has passed."""
+        now = time.monotonic()
+        return now, now + deadline.remaining(self.timeout)
+
+    def left(self, started: float, end: float, what: str = "answer") -> float:
+        """Seconds left until ``end``; ConnectionLost stating the elapsed time if none."""
+        now = time.monotonic()
+        if now >= end:
+            raise ConnectionLost(f"etcd at {self.where()} did not {what} within {now - started:.1f} s")
+        return end - now
+
+    def lost(self, exc: BaseException, started: float) -> MootError:
+        """The error to raise for the network failure ``exc``."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return ConfigurationError(f"the TLS certificate of etcd at {self.where()} is not trusted: {exc}")
+        elapsed = time.monotonic() - started
+        if isinstance(exc, TimeoutError):
+            return ConnectionLost(f"etcd at {self.where()} did not answer within {elapsed:.1f} s")
+        if isinstance(exc, ConnectionRefusedError):
+            return ConnectionLost(f"etcd at {self.where()} refused the connection (after {elapsed:.1f} s)")
+        reason = str(exc) or type(exc).__name__
+        return ConnectionLost(f"etcd at {self.where()} is unreachable (after {elapsed:.1f} s): {reason}")
+
+    def _connection(self, started: float, end: float) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection the server has not closed, else a new one,
+        connected to the first host that accepts (tried in turn, the next one
+        at once if a host refuses), within ``end``."""
+        with self._lock:
+            idle = []
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.sock is not None and not _readable(conn.sock):
+                    break
+                idle.append(conn)
+            else:
+                conn = None
+        for stale in idle:
+            stale.close()
+        if conn is not None:
+            return conn, True
+        error: BaseException | None = None
+        for tried in range(len(self._hosts)):
+            left = self.left(started, end, "accept a connection")
+            host, port = address = self._address()
+            # Leave time for the other hosts when one does not answer at all.
+            bound = min(left, max(_ATTEMPT, left / (len(self._hosts) - tried)))
+            if self._context is None:
+                conn = http.client.HTTPConnection(host, port, timeout=bound)
+            else:
+                conn = http.client.HTTPSConnection(host, port, timeout=bound, context=self._context)
+            try:
+                conn.connect()
+                return conn, False
+            except _NETWORK_ERRORS as exc:
+                conn.close()
+                self.failed(address)
+                error = exc
+        assert error is not None
+        raise self.lost(error, started) from None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._token is not None:
+            headers["Authorization"] = self._token
+        return headers
+
+    def call(self, path: str, body: _Json | None = None, *, idempotent: bool = False) -> _Json:
+        """POST ``body`` to ``api + path`` (GET ``path`` if no body); the decoded
+        answer, or ConnectionLost / SessionExpired (lease not found) / BackendError,
+        within the deadline (see the module docstring).
+
+        A request is sent again after a transport error or no answer within
+        its attempt's bound (to the next host), or while the cluster elects a
+        leader, only if it is ``idempotent`` or certainly not applied (no
+        leader): a write whose answer was lost raises ConnectionLost. An
+        answer to a resent request carries ``_RESENT``."""
+        started, end = self.span()
+        with deadline.bounded(end):  # also for a nested authenticate()
+            return self._call(path, body, idempotent, started, end)
+
+    def _call(self, path: str, body: _Json | None, idempotent: bool, started: float, end: float) -> _Json:
+        failures = 0
+        authenticated = False
+        resent = False
+        pause = 0.02
+        attempt = _ATTEMPT
+        while True:
+            conn, reused = self._connection(started, end)
+            left = self.left(started, end)
+            bound = min(left, attempt) if idempotent else left
+            try:
+                assert conn.sock is not None
+                conn.sock.settimeout(bound)
+                if body is None:
+                    conn.request("GET", path, headers=self.headers())
+                else:
+                    conn.request("POST", self.api + path, json.dumps(body), self.headers())
+                resp = conn.getresponse()
+                payload = resp.read()
+            except _NETWORK_ERRORS as exc:
+                conn.close()
+                timed_out = isinstance(exc, TimeoutError)
+                if timed_out or not reused:
+                    self.failed((conn.host, conn.port))
+                if not reused:
+                    failures += 1
+                if idempotent and (timed_out or failures <= len(self._hosts)) and time.monotonic() < end:
+                    resent = True
+                    if timed_out:
+                        attempt *= 2  # a slow engine: do not flood it
+                    continue
+                raise self.lost(exc, started) from None
+            with self._lock:
+                self._idle.append(conn)
+            try:
+                answer = json.loads(payload.split(b"\n", 1)[0]) if payload.strip() else {}
+            except ValueError:
+                raise BackendError(f"etcd at {self.where()} answered {resp.status} with no JSON") from None
+            if not isinstance(answer, dict):
+                raise BackendError(f"etcd at {self.where()} answered {resp.status} with {type(answer).__name__}")
+            if resp.status == 200:
+                result: _Json = answer.get("result", answer) if path.endswith("keepalive") else answer
+                if resent:
+                    result[_RESENT] = True
+                return result
+            code, message = answer.get("code"), answer.get("error") or answer.get("message") or resp.reason
+            if code == _UNAUTHENTICATED and self._url.password is not None and not authenticated:
+                self.authenticate()  # the token expired
+                authenticated = True
+                continue
+            if code in _UNAVAILABLE_CODES:
+                unapplied = "no leader" in str(message)
+                if (idempotent or unapplied) and time.monotonic() + pause < end:
+                    self.failed((conn.host, conn.port))  # a member cut off from the others: try another
+                    time.sleep(pause)  # a leader election takes about one election timeout
+                    pause = min(2 * pause, 0.5)
+                    resent = resent or not unapplied
+                    continue
+                elapsed = time.monotonic() - started
+                raise ConnectionLost(f"etcd at {self.where()} cannot serve now (after {elapsed:.1f} s): {message}")
+            if code == 5 and "lease not found" in str(message):
+                raise SessionExpired("the etcd lease of the session is gone (expired or revoked)")
+            raise BackendError(f"etcd at {self.where()} refused {path}: {message} (HTTP {resp.status})")
+
+    def authenticate(self) -> None:
+        """Get a fresh auth token for the URL's user (if it has a password)."""
+        if self._url.password is None:
+            return
+        self._token = None
+        credentials = {"name": self._url.username or "", "password": self._url.password}
+        try:
+            answer = self.call("auth/authenticate", credentials, idempotent=True)
+        except ConnectionLost:
+            raise
+        except BackendError as exc:
+            raise ConfigurationError(f"the credentials were refused: {exc}") from None
+        self._token = answer["token"]
+
+    def open_stream(self, path: str, body: _Json, started: float, end: float) -> tuple[socket.socket, tuple[str, int]]:
+        """A socket on which ``body`` was POSTed to ``api + path`` (a stream),
+        on the first host that accepts within ``end``."""
+        data = json.dumps(body).encode()
+        error: BaseException | None = None
+        for tried in range(len(self._hosts)):
+            left = self.left(started, end, "accept a connection")
+            host, port = self._address()
+            head = [f"POST {self.api}{path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(data)}"]
+            head += [f"{name}: {value}" for name, value in self.headers().items()]
+            bound = min(left, max(_ATTEMPT, left / (len(self._hosts) - tried)))
+            sock: socket.socket | None = None
+            try:
+                sock = socket.create_connection((host, port), timeout=bound)
+                _keepalive(sock)
+                if self._context is not None:
+                    sock = self._context.wrap_socket(sock, server_hostname=host)
+                sock.settimeout(self.left(started, end))
+                sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + data)
+                return sock, (host, port)
+            except _NETWORK_ERRORS as exc:
+                if sock is not None:
+                    sock.close()
+                self.failed((host, port))
+                error = exc
+        assert error is not None
+        raise self.lost(error, started) from None
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def forget(self) -> None:
+        """In a forked child: close the pooled sockets (plain close; no lock
+        taken, since another thread of the parent may have held it)."""
+        idle, self._idle = self._idle, []
+        self._lock = threading.Lock()
+        for conn in idle:
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.close()
+

@@ -1,0 +1,423 @@
+"""Watch streams: their chunked JSON decoding, the one hub thread that reads them all,
+and the shared stream of a queue."""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import contextlib
+import heapq
+import itertools
+import json
+import logging
+import math
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
+
+from moot import deadline
+from moot.backends.base import CallbackWatch, Dispatcher
+from moot.backends.etcd.http import _ATTEMPT, _NETWORK_ERRORS, _Http, _Json
+from moot.errors import (
+    ConnectionLost,
+    MootError,
+)
+from moot.realthreads import select, threading
+
+_RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+class _Poller:
+    """Readiness of sockets by ``poll()`` of the real select module: not
+    ``select()`` (descriptors may exceed 1024), not epoll (a forked child
+    would share its kernel set with the parent), and usable from a real OS
+    thread also under eventlet."""
+
+    def __init__(self) -> None:
+        self._select = select
+        self._poll = self._select.poll()
+        self._data: dict[int, object] = {}  # fd -> what select() returns for it
+        self._fds: dict[object, int] = {}
+
+    def register(self, sock: socket.socket, data: object) -> None:
+        fd = sock.fileno()
+        self._poll.register(fd, self._select.POLLIN)
+        self._data[fd] = data
+        self._fds[data] = fd
+
+    def unregister(self, data: object) -> None:
+        fd = self._fds.pop(data, None)
+        if fd is not None:
+            del self._data[fd]
+            self._poll.unregister(fd)
+
+    def registered(self) -> builtins.list[object]:
+        return builtins.list(self._data.values())
+
+    def select(self, timeout: float | None) -> builtins.list[object]:
+        """What was registered with the sockets that are readable (or closed)."""
+        ready = self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
+        return [self._data[fd] for fd, _ in ready if fd in self._data]
+
+
+
+def _event_keys(message: _Json) -> set[bytes]:
+    return {base64.b64decode(event.get("kv", {}).get("key", "")) for event in message.get("events", ())}
+
+
+class _StreamLost(Exception):
+    """A watch stream ended or answered something other than events."""
+
+
+#: What a stream calls with the keys that changed (None: anything may have
+#: changed, e.g. while the stream was being reopened).
+_Fire = Callable[[set[bytes] | None], None]
+
+
+class _Stream:
+    """One gateway watch stream: its socket and an incremental decoder of the
+    chunked HTTP answer into JSON messages. ``fire`` is called (on the hub
+    thread) with the keys of the events received; ``cancelled`` tells the
+    hub to stop reopening it."""
+
+    def __init__(self, request: _Json, fire: _Fire, cancelled: Callable[[], bool]):
+        self.request = request
+        self.fire = fire
+        self.cancelled = cancelled
+        self.sock: socket.socket | None = None
+        self.peer: tuple[str, int] | None = None
+        self.failures = 0
+        self._raw = bytearray()
+        self._body = bytearray()
+        self._in_body = False
+
+    def open(self, http_: _Http) -> set[bytes]:
+        """(Re)open the stream and wait until etcd confirms the watch, so that
+        every later change is reported; the keys of events that came along
+        already. Within the caller's deadline (see ``_Http``); a confirmation
+        that does not come within 1 s (2 s, ...) is asked for again on the
+        next host. Raises ConnectionLost."""
+        started, end = http_.span()
+        attempt = _ATTEMPT
+        authenticated = False
+        with deadline.bounded(end):
+            while True:
+                try:
+                    return self._open(http_, started, end, attempt)
+                except TimeoutError as exc:  # no confirmation in this attempt's time
+                    address = self.peer
+                    self.close()
+                    if time.monotonic() >= end:
+                        raise http_.lost(exc, started) from None
+                    http_.failed(address)
+                    attempt *= 2
+                except _StreamLost as exc:
+                    self.close()
+                    if "Unauthenticated" in str(exc) and not authenticated:
+                        http_.authenticate()  # the token expired: once more with a new one
+                        authenticated = True
+                        continue
+                    elapsed = time.monotonic() - started
+                    where = http_.where()
+                    raise ConnectionLost(f"cannot watch on etcd at {where} (after {elapsed:.1f} s): {exc}") from None
+                except _NETWORK_ERRORS as exc:
+                    self.close()
+                    raise http_.lost(exc, started) from None
+                except BaseException:
+                    self.close()
+                    raise
+
+    def _open(self, http_: _Http, started: float, end: float, attempt: float) -> set[bytes]:
+        self.close()
+        self._raw.clear()
+        self._body.clear()
+        self._in_body = False
+        sock, self.peer = http_.open_stream("watch", {"create_request": self.request}, started, end)
+        self.sock = sock
+        confirm_by = min(end, time.monotonic() + attempt)
+        created = False
+        keys: set[bytes] = set()
+        while not created:
+            left = confirm_by - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no confirmation of the watch")
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                raise _StreamLost("closed before the watch was created")
+            self._raw += data
+            for message in self.messages():
+                created = created or bool(message.get("created"))
+                keys |= _event_keys(message)
+        sock.setblocking(False)
+        return keys
+
+    def messages(self) -> list[_Json]:
+        """Decode what was received; raises _StreamLost if the stream is over."""
+        if not self._in_body:
+            end = self._raw.find(b"\r\n\r\n")
+            if end < 0:
+                return []
+            status = bytes(self._raw[: self._raw.find(b"\r\n")]).decode("latin-1")
+            if status.split(" ")[1:2] != ["200"]:
+                raise _StreamLost(status)
+            del self._raw[: end + 4]
+            self._in_body = True
+        while (eol := self._raw.find(b"\r\n")) >= 0:
+            try:
+                size = int(bytes(self._raw[:eol]).split(b";")[0], 16)
+            except ValueError:
+                raise _StreamLost(f"a malformed chunk header: {bytes(self._raw[:eol])[:40]!r}") from None
+            if size == 0:
+                raise _StreamLost("the server ended the watch stream")
+            if len(self._raw) < eol + size + 4:
+                break
+            self._body += self._raw[eol + 2 : eol + 2 + size]
+            del self._raw[: eol + size + 4]
+        messages = []
+        while (eol := self._body.find(b"\n")) >= 0:
+            line = bytes(self._body[:eol])
+            del self._body[: eol + 1]
+            if not line.strip():
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                raise _StreamLost(f"not JSON: {line[:80]!r}") from None
+            result = message.get("result") if isinstance(message, dict) else None
+            if result is None or result.get("canceled"):
+                raise _StreamLost(str(message.get("error") or result))
+            messages.append(result)
+        return messages
+
+    def feed(self) -> set[bytes]:
+        """Read what the socket has; the keys of the events it brought."""
+        assert self.sock is not None
+        keys: set[bytes] = set()
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return keys
+            if not data:
+                raise _StreamLost("the connection closed")
+            self._raw += data
+            for message in self.messages():
+                keys |= _event_keys(message)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class _WatchHub:
+    """The one thread that reads every watch stream of a backend, hands their
+    events to the streams' ``fire``, reopens the streams that break and runs
+    timers (``call_at``)."""
+
+    def __init__(self, http_: _Http):
+        self._http = http_
+        self._poller = _Poller()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._poller.register(self._wake_r, None)
+        self._lock = threading.Lock()
+        self._added: list[_Stream] = []
+        self._dropped: list[_Stream] = []
+        self._retry: dict[_Stream, float] = {}  # stream -> monotonic time to reopen it
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []  # a heap, under _lock
+        self._order = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="moot-etcd-watch", daemon=True)
+        self._thread.start()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # closed, or already full of wake-ups
+            self._wake_w.send(b"x")
+
+    def add(self, stream: _Stream) -> None:
+        with self._lock:
+            self._added.append(stream)
+        self._wake()
+
+    def drop(self, stream: _Stream) -> None:
+        with self._lock:
+            self._dropped.append(stream)
+        self._wake()
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the hub thread at monotonic time ``when`` (or later)."""
+        with self._lock:
+            heapq.heappush(self._timers, (when, next(self._order), fn))
+        self._wake()
+
+    def _next_timeout(self) -> float | None:
+        with self._lock:
+            times = [self._timers[0][0]] if self._timers else []
+        times += self._retry.values()
+        return max(0.0, min(times) - time.monotonic()) if times else None
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = []
+            while self._timers and self._timers[0][0] <= now:
+                due.append(heapq.heappop(self._timers)[2])
+        for fn in due:
+            try:
+                fn()
+            except Exception:  # a failing timer must not stop every watch
+                logging.getLogger("moot.backends.etcd").exception("etcd watch timer failed")
+
+    def _run(self) -> None:
+        while not self._closed:
+            for ready in self._poller.select(self._next_timeout()):
+                if ready is None:
+                    while True:
+                        try:
+                            self._wake_r.recv(4096)
+                        except BlockingIOError:
+                            break
+                    continue
+                assert isinstance(ready, _Stream)
+                try:
+                    changed = ready.feed()
+                except (*_NETWORK_ERRORS, _StreamLost):
+                    self._lost(ready)
+                    continue
+                if changed:
+                    ready.fire(changed)
+            self._apply_changes()
+            self._reopen_due()
+            self._run_timers()
+        self._apply_changes()
+        for stream in self._poller.registered():
+            if isinstance(stream, _Stream):
+                stream.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _apply_changes(self) -> None:
+        with self._lock:
+            added, self._added = self._added, []
+            dropped, self._dropped = self._dropped, []
+        for stream in added:
+            if stream.sock is not None:
+                self._poller.register(stream.sock, stream)
+        for stream in dropped:
+            self._retry.pop(stream, None)
+            self._poller.unregister(stream)
+            stream.close()
+
+    def _lost(self, stream: _Stream) -> None:
+        self._poller.unregister(stream)
+        stream.close()
+        self._retry[stream] = time.monotonic()
+
+    def _reopen_due(self) -> None:
+        now = time.monotonic()
+        for stream in [s for s, when in self._retry.items() if when <= now]:
+            if stream.cancelled() or self._closed:
+                self._retry.pop(stream)
+                continue
+            try:
+                stream.open(self._http)
+            except Exception as exc:
+                if not isinstance(exc, MootError):  # a bug: say so, and keep the other watches going
+                    logging.getLogger("moot.backends.etcd").exception("cannot reopen an etcd watch stream")
+                stream.failures += 1
+                delay = _RECONNECT_DELAYS[min(stream.failures, len(_RECONNECT_DELAYS)) - 1]
+                self._retry[stream] = time.monotonic() + delay
+                continue
+            stream.failures = 0
+            del self._retry[stream]
+            assert stream.sock is not None
+            self._poller.register(stream.sock, stream)
+            stream.fire(None)  # changes while it was down
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(2.0)
+
+    def forget(self) -> None:
+        """In a forked child (where the hub thread does not run): close every
+        inherited descriptor with a plain close, taking no lock (a parent's
+        thread may have held it)."""
+        self._closed = True
+        streams = {*self._added, *self._dropped, *self._retry}
+        streams.update(s for s in self._poller.registered() if isinstance(s, _Stream))
+        self._added, self._dropped, self._retry, self._timers = [], [], {}, []
+        for stream in streams:
+            stream.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+#: The last segment of a key made by ``create_sequential``/``enqueue``.
+_QUEUE_ENTRY = re.compile(r"[0-9a-f]{32}\Z")
+#: Seconds a queue's stream stays open after its last watch is cancelled.
+_LINGER = 10.0
+
+
+class _QueueWatch:
+    """One watch stream on a queue's directory, shared by every watch on its
+    entries. A waiter watches the entry ahead of it afresh at each turn: a
+    stream per watch would cost a connection and a round trip each time and,
+    when a write lands while etcd registers the watch, etcd 3.4 delivers its
+    events only at its next 100 ms catch-up. The stream stays open
+    ``_LINGER`` seconds after its last watch is cancelled."""
+
+    def __init__(self, dispatcher: Dispatcher):
+        self._dispatcher = dispatcher
+        self._lock = threading.Lock()
+        self._watches: dict[bytes, set[CallbackWatch]] = {}
+        self._keys: dict[CallbackWatch, bytes] = {}
+        self._idle_since: float | None = None
+        self.closed = False
+        self.stream: _Stream | None = None
+
+    def add(self, key: bytes, watch: CallbackWatch) -> None:
+        with self._lock:
+            self._watches.setdefault(key, set()).add(watch)
+            self._keys[watch] = key
+            self._idle_since = None
+
+    def remove(self, watch: CallbackWatch) -> bool:
+        """Forget ``watch``; True if no watch is left."""
+        with self._lock:
+            key = self._keys.pop(watch, None)
+            if key is not None:
+                watches = self._watches[key]
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[key]
+            if self._watches:
+                return False
+            self._idle_since = time.monotonic()
+            return True
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def retire(self, idle_before: float) -> bool:
+        """Mark closed if unused since before ``idle_before``; True if so."""
+        with self._lock:
+            if self._watches or self._idle_since is None or self._idle_since > idle_before:
+                return False
+            self.closed = True
+            return True
+
+    def fire(self, keys: set[bytes] | None) -> None:
+        with self._lock:
+            if keys is None:
+                targets = list(self._keys)
+            else:
+                targets = [watch for key in keys for watch in self._watches.get(key, ())]
+        for watch in targets:
+            self._dispatcher.submit(watch.fire)
