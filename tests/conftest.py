@@ -1,5 +1,6 @@
 """Fixtures shared by every test: the backend URLs the conformance suite runs
-against, and coordinators isolated per test by a fresh namespace.
+against, coordinators isolated per test by a fresh namespace, and raw
+backend objects (the primitives, below any coordinator).
 
 By default every backend kind in :data:`KINDS` is tested; the servers behind
 them are started once per run by ``tests/servers.py`` (a missing server fails
@@ -18,6 +19,9 @@ from typing import Any
 import pytest
 
 import moot
+from moot import coordinator
+from moot.backends.base import Backend
+from moot.url import parse_url
 
 #: Every backend kind the conformance suite runs on.
 KINDS = ["memory", "file", "redis", "zookeeper", "etcd"]
@@ -120,3 +124,30 @@ def connect(url: str, namespace: str) -> Iterator[Connect]:
     yield make
     for coord in opened:
         coord.close()
+
+
+MakeBackend = Callable[..., Backend]
+
+
+@pytest.fixture
+def make_backend(url: str) -> Iterator[MakeBackend]:
+    """``make_backend(ttl=TEST_TTL, url=None, **options)``: a connected
+    :class:`~moot.backends.base.Backend` of the kind under test, built as the
+    coordinator builds it, with a session opened with ``ttl`` (none if
+    ``ttl`` is None); every one made is closed after the test. Backend
+    objects have no namespace: tests put their keys under ``namespace``."""
+    opened: list[Backend] = []
+
+    def make(ttl: float | None = TEST_TTL, url: str | None = None, **options: Any) -> Backend:
+        parsed = parse_url(url or base_url)
+        made = coordinator._load_backend(parsed, {**parsed.query, **options})
+        opened.append(made)
+        made.connect(10.0)
+        if ttl is not None:
+            made.open_session(ttl)
+        return made
+
+    base_url = url
+    yield make
+    for made in opened:
+        made.close()
