@@ -3,7 +3,7 @@ has monkey-patched.
 
 ``threading`` here is the standard module, or, once ``eventlet.monkey_patch()``
 has replaced it with green threads, eventlet's saved copy of the original.
-moot's heartbeat, watchdog and callback threads are made from it: a green
+moot's heartbeat and watchdog (and the backends' I/O threads) are made from it: a green
 thread would stop renewing the session whenever the application's green
 threads keep the hub busy (a CPU-bound loop of a few seconds loses every
 lock), which is exactly what a heartbeat must survive. Their events and
@@ -18,9 +18,10 @@ own threads set them: under eventlet a real ``threading.Event`` would block
 the waiting green thread's whole hub, so there it is an event that wakes its
 waiter through a pipe, which the hub watches like any socket.
 
-The modules are looked up when moot is imported: a process that monkey-patches
-after importing moot still gets real threads, and one that patches before
-gets eventlet's originals.
+The modules are looked up when moot is imported, so monkey-patch first (as
+eventlet itself requires): patching after moot was imported turns the
+standard module's locks and threads green in place, where moot cannot get
+the originals back.
 """
 
 from __future__ import annotations

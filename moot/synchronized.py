@@ -30,8 +30,9 @@ import string
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from moot.coordinator import Coordinator, check_timeout
+from moot.coordinator import Coordinator
 from moot.errors import ConfigurationError, InvalidArgument, LockTimeout
+from moot.session import check_timeout
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -45,7 +45,7 @@ member_id = volume-host-1
     coord = moot.from_config(conf)
     opened.append(coord)
     assert (coord.ttl, coord.heartbeat_interval) == (3.0, 0.5)
-    assert (coord.initial_reconnect_backoff, coord.max_reconnect_backoff) == (0.2, 30.0)
+    assert (coord.session.initial_reconnect_backoff, coord.session.max_reconnect_backoff) == (0.2, 30.0)
     assert (coord.member_id, coord.namespace) == ("volume-host-1", "cinder")
     assert coord.url.startswith("file://")
     with coord.lock("volume-1") as held:

@@ -435,8 +435,8 @@ def check_connected(coord: moot.Coordinator) -> None:
         assert 0.5 <= coord.ttl <= 3600
         assert 0 < coord.timeout <= 3600
         assert MIN_PERIOD <= coord.heartbeat_interval < coord.ttl, "a shorter heartbeat is a busy loop"
-        assert MIN_PERIOD <= coord.initial_reconnect_backoff <= 3600, "a shorter backoff is a busy loop"
-        assert MIN_PERIOD <= coord.max_reconnect_backoff <= 3600, "a shorter backoff is a busy loop"
+        assert MIN_PERIOD <= coord.session.initial_reconnect_backoff <= 3600, "a shorter backoff is a busy loop"
+        assert MIN_PERIOD <= coord.session.max_reconnect_backoff <= 3600, "a shorter backoff is a busy loop"
         if coord.timeout >= SHORT_TIMEOUT:
             lock = coord.lock(unique("opt"))
             assert lock.acquire(timeout=BOUND)

@@ -150,7 +150,7 @@ def test_late_heartbeat_is_warned_and_measured(redis_with_password: tuple[server
                    what="the late-heartbeat warning")
         assert lock.is_held  # late, not lost: the TTL was not reached
         late = next(r for r in caplog.records if "heartbeat ran" in r.getMessage())
-        assert late.name == "moot.coordinator" and late.levelno == logging.WARNING
+        assert late.name == "moot.session" and late.levelno == logging.WARNING
         assert f"(ttl {FROZEN_TTL:.1f}s)" in late.getMessage() and "redis://:***@127.0.0.1" in late.getMessage()
         count = sample(registry, "moot_heartbeat_lateness_seconds_count", "coordinator", "redis")
         on_time = sample(registry, "moot_heartbeat_lateness_seconds_bucket", "coordinator", "redis", le="1.0")

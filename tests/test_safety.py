@@ -21,6 +21,7 @@ import pytest
 import moot
 from moot.errors import ConnectionLost, CoordinatorClosed
 from moot.recipes import queue
+from moot.session import SAFETY_MARGIN
 from tests.conftest import TEST_TTL, Connect
 from tests.waiting import BOUND, wait_event, wait_until
 
@@ -126,7 +127,7 @@ def test_a_cut_off_holder_gives_up_before_the_engine_frees_the_lock(
         wait_event(told, what="is_held turning False")
         # Told before the engine let anyone else in, by a margin that does not
         # rest on the scheduler: at least half the stated safety margin (ttl/5).
-        assert acquired_at - told_at[0] > TEST_TTL * moot.coordinator.SAFETY_MARGIN / 2
+        assert acquired_at - told_at[0] > TEST_TTL * SAFETY_MARGIN / 2
 
 
 def test_is_held_reads_the_clock_even_if_no_thread_reports_the_loss(
@@ -134,11 +135,11 @@ def test_is_held_reads_the_clock_even_if_no_thread_reports_the_loss(
     coord = connect("holder")
     lock = coord.lock("volume")
     assert lock.acquire(timeout=BOUND)
-    monkeypatch.setattr(coord, "_watchdog_step", lambda: 3600.0)  # the watchdog is never scheduled
+    monkeypatch.setattr(coord.session, "_watchdog_step", lambda: 3600.0)  # the watchdog is never scheduled
     _cut_renewals(coord, monkeypatch)
     started = time.monotonic()
     wait_until(lambda: not lock.is_held, what="is_held turning False")
-    assert time.monotonic() - started <= TEST_TTL * (1 - moot.coordinator.SAFETY_MARGIN) + 0.2
+    assert time.monotonic() - started <= TEST_TTL * (1 - SAFETY_MARGIN) + 0.2
 
 
 @pytest.mark.multiprocess

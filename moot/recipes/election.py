@@ -15,9 +15,9 @@ from collections.abc import Callable
 from moot import deadline as call_deadline
 from moot import names
 from moot.backends.base import Entry, Watch
-from moot.coordinator import Coordinator, check_timeout, within_timeout
 from moot.realthreads import threading
 from moot.recipes import queue
+from moot.session import Session, check_timeout, within_timeout
 
 log = logging.getLogger("moot.election")
 
@@ -25,10 +25,10 @@ log = logging.getLogger("moot.election")
 class Election:
     """The election ``name``; see the module docstring."""
 
-    def __init__(self, coord: Coordinator, name: str):
+    def __init__(self, session: Session, name: str):
         self.name = names.check_name(name, "election name")
-        self._coord = coord
-        self._prefix = coord.key("election", names.segment(self.name), "q") + "/"
+        self._session = session
+        self._prefix = session.key("election", names.segment(self.name), "q") + "/"
         self._entry: Entry | None = None
         self._epoch = -1
         self._mutex = threading.Lock()
@@ -43,7 +43,7 @@ class Election:
     def is_leader(self) -> bool:
         """True while this coordinator leads and its session is trusted (no
         round trip; turns False on time, like ``Lock.is_held``)."""
-        return self._entry is not None and self._coord.holds(self._epoch)
+        return self._entry is not None and self._session.holds(self._epoch)
 
     @property
     def token(self) -> int | None:
@@ -63,24 +63,24 @@ class Election:
                 self._entry, self._epoch = entry, epoch
 
         with call_deadline.bounded(deadline):
-            entry = queue.wait_turn(self._coord, self._prefix, queue.encode(self._coord.member_id, "leader"),
+            entry = queue.wait_turn(self._session, self._prefix, queue.encode(self._session.member_id, "leader"),
                                     deadline, holder=self, install=install)
         if entry is None:
-            self._coord.metrics.count("timeouts", "election")
+            self._session.metrics.count("timeouts", "election")
             return False
-        self._coord.metrics.timed("acquisitions", "wait_seconds", "election", time.monotonic() - asked)
+        self._session.metrics.timed("acquisitions", "wait_seconds", "election", time.monotonic() - asked)
         return True
 
     @within_timeout
     def leader(self) -> str | None:
         """The member id of the current leader, or None."""
-        entries = queue.ordered(self._coord.backend.list(self._prefix))
+        entries = queue.ordered(self._session.backend.list(self._prefix))
         return queue.decode(entries[0]).member if entries else None
 
     @within_timeout
     def candidates(self) -> list[str]:
         """Member ids of the leader and the waiting candidates, in order."""
-        return [queue.decode(e).member for e in queue.ordered(self._coord.backend.list(self._prefix))]
+        return [queue.decode(e).member for e in queue.ordered(self._session.backend.list(self._prefix))]
 
     @within_timeout
     def resign(self) -> bool:
@@ -90,8 +90,8 @@ class Election:
             entry, self._entry = self._entry, None
         if entry is None:
             return False
-        self._coord.unbind(self)
-        return self._coord.delete_entry(entry.key)
+        self._session.unbind(self)
+        return self._session.delete_entry(entry.key)
 
     @within_timeout
     def on_change(self, callback: Callable[[str | None], None]) -> None:
@@ -101,8 +101,8 @@ class Election:
             self._callbacks.append(callback)
             if self._watch is None:
                 self._last_leader = self.leader()
-                self._watch = self._coord.backend.watch(self._prefix,
-                                                        lambda: self._coord.run_callback(self._check_leader))
+                self._watch = self._session.backend.watch(self._prefix,
+                                                        lambda: self._session.run_callback(self._check_leader))
 
     def _check_leader(self) -> None:
         current = self.leader()
@@ -123,19 +123,19 @@ class Election:
             watch.cancel()
 
     # -- session events ---------------------------------------------------
-    def _session_lost(self) -> None:
+    def session_lost(self) -> None:
         with self._mutex:
             lost, self._entry = self._entry, None
-        self._coord.unbind(self)
+        self._session.unbind(self)
         if lost is not None:
-            self._coord.metrics.count("lost", "election")
+            self._session.metrics.count("lost", "election")
             log.warning("moot: leadership of election %r (token %s) lost with the session of %s", self.name,
-                        lost.seq, self._coord.member_id)
-            self._coord.run_callback(self._check_leader)
+                        lost.seq, self._session.member_id)
+            self._session.run_callback(self._check_leader)
 
-    def _session_renewed(self) -> None:
+    def session_renewed(self) -> None:
         """Leadership lost with a session is not taken back silently."""
 
-    def _close(self) -> None:
+    def session_closing(self) -> None:
         self.stop_watching()
         self.resign()

@@ -16,7 +16,6 @@ from typing import Any
 
 from moot import names, values
 from moot.backends.base import Entry
-from moot.coordinator import Coordinator, within_timeout
 from moot.errors import (
     GroupNotEmpty,
     GroupNotFound,
@@ -25,6 +24,7 @@ from moot.errors import (
     SessionExpired,
 )
 from moot.realthreads import threading
+from moot.session import Session, within_timeout
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ class GroupWatch:
         self._known = group._member_entries()
         self._mutex = threading.Lock()
         self._cancelled = False
-        coord = group._coord
-        self._watch = coord.backend.watch(group._members_prefix, lambda: coord.run_callback(self._refresh))
+        session = group._session
+        self._watch = session.backend.watch(group._members_prefix, lambda: session.run_callback(self._refresh))
         self._refresh()  # a change between the snapshot and the watch is not lost
 
     def _refresh(self) -> None:
@@ -98,13 +98,13 @@ class GroupWatch:
 class Group:
     """The group ``name``; see the module docstring."""
 
-    def __init__(self, coord: Coordinator, name: str, member_id: str | None = None):
+    def __init__(self, session: Session, name: str, member_id: str | None = None):
         self.name = names.check_name(name, "group name")
         #: The id this object joins as: the coordinator's member_id unless given
         #: (a service registering under its host name).
-        self.member_id = coord.member_id if member_id is None else names.check_name(member_id, "member_id")
-        self._coord = coord
-        base = coord.key("group", names.segment(self.name))
+        self.member_id = session.member_id if member_id is None else names.check_name(member_id, "member_id")
+        self._session = session
+        base = session.key("group", names.segment(self.name))
         self._meta = base + "/meta"
         self._members_prefix = base + "/members/"
         self._my_key = self._members_prefix + names.segment(self.member_id)
@@ -123,8 +123,8 @@ class Group:
     @within_timeout
     def create(self) -> bool:
         """Create the group if it does not exist; True if this call created it."""
-        self._coord.check_open()
-        return self._coord.backend.create(self._meta, json.dumps({"created": time.time()}).encode()) is not None
+        self._session.check_open()
+        return self._session.backend.create(self._meta, json.dumps({"created": time.time()}).encode()) is not None
 
     @within_timeout
     def join(self, capabilities: Any = None) -> None:
@@ -137,18 +137,18 @@ class Group:
         self.create()
         with self._mutex:
             if self._create_member(value) is None:
-                current = self._coord.backend.get(self._my_key)
-                if current is None or current.owner != self._coord.session_id:
+                current = self._session.backend.get(self._my_key)
+                if current is None or current.owner != self._session.id:
                     raise MemberAlreadyJoined(
                         f"member {self.member_id!r} is already in group {self.name!r} through "
                         f"another live session; give each process its own member_id")
-                self._coord.backend.compare_and_set(self._my_key, value, current.version)
+                self._session.backend.compare_and_set(self._my_key, value, current.version)
             self._capabilities = capabilities
             self._joined = True
-        self._coord.bind(self)
+        self._session.bind(self)
 
     def _create_member(self, value: bytes) -> Entry | None:
-        return self._coord.backend.create(self._my_key, value, ephemeral=True)
+        return self._session.backend.create(self._my_key, value, ephemeral=True)
 
     @within_timeout
     def leave(self) -> bool:
@@ -156,9 +156,9 @@ class Group:
         raises for a group or membership that is already gone."""
         with self._mutex:
             was, self._joined = self._joined, False
-        self._coord.unbind(self)
+        self._session.unbind(self)
         try:
-            deleted = self._coord.backend.delete(self._my_key)
+            deleted = self._session.backend.delete(self._my_key)
         except SessionExpired:
             deleted = False
         return was and deleted
@@ -170,8 +170,8 @@ class Group:
         running under that id stays unlisted until it joins again or renews
         its session."""
         names.check_name(member_id, "member_id")
-        self._coord.check_open()
-        return self._coord.backend.delete(self._members_prefix + names.segment(member_id))
+        self._session.check_open()
+        return self._session.backend.delete(self._members_prefix + names.segment(member_id))
 
     @within_timeout
     def update_capabilities(self, capabilities: Any) -> None:
@@ -179,11 +179,11 @@ class Group:
         _encode(capabilities, 0.0)  # refused before any I/O
         with self._mutex:
             for _ in range(10):
-                current = self._coord.backend.get(self._my_key)
+                current = self._session.backend.get(self._my_key)
                 if current is None or not self._joined:
                     raise MemberNotFound(f"{self.member_id!r} is not in group {self.name!r}; join() first")
                 joined_at = values.decode_member(current.value)[1] or time.time()
-                if self._coord.backend.compare_and_set(self._my_key, _encode(capabilities, joined_at),
+                if self._session.backend.compare_and_set(self._my_key, _encode(capabilities, joined_at),
                                                        current.version) is not None:
                     self._capabilities = capabilities
                     return
@@ -192,17 +192,17 @@ class Group:
     def _member_entries(self) -> dict[str, Entry]:
         prefix = self._members_prefix
         return {names.unsegment(e.key[len(prefix):]): e
-                for e in self._coord.backend.list(prefix) if "/" not in e.key[len(prefix):]}
+                for e in self._session.backend.list(prefix) if "/" not in e.key[len(prefix):]}
 
     @within_timeout
     def exists(self) -> bool:
-        return self._coord.backend.get(self._meta) is not None
+        return self._session.backend.get(self._meta) is not None
 
     @within_timeout
     def members(self) -> dict[str, Member]:
         """Every live member: ``{member_id: Member}``. GroupNotFound if the
         group was never created (or was deleted)."""
-        self._coord.check_open()
+        self._session.check_open()
         entries = self._member_entries()
         if not entries and not self.exists():
             raise GroupNotFound(f"group {self.name!r} does not exist; join() creates it")
@@ -213,40 +213,40 @@ class Group:
     def member(self, member_id: str) -> Member:
         """One live member; MemberNotFound if it is not (or no longer) in the group."""
         names.check_name(member_id, "member_id")
-        entry = self._coord.backend.get(self._members_prefix + names.segment(member_id))
+        entry = self._session.backend.get(self._members_prefix + names.segment(member_id))
         if entry is None:
             raise MemberNotFound(f"{member_id!r} is not in group {self.name!r}")
-        last_seen = self._coord.backend.session_last_seen(entry.owner) if entry.owner else None
+        last_seen = self._session.backend.session_last_seen(entry.owner) if entry.owner else None
         return _decode(member_id, entry, last_seen or time.time())
 
     @within_timeout
     def is_up(self, member_id: str) -> bool:
         """True if ``member_id`` is a live member of this group."""
         names.check_name(member_id, "member_id")
-        return self._coord.backend.get(self._members_prefix + names.segment(member_id)) is not None
+        return self._session.backend.get(self._members_prefix + names.segment(member_id)) is not None
 
     @within_timeout
     def watch(self, on_join: Callable[[Member], None] | None = None,
               on_leave: Callable[[str], None] | None = None) -> GroupWatch:
         """Call ``on_join(member)`` / ``on_leave(member_id)`` for changes after
         this call, on the coordinator's callback thread, in order."""
-        self._coord.check_open()
+        self._session.check_open()
         return GroupWatch(self, on_join, on_leave)
 
     @within_timeout
     def delete(self) -> None:
         """Delete the group; GroupNotEmpty if it has members, GroupNotFound if absent."""
-        self._coord.check_open()
+        self._session.check_open()
         if self._member_entries():
             raise GroupNotEmpty(f"group {self.name!r} still has members; they must leave first")
-        if not self._coord.backend.delete(self._meta):
+        if not self._session.backend.delete(self._meta):
             raise GroupNotFound(f"group {self.name!r} does not exist")
 
     # -- session events ---------------------------------------------------
-    def _session_lost(self) -> None:
+    def session_lost(self) -> None:
         """Membership died with the session; it is restored on the next one."""
 
-    def _session_renewed(self) -> None:
+    def session_renewed(self) -> None:
         """Join again on the new session. A record left by one of this
         coordinator's given-up sessions (the engine may keep it for up to a
         TTL) is replaced; one held by another live session is retried on
@@ -255,27 +255,27 @@ class Group:
         with self._mutex:
             if not self._joined:
                 return
-            backend = self._coord.backend
+            backend = self._session.backend
             backend.create(self._meta, json.dumps({"created": time.time()}).encode())
             value = _encode(self._capabilities, time.time())
             if self._create_member(value) is not None:
                 return
             current = backend.get(self._my_key)
-            if current is not None and current.owner == self._coord.session_id:
+            if current is not None and current.owner == self._session.id:
                 return
-            if current is not None and self._coord.is_own_past_session(current.owner):
+            if current is not None and self._session.is_own_past_session(current.owner):
                 backend.delete(self._my_key, current.version)
                 if self._create_member(value) is not None:
                     return
             raise MemberAlreadyJoined(f"cannot join {self.name!r} again as {self.member_id!r} yet: another "
                                       "session still holds that member id; retrying on every heartbeat")
 
-    def _close(self) -> None:
+    def session_closing(self) -> None:
         self.leave()
 
 
-def all_groups(coord: Coordinator) -> list[str]:
-    root = coord.key("group") + "/"
+def all_groups(session: Session) -> list[str]:
+    root = session.key("group") + "/"
     return sorted(names.unsegment(e.key[len(root):-len("/meta")])
-                  for e in coord.backend.list(root) if e.key.endswith("/meta")
+                  for e in session.backend.list(root) if e.key.endswith("/meta")
                   and e.key[len(root):].count("/") == 1)

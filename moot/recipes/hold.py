@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 
 from moot import deadline as call_deadline
 from moot.backends.base import Entry
-from moot.coordinator import Coordinator, check_timeout
 from moot.realthreads import threading
 from moot.recipes import queue
+from moot.session import Session, check_timeout
 
 
 class Hold:
@@ -23,11 +23,11 @@ class Hold:
     #: The recipe's name in metrics labels, logger names and messages.
     kind: ClassVar[str]
 
-    def __init__(self, coord: Coordinator, name: str, prefix: str, timeout: float | None,
+    def __init__(self, session: Session, name: str, prefix: str, timeout: float | None,
                  on_lost: Callable[[Any], None] | None):
         check_timeout(timeout)
         self.name = name
-        self._coord = coord
+        self._session = session
         self._prefix = prefix
         self._timeout = timeout
         self._on_lost = on_lost
@@ -50,7 +50,7 @@ class Hold:
         (renewal sent + granted TTL - safety margin), even before the loss is
         reported, so it turns False before the engine can give the lock to
         anyone else."""
-        return self._entry is not None and self._coord.holds(self._epoch)
+        return self._entry is not None and self._session.holds(self._epoch)
 
     def _take(self, value: bytes, deadline: float | None, blocker: queue.Blocker, blocking: bool,
               mode: str | None = None) -> bool:
@@ -66,13 +66,13 @@ class Hold:
                 self._installed(mode)
 
         with call_deadline.bounded(deadline):
-            entry = queue.wait_turn(self._coord, self._prefix, value, deadline, blocker, blocking,
+            entry = queue.wait_turn(self._session, self._prefix, value, deadline, blocker, blocking,
                                     holder=self, install=install)
         if entry is None:
             if blocking:
-                self._coord.metrics.count("timeouts", self.kind)
+                self._session.metrics.count("timeouts", self.kind)
             return False
-        self._coord.metrics.timed("acquisitions", "wait_seconds", self.kind, self._held_at - asked)
+        self._session.metrics.timed("acquisitions", "wait_seconds", self.kind, self._held_at - asked)
         return True
 
     def _installed(self, mode: str | None) -> None:
@@ -88,10 +88,10 @@ class Hold:
         entry = self._forget()
         if entry is None:
             return False
-        self._coord.unbind(self)
-        self._coord.metrics.timed("releases", "hold_seconds", self.kind, time.monotonic() - self._held_at)
-        with self._coord.bounded():
-            return self._coord.delete_entry(entry.key)
+        self._session.unbind(self)
+        self._session.metrics.timed("releases", "hold_seconds", self.kind, time.monotonic() - self._held_at)
+        with self._session.bounded():
+            return self._session.delete_entry(entry.key)
 
     def _forget(self) -> Entry | None:
         """Drop the local state of the hold; return the entry it had."""
@@ -101,21 +101,21 @@ class Hold:
         return lost
 
     # -- session events (from the coordinator) -----------------------------
-    def _session_lost(self) -> None:
+    def session_lost(self) -> None:
         lost = self._forget()
-        self._coord.unbind(self)
+        self._session.unbind(self)
         if lost is None:
             return
-        self._coord.metrics.count("lost", self.kind)
+        self._session.metrics.count("lost", self.kind)
         logging.getLogger(f"moot.{self.kind}").warning(
             "moot: %s %r (token %s) lost with the session of %s", self.kind, self.name, lost.seq,
-            self._coord.member_id)
+            self._session.member_id)
         if self._on_lost is not None:
             callback = self._on_lost
-            self._coord.run_callback(lambda: callback(self))
+            self._session.run_callback(lambda: callback(self))
 
-    def _session_renewed(self) -> None:
+    def session_renewed(self) -> None:
         """A lost hold is never taken again behind the user's back."""
 
-    def _close(self) -> None:
+    def session_closing(self) -> None:
         self.release()

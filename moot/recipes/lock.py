@@ -35,15 +35,15 @@ from types import TracebackType
 
 from moot import names
 from moot.backends.base import Entry, Watch
-from moot.coordinator import Coordinator, check_timeout
 from moot.errors import LockError, LockTimeout
 from moot.recipes import queue
 from moot.recipes.hold import Hold
 from moot.recipes.queue import Waiter
+from moot.session import Session, check_timeout
 
 
-def lock_prefix(coord: Coordinator, name: str) -> str:
-    return coord.key("lock", names.segment(name), "q") + "/"
+def lock_prefix(session: Session, name: str) -> str:
+    return session.key("lock", names.segment(name), "q") + "/"
 
 
 #: Modes of queue entries (stored in each entry) and of holders (introspection).
@@ -150,10 +150,10 @@ class Lock(Hold):
 
     kind = "lock"
 
-    def __init__(self, coord: Coordinator, name: str, timeout: float | None = None,
+    def __init__(self, session: Session, name: str, timeout: float | None = None,
                  on_lost: Callable[[Lock], None] | None = None):
         name = names.check_name(name, "lock name")
-        super().__init__(coord, name, lock_prefix(coord, name), timeout, on_lost)
+        super().__init__(session, name, lock_prefix(session, name), timeout, on_lost)
 
     def __repr__(self) -> str:
         state = f"held token={self.token}" if self.is_held else "not held"
@@ -166,10 +166,10 @@ class Lock(Hold):
         ``coord.lock()``. Raises LockError if this object already holds it.
         """
         deadline = check_timeout(self._timeout if timeout is None else timeout)
-        self._coord.check_open()
+        self._session.check_open()
         if self._entry is not None:
             raise LockError(f"lock {self.name!r} is already held by this Lock object (not reentrant)")
-        return self._take(queue.encode(self._coord.member_id, EXCLUSIVE), deadline, queue.predecessor, blocking)
+        return self._take(queue.encode(self._session.member_id, EXCLUSIVE), deadline, queue.predecessor, blocking)
 
     def __enter__(self) -> Lock:
         if not self.acquire(timeout=self._timeout):
@@ -197,20 +197,20 @@ def _info(name: str, entries: list[Entry]) -> LockInfo | None:
     return LockInfo(name, first.member, first.token, first.since, waiters, first.mode, holding)
 
 
-def lock_info(coord: Coordinator, name: str) -> LockInfo | None:
+def lock_info(session: Session, name: str) -> LockInfo | None:
     names.check_name(name, "lock name")
-    return _info(name, coord.backend.list(lock_prefix(coord, name)))
+    return _info(name, session.backend.list(lock_prefix(session, name)))
 
 
-def watch_lock(coord: Coordinator, name: str, callback: Callable[[], None]) -> Watch:
+def watch_lock(session: Session, name: str, callback: Callable[[], None]) -> Watch:
     names.check_name(name, "lock name")
-    return coord.backend.watch(lock_prefix(coord, name), callback)
+    return session.backend.watch(lock_prefix(session, name), callback)
 
 
-def all_locks(coord: Coordinator) -> list[LockInfo]:
-    root = coord.key("lock") + "/"
+def all_locks(session: Session) -> list[LockInfo]:
+    root = session.key("lock") + "/"
     by_name: dict[str, list[Entry]] = {}
-    for entry in coord.backend.list(root):
+    for entry in session.backend.list(root):
         segment = entry.key[len(root):].split("/", 1)[0]
         by_name.setdefault(names.unsegment(segment), []).append(entry)
     infos = (_info(name, entries) for name, entries in sorted(by_name.items()))

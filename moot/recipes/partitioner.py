@@ -33,12 +33,12 @@ import functools
 import hashlib
 import logging
 import math
-import threading
 from collections.abc import Callable, Mapping
 
-from moot.coordinator import Coordinator
 from moot.errors import GroupNotFound, InvalidArgument
-from moot.recipes.group import Member
+from moot.realthreads import threading
+from moot.recipes.group import Group, Member
+from moot.session import Session
 
 log = logging.getLogger("moot.partitioner")
 
@@ -115,15 +115,15 @@ class Partitioner:
     (``coord.group(name).join({"weight": 2})`` or ``partitioner.group.join()``).
     A coordinator that is not a member can still ask who owns what."""
 
-    def __init__(self, coord: Coordinator, group_name: str, replicas: int = 1,
+    def __init__(self, session: Session, group_name: str, replicas: int = 1,
                  virtual_nodes: int = DEFAULT_VIRTUAL_NODES):
         for what, value in (("replicas", replicas), ("virtual_nodes", virtual_nodes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"{what} must be an int >= 1, not {value!r}")
-        coord.check_open()
-        self.group = coord.group(group_name)
+        session.check_open()
+        self.group = Group(session, group_name)
         self.replicas = replicas
-        self._coord = coord
+        self._session = session
         self._virtual_nodes = virtual_nodes
         self._mutex = threading.Lock()  # guards the cached state below
         self._updating = threading.Lock()  # one update at a time, in order
@@ -154,7 +154,7 @@ class Partitioner:
         """True if this coordinator's ``member_id`` is among the owners of
         ``key`` (for a ring of hosts joined through a ServiceGroup, test
         ``host in owners(key)``)."""
-        return self._coord.member_id in self.owners(key)
+        return self._session.member_id in self.owners(key)
 
     def members(self) -> frozenset[str]:
         """The member ids the ring is made of (as last seen; no round trip)."""
@@ -200,5 +200,5 @@ class Partitioner:
             self._weights = weights
             self._ring = None
             for callback in self._callbacks:
-                self._coord.run_callback(functools.partial(callback, members))
+                self._session.run_callback(functools.partial(callback, members))
         return members

@@ -25,8 +25,8 @@ from typing import Any
 from moot import deadline as call_deadline
 from moot import realthreads
 from moot.backends.base import Entry, Watch
-from moot.coordinator import CLEANUP_GRACE, Coordinator, SessionBound
 from moot.errors import ConnectionLost, SessionExpired
+from moot.session import CLEANUP_GRACE, Session, SessionListener
 
 #: Given my entry and the live queue sorted by seq, return None if I am
 #: served; else the entries to watch (I am asked again when one of them
@@ -105,9 +105,9 @@ class Outcome(enum.Enum):
 Install = Callable[[Entry, int], None]
 
 
-def wait_turn(coord: Coordinator, prefix: str, value: bytes, deadline: float | None,
+def wait_turn(session: Session, prefix: str, value: bytes, deadline: float | None,
               blocker: Blocker = predecessor, blocking: bool = True, *,
-              holder: SessionBound, install: Install) -> Entry | None:
+              holder: SessionListener, install: Install) -> Entry | None:
     """Queue up under ``prefix`` and wait until ``blocker`` says I am served.
 
     Once served, ``install(entry, epoch)`` runs and ``holder`` is bound to
@@ -121,37 +121,37 @@ def wait_turn(coord: Coordinator, prefix: str, value: bytes, deadline: float | N
     deadline; a non-blocking one raises ConnectionLost at once.
     """
     while True:
-        coord.check_open()
-        if not coord.wait_for_session(deadline if blocking else time.monotonic()):
+        session.check_open()
+        if not session.wait_for_session(deadline if blocking else time.monotonic()):
             if not blocking:
-                raise ConnectionLost(f"no live session with {coord.url} right now (reconnecting); "
+                raise ConnectionLost(f"no live session with {session.url} right now (reconnecting); "
                                      "try again later")
             return None
-        epoch = coord.epoch
+        epoch = session.epoch
         try:
-            mine, entries = coord.enqueue(prefix, value)
+            mine, entries = session.enqueue(prefix, value)
         except SessionExpired:
             continue
         except ConnectionLost:
             if not blocking:
                 raise
-            if not _pause(coord, realthreads.Event(), deadline):
+            if not _pause(session, realthreads.Event(), deadline):
                 return None
             continue
         try:
-            outcome = wait_served(coord, prefix, mine, entries, deadline, blocker, blocking)
+            outcome = wait_served(session, prefix, mine, entries, deadline, blocker, blocking)
             if outcome is Outcome.SERVED and _before_bind is not None:
                 _before_bind()
-            if outcome is Outcome.SERVED and coord.bind(holder, epoch, functools.partial(install, mine, epoch)):
+            if outcome is Outcome.SERVED and session.bind(holder, epoch, functools.partial(install, mine, epoch)):
                 return mine
         except BaseException:
-            leave(coord, mine)
+            leave(session, mine)
             raise
         if outcome is Outcome.TIMEOUT:
-            leave(coord, mine)
+            leave(session, mine)
             return None
         if outcome is Outcome.SERVED:  # served, but the session was given up meanwhile
-            leave(coord, mine)
+            leave(session, mine)
 
 
 #: Test hook: called after the queue says "served" and before the hold is
@@ -159,15 +159,15 @@ def wait_turn(coord: Coordinator, prefix: str, value: bytes, deadline: float | N
 _before_bind: Callable[[], None] | None = None
 
 
-def leave(coord: Coordinator, mine: Entry) -> None:
+def leave(session: Session, mine: Entry) -> None:
     """Withdraw my entry, even past the caller's deadline (by a short grace);
     if the backend is unreachable the heartbeat retries."""
-    with call_deadline.replaced(time.monotonic() + min(coord.timeout, CLEANUP_GRACE)), \
+    with call_deadline.replaced(time.monotonic() + min(session.timeout, CLEANUP_GRACE)), \
             contextlib.suppress(ConnectionLost):
-        coord.delete_entry(mine.key)
+        session.delete_entry(mine.key)
 
 
-def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entry], deadline: float | None,
+def wait_served(session: Session, prefix: str, mine: Entry, entries: list[Entry], deadline: float | None,
                 blocker: Blocker, blocking: bool = True) -> Outcome:
     """Wait until ``blocker`` says my (existing) entry is served, starting from
     the queue as read in ``entries``. Leaves the entry in place whatever the
@@ -175,7 +175,7 @@ def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entr
     retries until the deadline (the heartbeat decides if the session is lost);
     a non-blocking call raises ConnectionLost instead."""
     woken: realthreads.threading.Event | None = None  # made on the first wait: most acquires never wait
-    session = coord.session_id
+    session_id = session.id
     queue = ordered(entries)
     while True:
         try:
@@ -185,18 +185,18 @@ def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entr
             if watched is None:
                 return Outcome.SERVED
             if not watched:  # RETRY
-                queue = ordered(coord.backend.list(prefix))
+                queue = ordered(session.backend.list(prefix))
                 continue
             if not blocking:
                 return Outcome.TIMEOUT
             woken = woken or realthreads.Event()
             woken.clear()
-            fresh = _wait_for_change(coord, prefix, watched, woken, deadline, session)
+            fresh = _wait_for_change(session, prefix, watched, woken, deadline, session_id)
         except ConnectionLost:
             if not blocking:
                 raise
             woken = woken or realthreads.Event()
-            if not _pause(coord, woken, deadline):
+            if not _pause(session, woken, deadline):
                 return Outcome.TIMEOUT
             continue
         if fresh is None:
@@ -209,30 +209,30 @@ def wait_served(coord: Coordinator, prefix: str, mine: Entry, entries: list[Entr
 _SESSION_ENDED: list[Entry] = []
 
 
-def _wait_for_change(coord: Coordinator, prefix: str, watched: Sequence[Entry], woken: realthreads.threading.Event,
-                     deadline: float | None, session: str | None) -> list[Entry] | None:
+def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], woken: realthreads.threading.Event,
+                     deadline: float | None, session_id: str | None) -> list[Entry] | None:
     """Wait until one of ``watched`` changes or goes; return the queue read
     afresh, None on deadline, or _SESSION_ENDED if my session ended meanwhile."""
     watches: list[Watch] = []
     try:
         for entry in watched:
-            watches.append(coord.backend.watch(entry.key, woken.set))
+            watches.append(session.backend.watch(entry.key, woken.set))
         # Re-read after arming the watches, so a change in between is not missed.
         if len(watched) == 1:
-            current = coord.backend.get(watched[0].key)
+            current = session.backend.get(watched[0].key)
             if current is None or current.version != watched[0].version:
-                return ordered(coord.backend.list(prefix))
+                return ordered(session.backend.list(prefix))
         else:
-            fresh = ordered(coord.backend.list(prefix))
+            fresh = ordered(session.backend.list(prefix))
             versions = {entry.key: entry.version for entry in fresh}
             if any(versions.get(entry.key) != entry.version for entry in watched):
                 return fresh
         remaining = None if deadline is None else deadline - time.monotonic()
         while not woken.wait(_slice(remaining)):
-            coord.check_open()
-            if not coord.wait_for_session(deadline):
+            session.check_open()
+            if not session.wait_for_session(deadline):
                 return None
-            if coord.session_id != session:
+            if session.id != session_id:
                 return _SESSION_ENDED
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -240,12 +240,12 @@ def _wait_for_change(coord: Coordinator, prefix: str, watched: Sequence[Entry], 
     finally:
         for watch in watches:
             watch.cancel()
-    return ordered(coord.backend.list(prefix))
+    return ordered(session.backend.list(prefix))
 
 
-def _pause(coord: Coordinator, woken: realthreads.threading.Event, deadline: float | None) -> bool:
+def _pause(session: Session, woken: realthreads.threading.Event, deadline: float | None) -> bool:
     """Back off briefly after a failed round trip; False once the deadline passed."""
-    coord.check_open()
+    session.check_open()
     pause = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
     if pause <= 0:
         return False

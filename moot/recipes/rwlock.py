@@ -68,11 +68,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 from moot import names
 from moot.backends.base import Entry
-from moot.coordinator import Coordinator, check_timeout
 from moot.errors import LockError, LockTimeout, SessionExpired, UpgradeConflict
 from moot.recipes import lock, queue
 from moot.recipes.hold import Hold
 from moot.recipes.lock import EXCLUSIVE, MARKER, SHARED
+from moot.session import Session, check_timeout
 
 
 class _HoldEnded(Exception):
@@ -89,10 +89,10 @@ class RWLock(Hold):
 
     kind = "rwlock"
 
-    def __init__(self, coord: Coordinator, name: str, timeout: float | None = None,
+    def __init__(self, session: Session, name: str, timeout: float | None = None,
                  on_lost: Callable[[RWLock], None] | None = None):
         name = names.check_name(name, "lock name")
-        super().__init__(coord, name, lock.lock_prefix(coord, name), timeout, on_lost)
+        super().__init__(session, name, lock.lock_prefix(session, name), timeout, on_lost)
         self._marker: Entry | None = None
         self._mode: str | None = None
 
@@ -118,12 +118,12 @@ class RWLock(Hold):
 
     def _acquire(self, mode: str, blocking: bool, timeout: float | None) -> bool:
         deadline = check_timeout(self._timeout if timeout is None else timeout)
-        self._coord.check_open()
+        self._session.check_open()
         if self._entry is not None:
             raise LockError(f"rwlock {self.name!r} is already held ({self._mode}) by this RWLock object "
                             "(not reentrant; use upgrade() to go from shared to exclusive)")
         blocker = queue.predecessor if mode == EXCLUSIVE else self._reader_blocker
-        return self._take(queue.encode(self._coord.member_id, mode), deadline, blocker, blocking, mode)
+        return self._take(queue.encode(self._session.member_id, mode), deadline, blocker, blocking, mode)
 
     def _installed(self, mode: str | None) -> None:
         self._mode = mode
@@ -139,7 +139,7 @@ class RWLock(Hold):
         for marker in pending:
             fields = queue.data(marker.entry)
             fields["admitted"] = int(fields.get("admitted", 0)) + 1
-            if self._coord.backend.compare_and_set(marker.entry.key, json.dumps(fields).encode(),
+            if self._session.backend.compare_and_set(marker.entry.key, json.dumps(fields).encode(),
                                                    marker.entry.version) is None:
                 return queue.RETRY
         return None
@@ -152,7 +152,7 @@ class RWLock(Hold):
             return super().release()
         finally:
             if marker is not None:
-                queue.leave(self._coord, marker)
+                queue.leave(self._session, marker)
 
     # -- upgrade ------------------------------------------------------------
     def upgrade(self, timeout: float | None = None) -> bool:
@@ -165,31 +165,31 @@ class RWLock(Hold):
         is upgrading (the shared hold is kept), LockError if not held, and
         SessionExpired if the hold is lost with the session meanwhile."""
         deadline = check_timeout(self._timeout if timeout is None else timeout)
-        self._coord.check_open()
+        self._session.check_open()
         with self._mutex:
             owner, mode = self._entry, self._mode
         if owner is None:
             raise LockError(f"rwlock {self.name!r} is not held by this RWLock object: nothing to upgrade")
         if mode == EXCLUSIVE:
             return True
-        value = queue.encode(self._coord.member_id, MARKER, owner=owner.key, granted=False)
-        marker, entries = self._coord.enqueue(self._prefix, value)
+        value = queue.encode(self._session.member_id, MARKER, owner=owner.key, granted=False)
+        marker, entries = self._session.enqueue(self._prefix, value)
         try:
-            outcome = queue.wait_served(self._coord, self._prefix, marker, entries, deadline,
+            outcome = queue.wait_served(self._session, self._prefix, marker, entries, deadline,
                                         self._upgrade_blocker(owner))
         except _HoldEnded:
             outcome = queue.Outcome.GONE
         except BaseException:
-            queue.leave(self._coord, marker)
+            queue.leave(self._session, marker)
             raise
         if outcome is queue.Outcome.SERVED:
             with self._mutex:
                 if self._entry is owner:
                     self._marker, self._mode = marker, EXCLUSIVE
                     return True
-        queue.leave(self._coord, marker)
+        queue.leave(self._session, marker)
         if outcome is queue.Outcome.TIMEOUT:
-            self._coord.metrics.count("timeouts", "rwlock")
+            self._session.metrics.count("timeouts", "rwlock")
             return False
         raise SessionExpired(f"rwlock {self.name!r} was lost with the session while upgrading")
 
@@ -214,7 +214,7 @@ class RWLock(Hold):
                 return (region[0].entry,)  # an admissible reader of my region
             fields = queue.data(queue_slots[at_marker].entry)
             fields["granted"] = True
-            granted = self._coord.backend.compare_and_set(marker.key, json.dumps(fields).encode(),
+            granted = self._session.backend.compare_and_set(marker.key, json.dumps(fields).encode(),
                                                           queue_slots[at_marker].entry.version)
             return None if granted is not None else queue.RETRY
 

@@ -36,11 +36,11 @@ from types import TracebackType
 
 from moot import names
 from moot.backends.base import Entry
-from moot.coordinator import Coordinator, check_timeout
 from moot.errors import InvalidArgument, LockError, LockTimeout, SemaphoreLimitMismatch
 from moot.recipes import queue
 from moot.recipes.hold import Hold
 from moot.recipes.queue import Waiter
+from moot.session import Session, check_timeout
 
 MODE = "semaphore"
 _LIMIT = "limit"  # the stored limit's key, inside the queue prefix (sequential keys are all digits)
@@ -57,8 +57,8 @@ class SemaphoreInfo:
     waiters: tuple[Waiter, ...]
 
 
-def _prefix(coord: Coordinator, name: str) -> str:
-    return coord.key("semaphore", names.segment(name), "q") + "/"
+def _prefix(session: Session, name: str) -> str:
+    return session.key("semaphore", names.segment(name), "q") + "/"
 
 
 def _stored_limit(entry: Entry) -> int | None:
@@ -82,11 +82,11 @@ class Semaphore(Hold):
 
     kind = "semaphore"
 
-    def __init__(self, coord: Coordinator, name: str, limit: int, timeout: float | None = None,
+    def __init__(self, session: Session, name: str, limit: int, timeout: float | None = None,
                  on_lost: Callable[[Semaphore], None] | None = None):
         name = names.check_name(name, "semaphore name")
         self.limit = _check_limit(limit)
-        super().__init__(coord, name, _prefix(coord, name), timeout, on_lost)
+        super().__init__(session, name, _prefix(session, name), timeout, on_lost)
         self._limit_key = self._prefix + _LIMIT
 
     def __repr__(self) -> str:
@@ -100,10 +100,10 @@ class Semaphore(Hold):
         semaphore is used with another limit, LockError if this object
         already holds it."""
         deadline = check_timeout(self._timeout if timeout is None else timeout)
-        self._coord.check_open()
+        self._session.check_open()
         if self._entry is not None:
             raise LockError(f"semaphore {self.name!r} is already held by this Semaphore object (not reentrant)")
-        return self._take(queue.encode(self._coord.member_id, MODE), deadline, self._blocker(), blocking)
+        return self._take(queue.encode(self._session.member_id, MODE), deadline, self._blocker(), blocking)
 
     def _blocker(self) -> queue.Blocker:
         waited = False
@@ -112,7 +112,7 @@ class Semaphore(Hold):
             nonlocal waited
             stored = next((e for e in entries if e.key == self._limit_key), None)
             if stored is None:  # the first use of this name: store my limit
-                stored = self._coord.backend.create(self._limit_key, str(self.limit).encode())
+                stored = self._session.backend.create(self._limit_key, str(self.limit).encode())
                 if stored is None:
                     return queue.RETRY  # someone stored one first: read it
             if _stored_limit(stored) != self.limit:
@@ -128,7 +128,7 @@ class Semaphore(Hold):
             if waited:  # the waiter behind me watches me: tell it I am a holder now
                 fields = queue.data(members[index])
                 fields["admitted"] = time.time()
-                if self._coord.backend.compare_and_set(mine.key, json.dumps(fields).encode(),
+                if self._session.backend.compare_and_set(mine.key, json.dumps(fields).encode(),
                                                        members[index].version) is None:
                     return queue.RETRY
                 waited = False
@@ -148,7 +148,7 @@ class Semaphore(Hold):
     # -- introspection --------------------------------------------------------
     def info(self) -> SemaphoreInfo:
         """Stored limit, holders and waiters, read from the backend."""
-        return _info(self.name, self._coord.backend.list(self._prefix), self._limit_key)
+        return _info(self.name, self._session.backend.list(self._prefix), self._limit_key)
 
     def holders(self) -> list[Waiter]:
         """The current holders, in queue order."""
@@ -165,26 +165,26 @@ def _info(name: str, entries: list[Entry], limit_key: str) -> SemaphoreInfo:
     return SemaphoreInfo(name, limit, tuple(members[:served]), tuple(members[served:]))
 
 
-def semaphores(coord: Coordinator) -> list[SemaphoreInfo]:
+def semaphores(session: Session) -> list[SemaphoreInfo]:
     """Every semaphore of the namespace that is held or waited for, by name."""
-    root = coord.key("semaphore") + "/"
+    root = session.key("semaphore") + "/"
     by_name: dict[str, list[Entry]] = {}
-    for entry in coord.backend.list(root):
+    for entry in session.backend.list(root):
         by_name.setdefault(entry.key[len(root):].split("/", 1)[0], []).append(entry)
     infos = [_info(names.unsegment(segment), entries, root + segment + "/q/" + _LIMIT)
              for segment, entries in by_name.items()]
     return sorted((info for info in infos if info.holders or info.waiters), key=lambda info: info.name)
 
 
-def reset_limit(coord: Coordinator, name: str) -> bool:
+def reset_limit(session: Session, name: str) -> bool:
     """Forget the stored limit of semaphore ``name``, so that the next acquire
     stores its own; True if one was stored. Raises LockError while anybody
     holds or waits for it. Meant for operators changing a limit with every
     user of the semaphore stopped (a user that starts meanwhile may store
     its limit first: the others then get SemaphoreLimitMismatch)."""
     names.check_name(name, "semaphore name")
-    prefix = _prefix(coord, name)
-    entries = coord.backend.list(prefix)
+    prefix = _prefix(session, name)
+    entries = session.backend.list(prefix)
     if any(e.key != prefix + _LIMIT for e in entries):
         raise LockError(f"semaphore {name!r} is in use; stop its users before changing its limit")
-    return coord.backend.delete(prefix + _LIMIT)
+    return session.backend.delete(prefix + _LIMIT)

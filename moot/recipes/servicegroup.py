@@ -28,14 +28,14 @@ Guarantees:
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from moot import names
-from moot.coordinator import Coordinator
 from moot.errors import GroupNotFound, MemberAlreadyJoined, MemberNotFound, NoLiveMember
+from moot.realthreads import threading
 from moot.recipes.group import Group
+from moot.session import HasSession
 
 Check = Callable[[str], bool]
 
@@ -49,10 +49,10 @@ class ServiceGroup:
     watches and each host's data (``group.member(host).capabilities``).
     """
 
-    def __init__(self, coord: Coordinator, topic: str, extra_checks: Iterable[Check] = ()):
+    def __init__(self, coord: HasSession, topic: str, extra_checks: Iterable[Check] = ()):
         self.topic = names.check_name(topic, "topic")
-        self.group = coord.group(topic)
-        self._coord = coord
+        self._session = coord.session
+        self.group = Group(self._session, topic)
         self._checks = tuple(extra_checks)
         self._joined: dict[str, Group] = {}
         self._mutex = threading.Lock()
@@ -63,9 +63,9 @@ class ServiceGroup:
     def join(self, host: str | None = None, data: Any = None) -> None:
         """Register ``host`` (default: this coordinator's member_id) as running
         this service, with JSON-able or bytes ``data``."""
-        host = names.check_name(self._coord.member_id if host is None else host, "host")
+        host = names.check_name(self._session.member_id if host is None else host, "host")
         with self._mutex:
-            membership = self._joined.get(host) or self._coord.group(self.topic, member_id=host)
+            membership = self._joined.get(host) or Group(self._session, self.topic, member_id=host)
             try:
                 membership.join(data)
             except MemberAlreadyJoined:

@@ -354,7 +354,7 @@ def test_misuse_is_an_error_not_a_deadlock(connect: Connect) -> None:
 def test_lost_session_drops_shared_and_upgraded_holds(connect: Connect) -> None:
     a, b = connect("a"), connect("b")
     lost: list[RWLock] = []
-    reader = RWLock(a, "doc", on_lost=lost.append)
+    reader = RWLock(a.session, "doc", on_lost=lost.append)
     upgraded = a.rwlock("other")
     assert reader.acquire_read() and upgraded.acquire_read() and upgraded.upgrade()
     old_session = a.session_id

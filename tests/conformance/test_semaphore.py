@@ -198,7 +198,7 @@ def test_bad_arguments_are_rejected(connect: Connect) -> None:
 def test_lost_session_drops_the_hold(connect: Connect) -> None:
     a, b = connect("a"), connect("b")
     lost: list[Semaphore] = []
-    sem = Semaphore(a, "one", 1, on_lost=lost.append)
+    sem = Semaphore(a.session, "one", 1, on_lost=lost.append)
     assert sem.acquire()
     assert b.backend.expire_session(a.session_id)  # type: ignore[arg-type]
     wait_until(lambda: lost == [sem], what="on_lost callback")
