@@ -24,7 +24,7 @@ import pytest
 
 import moot
 from moot.backends.etcd import EtcdBackend
-from moot.errors import ConfigurationError, ConnectionLost, SessionExpired
+from moot.errors import ConfigurationError, ConnectionLost, InvalidURL, SessionExpired
 from moot.url import parse_url
 from tests import servers
 from tests.waiting import wait_event, wait_until
@@ -128,18 +128,6 @@ def test_enqueue_is_one_transaction(make: Callable[..., EtcdBackend], prefix: st
     assert first.owner is not None and first.owner != second.owner
 
 
-def test_compare_and_set_keeps_the_lease(make: Callable[..., EtcdBackend], prefix: str) -> None:
-    owner, other = make(), make()
-    session = owner.open_session(TTL)
-    entry = owner.create(f"{prefix}m", b"1", ephemeral=True)
-    assert entry is not None and entry.owner == session
-    updated = other.compare_and_set(entry.key, b"2", entry.version)
-    assert updated is not None and updated.owner == session and updated.seq == entry.seq
-    assert other.compare_and_set(entry.key, b"3", entry.version) is None
-    assert other.expire_session(session) is True
-    assert other.get(entry.key) is None
-
-
 def test_lease_revoke_and_expiry_fire_watches(make: Callable[..., EtcdBackend], prefix: str) -> None:
     owner, watcher = make(), make()
     lost = threading.Event()
@@ -228,6 +216,22 @@ def test_etcd3_spellings_and_url_root(etcd_url: str, make: Callable[..., EtcdBac
         make(f"etcd3+https://{address}")
     with pytest.raises(ConfigurationError):
         make(f"etcd://{address}", tls="true", ca_cert="/nonexistent/ca.pem")
+
+
+@pytest.mark.parametrize("options", [
+    {"tls": "treu"}, {"tls": "true", "verify": "maybe"}, {"verify": "false"},  # verify without TLS
+    {"ca_cert": "/tmp/ca.pem"}, {"cert_cert": "/tmp/c.pem"},  # a TLS option without TLS
+    {"tls": "true", "cert": "/a.pem", "cert_cert": "/b.pem"},  # one option under two names
+    {"tls": "true", "cert_key": "/nonexistent/k.pem"},  # a key without its certificate
+    {"tls": True, "ca_cert": "/nonexistent/ca.pem"}, {"tls": 1},
+])
+def test_bad_tls_options_fail_before_any_io(options: dict[str, object]) -> None:
+    """The shared TLS vocabulary (tls, ca_cert, cert, key, verify; old names
+    cert_cert and cert_key): every bad option is refused when the backend is made."""
+    with pytest.raises(InvalidURL):
+        EtcdBackend(parse_url("etcd://127.0.0.1:1"), options)
+    with pytest.raises(InvalidURL):
+        EtcdBackend(parse_url("etcd3+https://127.0.0.1:1"), {"tls": "false"})
 
 
 def test_password_authentication(make: Callable[..., EtcdBackend], prefix: str) -> None:

@@ -175,26 +175,6 @@ def test_every_key_of_a_lock_or_group_shares_a_hash_slot(redis_url: str, raw: re
     assert dir_key("") == "moot:{}"
 
 
-def test_counters_and_versions_never_repeat(make: Make, prefix: str) -> None:
-    a = make()
-    a.open_session(30)
-    first = a.create_sequential(prefix, b"", ephemeral=False)
-    assert a.delete(first.key)
-    a.close()  # nothing left under the prefix, and the client is gone
-    b = make()
-    b.open_session(30)
-    second, queue = b.enqueue(prefix, b"")
-    assert first.seq is not None and second.seq is not None and second.seq > first.seq
-    assert queue == [second]
-    key = f"{prefix.removesuffix('q/')}meta"
-    old = b.create(key, b"1")
-    assert old is not None and b.delete(key)
-    new = b.create(key, b"1")
-    assert new is not None and new.version > old.version
-    assert b.compare_and_set(key, b"2", old.version) is None  # no ABA on a re-created key
-    assert b.delete(key, old.version) is False
-
-
 # -- liveness and watches --------------------------------------------------------
 def test_dead_entries_read_as_absent_and_are_removed(make: Make, raw: redis.Redis, prefix: str) -> None:
     owner, reader = make(), make()
@@ -203,19 +183,6 @@ def test_dead_entries_read_as_absent_and_are_removed(make: Make, raw: redis.Redi
     wait_until(lambda: reader.get(entry.key) is None, what="the entry to die with its session")
     assert raw.hget(dir_key(prefix), entry.key.rsplit("/", 1)[1]) is None
     assert reader.list(prefix) == []
-
-
-@pytest.mark.parametrize("watch_prefix", [False, True], ids=["key", "prefix"])
-def test_watch_fires_when_the_owner_session_expires(make: Make, prefix: str, watch_prefix: bool) -> None:
-    owner, watcher = make(), make()
-    watcher.open_session(30)
-    owner.open_session(TTL)  # never refreshed: it expires with no write at all
-    entry = owner.create(f"{prefix}member", b"", ephemeral=True)
-    assert entry is not None
-    fired = threading.Event()
-    watcher.watch(prefix if watch_prefix else entry.key, fired.set)
-    wait_event(fired, what="the watch to fire when the owner's session expires")
-    assert watcher.get(entry.key) is None
 
 
 def test_eviction_tells_the_owner_at_once(make: Make, prefix: str) -> None:
@@ -244,18 +211,6 @@ def test_own_session_expiry_is_noticed_without_a_refresh(make: Make, prefix: str
     owner.watch(entry.key, mine.set)
     wait_event(lost, what="the session listener when the unrefreshed session expires")
     wait_event(mine, what="the holder's watch on its own entry")
-
-
-def test_session_last_seen_follows_the_heartbeat(make: Make) -> None:
-    a, b = make(), make()
-    session = a.open_session(30)
-    seen = b.session_last_seen(session)
-    assert seen is not None and abs(seen - time.time()) < 5
-    a.refresh_session()
-    later = b.session_last_seen(session)
-    assert later is not None and later >= seen - 0.01
-    a.close_session()
-    assert b.session_last_seen(session) is None
 
 
 def test_one_pubsub_connection_and_listener_thread_for_all_watches(
@@ -463,6 +418,38 @@ def test_tls(own: OwnServers, make: Make) -> None:
     wait_event(gone, what="a TLS watch to fire at the owner's expiry")
     with pytest.raises(ConnectionLost):
         make(url.split("?", 1)[0])  # the test CA is not trusted by default
+
+
+def test_tls_vocabulary(own: OwnServers, make: Make, caplog: pytest.LogCaptureFixture) -> None:
+    """The shared TLS options (tls, ca_cert, verify) and redis's old spellings
+    as aliases; verify=false connects to an untrusted server and warns."""
+    port = own.start(tls=True)
+    ca = own.directory / "ca.crt"
+    for url in (f"redis://127.0.0.1:{port}/0?tls=true&ca_cert={ca}", f"rediss://127.0.0.1:{port}/0?ca_cert={ca}",
+                f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}&ssl_cert_reqs=required"):
+        assert "redis" in make(url).ping(), url
+    with caplog.at_level("WARNING", logger="moot.backends.tls"):
+        assert "redis" in make(f"rediss://127.0.0.1:{port}/0?verify=false").ping()
+    assert any("verify=false" in record.getMessage() for record in caplog.records)
+    assert "redis" in make(f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none").ping()
+    with pytest.raises(ConnectionLost):
+        make(f"redis://127.0.0.1:{port}/0?tls=1")  # verified by default: the test CA is not trusted
+    with pytest.raises(ConnectionLost):
+        make(f"rediss://127.0.0.1:{port}/0?verify=yes")
+
+
+@pytest.mark.parametrize("query", [
+    "rediss://127.0.0.1/0?tls=treu", "rediss://127.0.0.1/0?verify=maybe", "rediss://127.0.0.1/0?verify=",
+    "redis://127.0.0.1/0?tls=2", "redis://127.0.0.1/0?ca_cert=/tmp/ca.pem",  # a TLS option without TLS
+    "redis://127.0.0.1/0?ssl_ca_certs=/tmp/ca.pem", "rediss://127.0.0.1/0?tls=false",
+    "rediss://127.0.0.1/0?ca_cert=/a.pem&ssl_ca_certs=/b.pem",  # one option under two names
+    "rediss://127.0.0.1/0?key=/nonexistent/client.key",  # a key without its certificate
+    "rediss://127.0.0.1/0?ca_cert=/nonexistent/ca.pem", "rediss://127.0.0.1/0?ssl_cert_reqs=sometimes",
+])
+def test_bad_tls_options_fail_before_any_io(query: str) -> None:
+    parsed = parse_url(query)
+    with pytest.raises(InvalidURL):
+        RedisBackend(parsed, dict(parsed.query))
 
 
 def test_sentinel_failover(own: OwnServers, make: Make, monkeypatch: pytest.MonkeyPatch) -> None:

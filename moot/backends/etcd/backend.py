@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from moot import deadline
+from moot.backends._support.tls import ETCD_ALIASES, option_names, tls_context
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
 from moot.backends.etcd.http import _RESENT, _b64, _Http, _Json, _prefix_end
 from moot.backends.etcd.watch import _LINGER, _QUEUE_ENTRY, _QueueWatch, _Stream, _WatchHub
@@ -28,10 +29,12 @@ from moot.url import BackendURL
 class EtcdBackend(Backend):
     """Primitives over etcd v3: leases, transactions and watches."""
 
-    OPTIONS = frozenset({"tls", "ca_cert", "cert_cert", "cert_key"})
+    OPTIONS = option_names(ETCD_ALIASES)
 
     def __init__(self, url: BackendURL, options: dict[str, object]):
         super().__init__(url, options)
+        self._tls = tls_context(options, default=url.scheme == "etcd3+https", aliases=ETCD_ALIASES,
+                                where=url.redacted())
         root = url.path.strip("/")
         self._root = root + "/" if root else ""
         self._lease: int | None = None
@@ -41,7 +44,7 @@ class EtcdBackend(Backend):
         self._queues_lock = threading.Lock()
 
     def connect(self, timeout: float) -> None:
-        http_ = _Http(self.url, self.options, timeout)
+        http_ = _Http(self.url, self._tls, timeout)
         with deadline.bounded(time.monotonic() + timeout):  # one deadline for every step
             http_.authenticate()
             version = str(http_.call("/version", idempotent=True).get("etcdserver", "0.0"))
@@ -204,7 +207,7 @@ class EtcdBackend(Backend):
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Delete ``key`` (at ``version`` if given); True if deleted. Sent again
-        after a lost answer (see the module docstring): True then means the
+        after a lost answer (see docs/design/etcd.md): True then means the
         key is gone, perhaps deleted by the lost attempt."""
         target = {"key": _b64(self._key(key))}
         if version is None:

@@ -10,7 +10,6 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from moot import deadline
@@ -75,30 +74,16 @@ class _Http:
     from a caller's thread) ends within :func:`moot.deadline.remaining` of it.
     """
 
-    def __init__(self, url: BackendURL, options: Mapping[str, object], timeout: float):
+    def __init__(self, url: BackendURL, context: ssl.SSLContext | None, timeout: float):
         self._url = url
         self._hosts = [url.host_port(2379, i) for i in range(max(1, len(url.hosts)))]
         self._current = 0
         self.timeout = timeout
-        self._context = self._tls_context(url, options)
+        self._context = context
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._token: str | None = None
         self.api = "/v3/"
-
-    @staticmethod
-    def _tls_context(url: BackendURL, options: Mapping[str, object]) -> ssl.SSLContext | None:
-        tls = str(options.get("tls", "")).lower() in ("1", "true", "yes")
-        if url.scheme != "etcd3+https" and not tls:
-            return None
-        ca, cert, key = (options.get(name) for name in ("ca_cert", "cert_cert", "cert_key"))
-        try:
-            context = ssl.create_default_context(cafile=str(ca) if ca else None)
-            if cert:
-                context.load_cert_chain(str(cert), str(key) if key else None)
-        except OSError as exc:
-            raise ConfigurationError(f"cannot load the TLS files for {url.redacted()}: {exc}") from None
-        return context
 
     def where(self) -> str:
         return self._url.redacted()
@@ -183,7 +168,7 @@ class _Http:
     def call(self, path: str, body: _Json | None = None, *, idempotent: bool = False) -> _Json:
         """POST ``body`` to ``api + path`` (GET ``path`` if no body); the decoded
         answer, or ConnectionLost / SessionExpired (lease not found) / BackendError,
-        within the deadline (see the module docstring).
+        within the deadline (see docs/design/etcd.md).
 
         A request is sent again after a transport error or no answer within
         its attempt's bound (to the next host), or while the cluster elects a

@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from moot.backends._support.tls import REDIS_ALIASES, option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.redis.listener import _Listener
 from moot.backends.redis.pool import _Pool
@@ -35,7 +36,7 @@ from moot.url import BackendURL, option_float
 log = logging.getLogger("moot.backends.redis")
 
 
-#: Connected backends, so that a forked child forgets them all (see "Fork").
+#: Connected backends, so that a forked child forgets them all (docs/design/redis.md, "Fork").
 _CONNECTED: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
 
 
@@ -71,10 +72,9 @@ def _info_field(info: object, name: bytes) -> str:
 
 
 class RedisBackend(Backend):
-    """Primitives over one Redis server; see the module docstring."""
+    """Primitives over one Redis server; see the package docstring."""
 
-    OPTIONS = frozenset({"socket_timeout", "max_connections", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
-                         "ssl_cert_reqs", "sentinel_password"})
+    OPTIONS = frozenset({"socket_timeout", "max_connections", "sentinel_password"}) | option_names(REDIS_ALIASES)
 
     def __init__(self, url: BackendURL, options: dict[str, object]):
         super().__init__(url, options)
@@ -97,9 +97,8 @@ class RedisBackend(Backend):
         self._socket_timeout = option_float(options, "socket_timeout", 5.0, maximum=3600)
         self._max_connections = int(option_float(options, "max_connections", 50, minimum=1, allow_equal=True,
                                                  maximum=10_000))
-        self._tls: ssl.SSLContext | None = None
-        if url.scheme == "rediss":
-            self._tls = _tls(options)
+        self._tls = tls_context(options, default=url.scheme == "rediss", aliases=REDIS_ALIASES,
+                                where=url.redacted())
         self._connect_timeout = self._socket_timeout
         self._session: tuple[str, int] | None = None  # id, ttl in ms
         self._notices: Watch | None = None
@@ -161,7 +160,7 @@ class RedisBackend(Backend):
 
     def forget_after_fork(self) -> None:
         """Drop, without any I/O, every connection, the pool, the listeners
-        and the session inherited from the parent (see "Fork" above): the
+        and the session inherited from the parent (see docs/design/redis.md): the
         inherited sockets get a plain close() and nothing else."""
         self._forked = self._closed = True
         self._connected = False
@@ -493,22 +492,3 @@ class RedisBackend(Backend):
         dkey, directory, leaf = scope
         return int(self._eval("recheck", [dkey], [directory, leaf, session[0] if session else ""]))
 
-
-def _tls(options: dict[str, object]) -> ssl.SSLContext:
-    """The TLS context of every connection of a ``rediss://`` backend."""
-    ca = str(options.get("ssl_ca_certs") or "") or None
-    cert = str(options.get("ssl_certfile") or "") or None
-    key = str(options.get("ssl_keyfile") or "") or None
-    reqs = str(options.get("ssl_cert_reqs", "required"))
-    modes = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
-    if reqs not in modes:
-        raise InvalidURL(f"option ssl_cert_reqs={reqs!r} must be one of: required, optional, none")
-    try:
-        context = ssl.create_default_context(cafile=ca)
-        if cert:
-            context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise InvalidURL(f"cannot load the TLS files given in the options: {exc}") from None
-    context.check_hostname = reqs == "required"
-    context.verify_mode = modes[reqs]
-    return context
