@@ -126,46 +126,6 @@ def test_forked_child_does_not_keep_its_parents_keys_alive(make: Make, root: Pat
             os.kill(int(pid), signal.SIGKILL)
 
 
-def test_watches_fire_on_create_update_and_delete(make: Make) -> None:
-    writer, watcher = make(), make()
-    for ephemeral in (False, True):
-        key = f"ns/k-{ephemeral}"
-        exact, prefix = _event_watch(watcher, key), _event_watch(watcher, "ns/")
-        entry = writer.create(key, b"1", ephemeral=ephemeral)
-        assert entry is not None
-        wait_event(exact, what="exact watch on create")
-        wait_event(prefix, what="prefix watch on create")
-        for fired in (exact, prefix):
-            fired.clear()
-        updated = writer.compare_and_set(key, b"2", entry.version)
-        assert updated is not None and updated.owner == entry.owner
-        wait_event(exact, what="exact watch on update")
-        wait_event(prefix, what="prefix watch on update")
-        exact.clear()
-        assert writer.delete(key)
-        wait_event(exact, what="exact watch on delete")
-
-
-def test_watch_on_a_prefix_that_does_not_exist_yet(make: Make) -> None:
-    a, b = make(), make()
-    fired = _event_watch(a, "brand/new/dir/")
-    b.create("brand/new/dir/k", b"", ephemeral=True)
-    wait_event(fired, what="watch on a directory made by watch()")
-
-
-def test_two_backends_in_one_process_behave_like_two_processes(make: Make) -> None:
-    a, b = make(), make()
-    assert a.create("ns/k", b"a", ephemeral=True) is not None
-    assert b.create("ns/k", b"b", ephemeral=True) is None
-    entry = b.get("ns/k")
-    assert entry is not None and entry.value == b"a" and entry.owner is not None
-    gone = _event_watch(b, "ns/k")
-    a.close_session()
-    wait_event(gone, what="close_session deletes the keys")
-    assert b.get("ns/k") is None
-    assert b.create("ns/k", b"b", ephemeral=True) is not None
-
-
 def test_long_segments_are_hashed_on_disk_and_round_trip(make: Make, root: Path) -> None:
     backend, other = make(), make()
     long_dir, long_leaf = "d" * 300, "%C3%A9" * 128  # 768 chars: the longest escaped name
@@ -193,31 +153,6 @@ def test_a_hashed_directory_left_unnamed_by_a_crash_is_named_by_the_next_user(ma
     (hashed / ".name").unlink()  # as if its maker died between mkdir and naming it
     assert make().create(f"ns/{long_dir}/second", b"") is not None
     assert [e.key for e in make().list("ns/")] == [f"ns/{long_dir}/first", f"ns/{long_dir}/second"]
-
-
-def test_a_key_and_keys_below_it_coexist(make: Make) -> None:
-    backend = make()
-    assert backend.create("a/b", b"leaf") is not None
-    assert backend.create("a/b/c", b"below") is not None
-    assert [(e.key, e.value) for e in backend.list("a/")] == [("a/b", b"leaf"), ("a/b/c", b"below")]
-    assert [e.key for e in backend.list("a/b")] == ["a/b", "a/b/c"]
-    assert [e.key for e in backend.list("a/b/")] == ["a/b/c"]
-
-
-def test_seq_and_versions_keep_increasing_across_backend_objects(make: Make, root: Path) -> None:
-    first = make()
-    seqs = [first.create_sequential("q/", b"", ephemeral=False).seq for _ in range(3)]
-    created = first.create("q/plain", b"x")
-    assert created is not None
-    first.close()
-    second = make()
-    assert second.delete("q/plain")
-    again = second.create("q/plain", b"y")
-    assert again is not None and again.version != created.version
-    assert second.compare_and_set("q/plain", b"z", created.version) is None  # stale version: refused
-    later = second.create_sequential("q/", b"")
-    assert later.seq is not None and later.seq > max(s for s in seqs if s is not None)
-    assert later.key == f"q/{later.seq:020d}"
 
 
 def test_compare_and_set_and_delete_check_versions(make: Make) -> None:
