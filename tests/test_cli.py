@@ -362,6 +362,32 @@ def test_watch_json_shows_every_lock_change_and_join(connect: Connect, url: str,
         assert (locks.finish(), group.finish()) == (0, 0)
 
 
+def test_watch_leader_shows_each_new_leader(connect: Connect, url: str, namespace: str) -> None:
+    first, second = connect("scheduler-1"), connect("scheduler-2")
+    leading, following = first.election("scheduler"), second.election("scheduler")
+    elected: list[bool] = []
+    thread = threading.Thread(target=lambda: elected.append(following.campaign(BOUND)))
+    with Running("--url", url, "--namespace", namespace, "--json", "watch", "leader", "scheduler",
+                 "--interval", NO_POLLING) as watch:
+        assert json.loads(watch.line()) | {"time": 0} == {
+            "time": 0, "view": "leader", "election": "scheduler", "leader": None, "candidates": []}
+        assert leading.campaign(timeout=BOUND)
+        seen = watch.states(lambda s: s["leader"] == "scheduler-1")
+        assert seen[-1]["candidates"] == ["scheduler-1"]
+        thread.start()
+        wait_until(lambda: len(first.election("scheduler").candidates()) == 2, what="second candidate")
+        leading.resign()  # the leader changes
+        thread.join(BOUND)
+        assert elected == [True]
+        seen += watch.states(lambda s: s["leader"] == "scheduler-2")
+        assert seen[-1]["candidates"] == ["scheduler-2"]
+        assert following.resign()
+        seen += watch.states(lambda s: s["leader"] is None)
+        assert_each_shows_a_change(seen)
+        watch.proc.send_signal(signal.SIGTERM)
+        assert watch.finish() == 0
+
+
 def test_watch_count_and_new_names(connect: Connect, url: str, namespace: str) -> None:
     coord = connect("newcomer-1")
     with Running("--url", url, "--namespace", namespace, "--json", "watch", "locks", "--count", "2",
@@ -418,6 +444,7 @@ def test_watch_carries_on_through_an_outage(namespace: str) -> None:
 def test_watch_usage_errors() -> None:
     assert_one_line_error(run_moot("--url", "memory://cli", "watch", "group"), 2)
     assert_one_line_error(run_moot("--url", "memory://cli", "watch", "groups", "extra"), 2)
+    assert_one_line_error(run_moot("--url", "memory://cli", "watch", "leader"), 2)
     for bad in (["--count", "0"], ["--duration", "-1"], ["--interval", "nan"], ["nosuchview"]):
         assert run_moot("--url", "memory://cli", "watch", *bad).returncode == 2
 
