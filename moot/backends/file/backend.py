@@ -68,7 +68,6 @@ evicted session cannot add keys behind the evicter's back.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import weakref
@@ -81,18 +80,16 @@ from moot.backends.file.format import (
     EPHEMERAL,
     EVICTED,
     HEADER,
-    KEY_RE,
     MAGIC,
-    PREFIX_RE,
     SEQUENTIAL,
     SESSION_RE,
-    check,
     count_keys,
     disk,
+    key_path,
     load,
     next_counter,
+    prefix_path,
     probe,
-    split,
     store,
 )
 from moot.backends.file.inotify import Inotify
@@ -309,34 +306,25 @@ class FileBackend(Backend):
     # -- keys -------------------------------------------------------------
     @_io
     def get(self, key: str) -> Entry | None:
-        check(key, KEY_RE, "key")
-        rel, segment = split(key)
+        rel, _, name = key_path(key)
         with self._lock:
             handle = self._dirs.get(rel, create=False)
             if handle is None:
                 return None
-            name = disk(segment)
-            fcntl.flock(handle.lock, fcntl.LOCK_SH)
-            try:
+            with handle.shared:
                 entry, dead = probe(handle.fd, handle.rel, name)
-            finally:
-                fcntl.flock(handle.lock, fcntl.LOCK_UN)
             if dead:
                 reap(handle, [name])
             return entry
 
     @_io
     def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> Entry | None:
-        check(key, KEY_RE, "key")
-        rel, segment = split(key)
+        rel, segment, _ = key_path(key)
         with self._lock:
             handle = self._dirs.get(rel, create=True)
             assert handle is not None
-            fcntl.flock(handle.lock, fcntl.LOCK_EX)
-            try:
+            with handle.exclusive:
                 return self._put(handle, segment, bytes(value), ephemeral)[0]
-            finally:
-                fcntl.flock(handle.lock, fcntl.LOCK_UN)
 
     @_io
     def create_sequential(self, prefix: str, value: bytes, *, ephemeral: bool = True) -> Entry:
@@ -348,14 +336,12 @@ class FileBackend(Backend):
         return self._enqueue(prefix, bytes(value), True, listing=True)
 
     def _enqueue(self, prefix: str, value: bytes, ephemeral: bool, listing: bool) -> tuple[Entry, list[Entry]]:
-        check(prefix, PREFIX_RE, "prefix")
-        rel, start = split(prefix)
+        rel, start = prefix_path(prefix)
         out: list[Entry] = []
         with self._lock:
             handle = self._dirs.get(rel, create=True)
             assert handle is not None
-            fcntl.flock(handle.lock, fcntl.LOCK_EX)
-            try:
+            with handle.exclusive:
                 entry: Entry | None = None
                 while entry is None:  # a name is taken only if the counter was lost in a crash
                     entry, keys = self._put(handle, start, value, ephemeral, sequential=True)
@@ -365,24 +351,19 @@ class FileBackend(Backend):
                 elif listing:
                     subdirs, dead, files = scan(handle, start, out, known=entry)
                     count_keys(handle.lock, exact=files)
-            finally:
-                fcntl.flock(handle.lock, fcntl.LOCK_UN)
             if listing:
                 self._finish_list(handle, subdirs, dead, start, out)
         return entry, out
 
     @_io
     def compare_and_set(self, key: str, value: bytes, version: int) -> Entry | None:
-        check(key, KEY_RE, "key")
-        rel, segment = split(key)
+        rel, segment, name = key_path(key)
         value = bytes(value)
         with self._lock:
             handle = self._dirs.get(rel, create=False)
             if handle is None:
                 return None
-            name = disk(segment)
-            fcntl.flock(handle.lock, fcntl.LOCK_EX)
-            try:
+            with handle.exclusive:
                 old, _ = probe(handle.fd, handle.rel, name)
                 if old is None or old.version != version:
                     return None
@@ -400,20 +381,15 @@ class FileBackend(Backend):
                 finally:
                     os.close(fd)
                 return Entry(key, value, new_version, old.seq, old.owner)
-            finally:
-                fcntl.flock(handle.lock, fcntl.LOCK_UN)
 
     @_io
     def delete(self, key: str, version: int | None = None) -> bool:
-        check(key, KEY_RE, "key")
-        rel, segment = split(key)
+        rel, _, name = key_path(key)
         with self._lock:
             handle = self._dirs.get(rel, create=False)
             if handle is None:
                 return False
-            name = disk(segment)
-            fcntl.flock(handle.lock, fcntl.LOCK_EX)
-            try:
+            with handle.exclusive:
                 spare = self._owned.get(rel, {}).get(name)
                 if spare is not None and version is None and self._spares.unlink_owned(handle, name, spare):
                     return True  # the fast path: my own key, no need to read it
@@ -428,8 +404,6 @@ class FileBackend(Backend):
                 if spare is not None:
                     self._spares.reclaim(rel)
                 return True
-            finally:
-                fcntl.flock(handle.lock, fcntl.LOCK_UN)
 
     def _finish_list(self, handle: Dir, subdirs: list[str], dead: list[str], start: str,
                      out: list[Entry]) -> None:
@@ -444,11 +418,8 @@ class FileBackend(Backend):
             if sub is None:
                 continue
             try:
-                fcntl.flock(sub.lock, fcntl.LOCK_SH)
-                try:
+                with sub.shared:
                     names, dead, _ = scan(sub, "", out)
-                finally:
-                    fcntl.flock(sub.lock, fcntl.LOCK_UN)
                 if dead:
                     reap(sub, dead)
                 pending.extend(subdir_prefixes(sub, names, ""))
@@ -459,18 +430,14 @@ class FileBackend(Backend):
 
     @_io
     def list(self, prefix: str) -> list[Entry]:
-        check(prefix, PREFIX_RE, "prefix")
-        rel, start = split(prefix)
+        rel, start = prefix_path(prefix)
         out: list[Entry] = []
         with self._lock:
             handle = self._dirs.get(rel, create=False)
             if handle is None:
                 return out
-            fcntl.flock(handle.lock, fcntl.LOCK_SH)
-            try:
+            with handle.shared:
                 subdirs, dead, _ = scan(handle, start, out)
-            finally:
-                fcntl.flock(handle.lock, fcntl.LOCK_UN)
             self._finish_list(handle, subdirs, dead, start, out)
         return out
 
@@ -478,12 +445,10 @@ class FileBackend(Backend):
     @_io
     def watch(self, key: str, callback: Callable[[], None]) -> Watch:
         if key.endswith("/") or key == "":
-            check(key, PREFIX_RE, "prefix")
-            rel, name = key, None
+            rel, _ = prefix_path(key)
+            name = None
         else:
-            check(key, KEY_RE, "key")
-            rel, segment = split(key)
-            name = disk(segment)
+            rel, _, name = key_path(key)
         with self._lock:
             handle = self._dirs.get(rel, create=True)
             assert handle is not None

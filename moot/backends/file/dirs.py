@@ -2,9 +2,9 @@
 per backend object), reading a directory's entries, and removing what dead
 owners left there.
 
-A directory's ``.lock`` file is its mutex (``flock``: exclusive for writes,
-shared for reads); functions that take a :class:`Dir` whose mutex they do not
-take themselves say so.
+A directory's ``.lock`` file is its mutex (:class:`Mutex`, an ``flock``:
+exclusive for writes, shared for reads); functions that take a :class:`Dir`
+whose mutex they do not take themselves say so.
 """
 
 from __future__ import annotations
@@ -14,20 +14,45 @@ import contextlib
 import fcntl
 import os
 import uuid
+from types import TracebackType
 
 from moot.backends.base import Entry
 from moot.backends.file.format import SPARE, alive, count_keys, disk, probe, split
 
+_flock, _UNLOCK = fcntl.flock, fcntl.LOCK_UN
 _MAX_DIRS = 32  # directory handles kept open per backend object (2 fds each)
 
 
-class Dir:
-    """Open handles on one directory of the tree: the directory and its ``.lock``."""
+class Mutex:
+    """``with``: one directory's mutex (its ``.lock`` file's ``flock``, shared
+    or exclusive) held for the block, released when the block ends however it
+    ends. Only the process that took it releases it: a forked child never
+    enters or leaves its parent's (it closes its copies of the files)."""
 
-    __slots__ = ("fd", "lock", "path", "rel")
+    __slots__ = ("_fd", "_how")
+
+    def __init__(self, fd: int, how: int):
+        self._fd, self._how = fd, how
+
+    def __enter__(self) -> None:
+        _flock(self._fd, self._how)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        _flock(self._fd, _UNLOCK)
+
+
+class Dir:
+    """Open handles on one directory of the tree: the directory and its
+    ``.lock``, with its mutex as ``exclusive`` (to write) and ``shared`` (to
+    read, so nobody reads a half-written value)."""
+
+    __slots__ = ("exclusive", "fd", "lock", "path", "rel", "shared")
 
     def __init__(self, rel: str, path: str, fd: int, lock: int):
         self.rel, self.path, self.fd, self.lock = rel, path, fd, lock
+        self.exclusive = Mutex(lock, fcntl.LOCK_EX)
+        self.shared = Mutex(lock, fcntl.LOCK_SH)
 
     def close(self) -> None:
         os.close(self.lock)
@@ -65,9 +90,8 @@ def scan(handle: Dir, start: str, out: list[Entry], known: Entry | None = None) 
 
 def sweep(handle: Dir) -> None:
     """Remove dead spares and dead entries from ``handle``."""
-    fcntl.flock(handle.lock, fcntl.LOCK_EX)
     files = 0
-    try:
+    with handle.exclusive:
         for name in os.listdir(handle.fd):
             if name.startswith(SPARE):
                 try:
@@ -85,22 +109,17 @@ def sweep(handle: Dir) -> None:
                 else:
                     files += 1
         count_keys(handle.lock, exact=files)
-    finally:
-        fcntl.flock(handle.lock, fcntl.LOCK_UN)
 
 
 def reap(handle: Dir, names: list[str]) -> None:
     """Remove the named entries of ``handle`` that are (still) dead, and dead spares."""
-    fcntl.flock(handle.lock, fcntl.LOCK_EX)
-    try:
+    with handle.exclusive:
         removed = 0
         for name in names:
             if probe(handle.fd, handle.rel, name)[1]:
                 os.unlink(name, dir_fd=handle.fd)
                 removed += 1
         count_keys(handle.lock, -removed)
-    finally:
-        fcntl.flock(handle.lock, fcntl.LOCK_UN)
     sweep(handle)
 
 

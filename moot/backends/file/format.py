@@ -61,9 +61,24 @@ def split(key: str) -> tuple[str, str]:
     return rel + slash, segment
 
 
-def check(key: str, pattern: re.Pattern[str], what: str) -> None:
-    if not isinstance(key, str) or not pattern.match(key):
-        raise InvalidArgument(f"bad {what} {key!r}: '/'-separated segments of [A-Za-z0-9_%-]")
+def key_path(key: str) -> tuple[str, str, str]:
+    """A valid key's (directory's key prefix, last segment, that segment's file name)."""
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        raise _bad(key, "key")
+    rel, slash, segment = key.rpartition("/")
+    return rel + slash, segment, segment if len(segment) <= _MAX_SEGMENT else disk(segment)
+
+
+def prefix_path(prefix: str) -> tuple[str, str]:
+    """A valid prefix's (directory's key prefix, start of the last segment)."""
+    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
+        raise _bad(prefix, "prefix")
+    rel, slash, start = prefix.rpartition("/")
+    return rel + slash, start
+
+
+def _bad(key: object, what: str) -> InvalidArgument:
+    return InvalidArgument(f"bad {what} {key!r}: '/'-separated segments of [A-Za-z0-9_%-]")
 
 
 @functools.cache

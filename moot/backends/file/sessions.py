@@ -163,8 +163,7 @@ class Sessions:
 
 def evict_in(handle: Dir, session_id: str) -> None:
     """Bump ``handle``'s eviction epoch and delete the session's keys there."""
-    fcntl.flock(handle.lock, fcntl.LOCK_EX)
-    try:
+    with handle.exclusive:
         counter, epoch, keys = load(handle.lock)
         store(handle.lock, counter, epoch + 1, keys)
         removed = 0
@@ -175,5 +174,3 @@ def evict_in(handle: Dir, session_id: str) -> None:
                     os.unlink(name, dir_fd=handle.fd)
                     removed += 1
         count_keys(handle.lock, -removed)
-    finally:
-        fcntl.flock(handle.lock, fcntl.LOCK_UN)

@@ -96,12 +96,9 @@ class Spares:
                     os.close(spare.fd)
                 owned.clear()
                 continue
-            fcntl.flock(handle.lock, fcntl.LOCK_EX)
-            try:
+            with handle.exclusive:
                 for name, spare in list(owned.items()):
                     self.unlink_owned(handle, name, spare)
-            finally:
-                fcntl.flock(handle.lock, fcntl.LOCK_UN)
         self.owned.clear()
 
     def close(self) -> None:
