@@ -18,7 +18,9 @@ change appears within milliseconds), and re-reads it every ``--interval``
 seconds to pick up new lock or group names (which no watch announces) and to
 update how long each holder and waiter has been there.
 
-The command uses moot's public API only.
+The command uses moot's public API (``moot.__all__``) only, plus
+:func:`moot.url.redact` and :func:`moot.url.parse_url` to keep a URL's password
+out of what it prints.
 """
 
 from __future__ import annotations
