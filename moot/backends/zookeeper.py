@@ -1049,20 +1049,35 @@ class ZooKeeperBackend(Backend):
             raise SessionExpired("no ZooKeeper session")
         session = self._live_session(conn)
         if not conn.live.is_set():
-            raise ConnectionLost(f"disconnected from ZooKeeper at {self.url.redacted()}; reconnecting")
+            self._settle(conn, session)
+            if not conn.live.is_set():
+                raise ConnectionLost(f"disconnected from ZooKeeper at {self.url.redacted()}; "
+                                     f"still reconnecting{_elapsed()}")
         started = time.monotonic()
         synced = conn.zk.sync_async("/")
         found = conn.zk.exists_async(self._record(session.id))
-        # An answer later than the session timeout proves nothing: the session may be gone by then.
-        with deadline.bounded(started + min(session.ttl, conn.granted() or session.ttl)):
-            self._wait(synced, session=True)
-            stat = self._wait(found, session=True)
+        try:
+            # An answer later than the session timeout proves nothing: the session may be gone by then.
+            with deadline.bounded(started + min(session.ttl, conn.granted() or session.ttl)):
+                self._wait(synced, session=True)
+                stat = self._wait(found, session=True)
+        except ConnectionLost:
+            self._settle(conn, session)  # SessionExpired if the connection dropped because it ended
+            raise
         if stat is None or stat.ephemeralOwner != session.sid:
             session.expired = True
             raise SessionExpired("the ZooKeeper session expired")
         if self._orphans:
             with contextlib.suppress(ConnectionLost):  # the session is renewed; orphans wait for the next refresh
                 self._remove_orphans(conn)
+
+    def _settle(self, conn: _Conn, session: _Session) -> None:
+        """While disconnected, wait (within the deadline, never raising
+        ConnectionLost) for kazoo's reconnection, which tells whether
+        ``session`` lives on or has ended (LOST, as after an eviction; kazoo
+        then connects with a new session); SessionExpired if it has ended."""
+        _await(lambda: conn.live.is_set() or session.expired, conn.live.wait, self._budget())
+        self._live_session(conn)
 
     @_bounded
     def close_session(self) -> None:

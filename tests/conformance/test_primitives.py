@@ -44,9 +44,6 @@ KNOWN_FAILURES = {
     "test_an_unrefreshed_session_lives_its_granted_ttl_then_ends[zookeeper]": (
         "kazoo pings the server by itself, so the session never expires for lack of refresh_session() "
         "while the process stays connected"),
-    "test_expire_session_from_another_backend_object[zookeeper]": (
-        "right after an eviction the owner's next refresh_session() raises ConnectionLost "
-        "('disconnected ...; reconnecting'), not SessionExpired"),
     "test_compare_and_set_fails_on_a_stale_version_or_an_absent_key[etcd]": (
         "compare_and_set(absent key, version=0) raises BackendError 'etcdserver: key not found' "
         "(mod_revision 0 matches an absent key, then the put with ignore_lease fails) instead of None"),
