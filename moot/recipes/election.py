@@ -9,29 +9,30 @@ session TTL (at once on file://).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
-from moot import deadline as call_deadline
 from moot import names
 from moot.backends.base import Entry, Watch
-from moot.realthreads import threading
 from moot.recipes import queue
+from moot.recipes.hold import Hold
 from moot.session import Session, check_timeout, within_timeout
 
 log = logging.getLogger("moot.election")
 
+#: The mode of a candidate's queue entry.
+LEADER = "leader"
 
-class Election:
-    """The election ``name``; see the module docstring."""
+
+class Election(Hold):
+    """The election ``name``; see the module docstring. A leadership is a
+    hold of the election's queue: served at its head, fenced, bound to the
+    session like a lock."""
+
+    kind = "election"
 
     def __init__(self, session: Session, name: str):
-        self.name = names.check_name(name, "election name")
-        self._session = session
-        self._prefix = session.key("election", names.segment(self.name), "q") + "/"
-        self._entry: Entry | None = None
-        self._epoch = -1
-        self._mutex = threading.Lock()
+        name = names.check_name(name, "election name")
+        super().__init__(session, name, session.key("election", names.segment(name), "q") + "/", None, None)
         self._callbacks: list[Callable[[str | None], None]] = []
         self._watch: Watch | None = None
         self._last_leader: str | None = None
@@ -43,33 +44,16 @@ class Election:
     def is_leader(self) -> bool:
         """True while this coordinator leads and its session is trusted (no
         round trip; turns False on time, like ``Lock.is_held``)."""
-        return self._entry is not None and self._session.holds(self._epoch)
-
-    @property
-    def token(self) -> int | None:
-        """Fencing token of the current leadership, None when not leading."""
-        return self._entry.seq if self._entry is not None else None
+        return self.is_held
 
     def campaign(self, timeout: float | None = None) -> bool:
-        """Stand for leadership and wait until elected: True once leading,
-        False if ``timeout`` ran out (the candidacy is then withdrawn)."""
-        deadline = check_timeout(timeout)
+        """Stand for leadership and wait until elected: True once leading (at
+        once if already leading), False if ``timeout`` ran out (the candidacy
+        is then withdrawn)."""
         if self._entry is not None:
+            check_timeout(timeout)
             return True
-        asked = time.monotonic()
-
-        def install(entry: Entry, epoch: int) -> None:
-            with self._mutex:
-                self._entry, self._epoch = entry, epoch
-
-        with call_deadline.bounded(deadline):
-            entry = queue.wait_turn(self._session, self._prefix, queue.encode(self._session.member_id, "leader"),
-                                    deadline, holder=self, install=install)
-        if entry is None:
-            self._session.metrics.count("timeouts", "election")
-            return False
-        self._session.metrics.timed("acquisitions", "wait_seconds", "election", time.monotonic() - asked)
-        return True
+        return self._acquire(LEADER, True, timeout, queue.predecessor)
 
     @within_timeout
     def leader(self) -> str | None:
@@ -86,12 +70,7 @@ class Election:
     def resign(self) -> bool:
         """Give up leadership; True if this coordinator was leading. Never raises
         for a leadership that is already gone."""
-        with self._mutex:
-            entry, self._entry = self._entry, None
-        if entry is None:
-            return False
-        self._session.unbind(self)
-        return self._session.delete_entry(entry.key)
+        return self.release()
 
     @within_timeout
     def on_change(self, callback: Callable[[str | None], None]) -> None:
@@ -122,20 +101,12 @@ class Election:
         if watch is not None:
             watch.cancel()
 
-    # -- session events ---------------------------------------------------
-    def session_lost(self) -> None:
-        with self._mutex:
-            lost, self._entry = self._entry, None
-        self._session.unbind(self)
-        if lost is not None:
-            self._session.metrics.count("lost", "election")
-            log.warning("moot: leadership of election %r (token %s) lost with the session of %s", self.name,
-                        lost.seq, self._session.member_id)
-            self._session.run_callback(self._check_leader)
-
-    def session_renewed(self) -> None:
-        """Leadership lost with a session is not taken back silently."""
+    # -- session events (SessionListener) ---------------------------------
+    def _report_lost(self, lost: Entry) -> None:
+        log.warning("moot: leadership of election %r (token %s) lost with the session of %s", self.name,
+                    lost.seq, self._session.member_id)
+        self._session.run_callback(self._check_leader)
 
     def session_closing(self) -> None:
         self.stop_watching()
-        self.resign()
+        self.release()

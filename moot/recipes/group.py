@@ -110,6 +110,7 @@ class Group:
         self._my_key = self._members_prefix + names.segment(self.member_id)
         self._capabilities: Any = None
         self._joined = False
+        self._version: int | None = None  # of this object's record, as last written
         self._mutex = threading.Lock()
 
     def __repr__(self) -> str:
@@ -142,13 +143,17 @@ class Group:
                     raise MemberAlreadyJoined(
                         f"member {self.member_id!r} is already in group {self.name!r} through "
                         f"another live session; give each process its own member_id")
-                self._session.backend.compare_and_set(self._my_key, value, current.version)
+                updated = self._session.backend.compare_and_set(self._my_key, value, current.version)
+                self._version = None if updated is None else updated.version
             self._capabilities = capabilities
             self._joined = True
         self._session.bind(self)
 
     def _create_member(self, value: bytes) -> Entry | None:
-        return self._session.backend.create(self._my_key, value, ephemeral=True)
+        created = self._session.backend.create(self._my_key, value, ephemeral=True)
+        if created is not None:
+            self._version = created.version
+        return created
 
     @within_timeout
     def leave(self) -> bool:
@@ -156,11 +161,19 @@ class Group:
         raises for a group or membership that is already gone."""
         with self._mutex:
             was, self._joined = self._joined, False
+            version, self._version = self._version, None
         self._session.unbind(self)
-        try:
-            deleted = self._session.backend.delete(self._my_key)
-        except SessionExpired:
-            deleted = False
+        if version is None:  # joined through another object of this session, or not at all
+            try:
+                current = self._session.backend.get(self._my_key)
+            except SessionExpired:
+                return False
+            if current is None or current.owner != self._session.id:
+                return False  # nothing of this session's to leave (remove() deletes others' records)
+            version = current.version
+        # The one removal path: an unconfirmed removal is retried by the
+        # heartbeat, at this version only (a later join makes a new one).
+        deleted = self._session.delete_entry(self._my_key, version)
         return was and deleted
 
     @within_timeout
@@ -183,9 +196,10 @@ class Group:
                 if current is None or not self._joined:
                     raise MemberNotFound(f"{self.member_id!r} is not in group {self.name!r}; join() first")
                 joined_at = values.decode_member(current.value)[1] or time.time()
-                if self._session.backend.compare_and_set(self._my_key, _encode(capabilities, joined_at),
-                                                       current.version) is not None:
-                    self._capabilities = capabilities
+                updated = self._session.backend.compare_and_set(self._my_key, _encode(capabilities, joined_at),
+                                                                current.version)
+                if updated is not None:
+                    self._capabilities, self._version = capabilities, updated.version
                     return
         raise MemberNotFound(f"{self.member_id!r} kept changing in group {self.name!r}")
 

@@ -1,7 +1,10 @@
-"""What every queue-based hold (lock, shared/exclusive lock, semaphore)
-shares: its queue entry and fencing token, and how it learns and reports that
-its session ended (``is_held`` False, a warning, the ``lost`` counter, the
-``on_lost`` callback on the coordinator's callback thread)."""
+"""What every queue-based hold (lock, shared/exclusive lock, semaphore,
+leadership) shares: the one acquire path (queue up, be served, be bound to
+the session in one step), its queue entry and fencing token, its release, and
+how it learns and reports that its session ended (``is_held`` False, a
+warning, the ``lost`` counter, the ``on_lost`` callback on the coordinator's
+callback thread). Subclasses only say how an entry is served (a blocker) and
+what a hold is called."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any, ClassVar
 
 from moot import deadline as call_deadline
 from moot.backends.base import Entry
+from moot.errors import LockError
 from moot.realthreads import threading
 from moot.recipes import queue
 from moot.session import Session, check_timeout
@@ -52,10 +56,16 @@ class Hold:
         anyone else."""
         return self._entry is not None and self._session.holds(self._epoch)
 
-    def _take(self, value: bytes, deadline: float | None, blocker: queue.Blocker, blocking: bool,
-              mode: str | None = None) -> bool:
-        """Queue up and wait to be served; the hold is installed and bound to
-        the session in one step (see :func:`moot.recipes.queue.wait_turn`)."""
+    def _acquire(self, mode: str, blocking: bool, timeout: float | None, blocker: queue.Blocker) -> bool:
+        """The one acquire path: queue up in ``mode`` and wait (until
+        ``timeout``, default the object's) to be served by ``blocker``; the
+        hold is installed and bound to the session in one step (see
+        :func:`moot.recipes.queue.wait_turn`). LockError if already held."""
+        deadline = check_timeout(self._timeout if timeout is None else timeout)
+        self._session.check_open()
+        if self._entry is not None:
+            raise LockError(f"{self.kind} {self.name!r} is already held by this object (not reentrant"
+                            f"{self._reentry_hint})")
         asked = time.monotonic()
 
         def install(entry: Entry, epoch: int) -> None:
@@ -66,8 +76,8 @@ class Hold:
                 self._installed(mode)
 
         with call_deadline.bounded(deadline):
-            entry = queue.wait_turn(self._session, self._prefix, value, deadline, blocker, blocking,
-                                    holder=self, install=install)
+            entry = queue.wait_turn(self._session, self._prefix, queue.encode(self._session.member_id, mode),
+                                    deadline, blocker, blocking, holder=self, install=install)
         if entry is None:
             if blocking:
                 self._session.metrics.count("timeouts", self.kind)
@@ -75,7 +85,10 @@ class Hold:
         self._session.metrics.timed("acquisitions", "wait_seconds", self.kind, self._held_at - asked)
         return True
 
-    def _installed(self, mode: str | None) -> None:
+    #: Appended to the "not reentrant" error (e.g. how to go from shared to exclusive).
+    _reentry_hint = ""
+
+    def _installed(self, mode: str) -> None:
         """Subclass hook, under the mutex, when a hold is installed."""
 
     def release(self) -> bool:
@@ -91,7 +104,7 @@ class Hold:
         self._session.unbind(self)
         self._session.metrics.timed("releases", "hold_seconds", self.kind, time.monotonic() - self._held_at)
         with self._session.bounded():
-            return self._session.delete_entry(entry.key)
+            return self._session.delete_entry(entry.key)  # seq-named: never made again, no version needed
 
     def _forget(self) -> Entry | None:
         """Drop the local state of the hold; return the entry it had."""
@@ -100,13 +113,17 @@ class Hold:
             self.since = None
         return lost
 
-    # -- session events (from the coordinator) -----------------------------
+    # -- session events (SessionListener) -----------------------------------
     def session_lost(self) -> None:
         lost = self._forget()
         self._session.unbind(self)
         if lost is None:
             return
         self._session.metrics.count("lost", self.kind)
+        self._report_lost(lost)
+
+    def _report_lost(self, lost: Entry) -> None:
+        """Tell the application (a warning, then ``on_lost`` on the callback thread)."""
         logging.getLogger(f"moot.{self.kind}").warning(
             "moot: %s %r (token %s) lost with the session of %s", self.kind, self.name, lost.seq,
             self._session.member_id)

@@ -35,11 +35,11 @@ from types import TracebackType
 
 from moot import names
 from moot.backends.base import Entry, Watch
-from moot.errors import LockError, LockTimeout
+from moot.errors import LockTimeout
 from moot.recipes import queue
 from moot.recipes.hold import Hold
 from moot.recipes.queue import Waiter
-from moot.session import Session, check_timeout
+from moot.session import Session
 
 
 def lock_prefix(session: Session, name: str) -> str:
@@ -165,11 +165,7 @@ class Lock(Hold):
         ``timeout`` (seconds, None = forever) defaults to the one given to
         ``coord.lock()``. Raises LockError if this object already holds it.
         """
-        deadline = check_timeout(self._timeout if timeout is None else timeout)
-        self._session.check_open()
-        if self._entry is not None:
-            raise LockError(f"lock {self.name!r} is already held by this Lock object (not reentrant)")
-        return self._take(queue.encode(self._session.member_id, EXCLUSIVE), deadline, queue.predecessor, blocking)
+        return self._acquire(EXCLUSIVE, blocking, timeout, queue.predecessor)
 
     def __enter__(self) -> Lock:
         if not self.acquire(timeout=self._timeout):

@@ -28,14 +28,22 @@ from moot.backends.base import Entry, Watch
 from moot.errors import ConnectionLost, SessionExpired
 from moot.session import CLEANUP_GRACE, Session, SessionListener
 
+
 #: Given my entry and the live queue sorted by seq, return None if I am
 #: served; else the entries to watch (I am asked again when one of them
-#: changes or goes); or RETRY (an empty sequence) to be asked again at once
+#: changes or goes); or RETRY to be asked again at once
 #: with the queue read afresh (e.g. the blocker's own compare-and-set lost a
 #: race). A blocker may raise to end the wait; the exception propagates.
-Blocker = Callable[[Entry, list[Entry]], Sequence[Entry] | None]
+class Signal(enum.Enum):
+    """Answers that are not data: a blocker's RETRY, a wait's SESSION_ENDED."""
 
-RETRY: Sequence[Entry] = ()
+    RETRY = "retry"
+    SESSION_ENDED = "session ended"
+
+
+RETRY = Signal.RETRY
+Blocker = Callable[[Entry, list[Entry]], Sequence[Entry] | Signal | None]
+
 
 
 def predecessor(mine: Entry, queue: list[Entry]) -> Sequence[Entry] | None:
@@ -184,7 +192,7 @@ def wait_served(session: Session, prefix: str, mine: Entry, entries: list[Entry]
             watched = blocker(mine, queue)
             if watched is None:
                 return Outcome.SERVED
-            if not watched:  # RETRY
+            if isinstance(watched, Signal):  # RETRY
                 queue = ordered(session.backend.list(prefix))
                 continue
             if not blocking:
@@ -201,18 +209,15 @@ def wait_served(session: Session, prefix: str, mine: Entry, entries: list[Entry]
             continue
         if fresh is None:
             return Outcome.TIMEOUT
-        if fresh is _SESSION_ENDED:
+        if isinstance(fresh, Signal):  # SESSION_ENDED
             return Outcome.GONE
         queue = fresh
 
 
-_SESSION_ENDED: list[Entry] = []
-
-
 def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], woken: realthreads.threading.Event,
-                     deadline: float | None, session_id: str | None) -> list[Entry] | None:
+                     deadline: float | None, session_id: str | None) -> list[Entry] | Signal | None:
     """Wait until one of ``watched`` changes or goes; return the queue read
-    afresh, None on deadline, or _SESSION_ENDED if my session ended meanwhile."""
+    afresh, None on deadline, or SESSION_ENDED if my session ended meanwhile."""
     watches: list[Watch] = []
     try:
         for entry in watched:
@@ -233,7 +238,7 @@ def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], wo
             if not session.wait_for_session(deadline):
                 return None
             if session.id != session_id:
-                return _SESSION_ENDED
+                return Signal.SESSION_ENDED
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None

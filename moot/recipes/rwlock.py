@@ -110,25 +110,18 @@ class RWLock(Hold):
         """Take a shared hold; True once held, False if not (non-blocking, or
         timeout ran out). ``timeout`` defaults to the one given to
         ``coord.rwlock()``. Raises LockError if this object already holds it."""
-        return self._acquire(SHARED, blocking, timeout)
+        return self._acquire(SHARED, blocking, timeout, self._reader_blocker)
 
     def acquire_write(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take an exclusive hold; like :meth:`acquire_read` otherwise."""
-        return self._acquire(EXCLUSIVE, blocking, timeout)
+        return self._acquire(EXCLUSIVE, blocking, timeout, queue.predecessor)
 
-    def _acquire(self, mode: str, blocking: bool, timeout: float | None) -> bool:
-        deadline = check_timeout(self._timeout if timeout is None else timeout)
-        self._session.check_open()
-        if self._entry is not None:
-            raise LockError(f"rwlock {self.name!r} is already held ({self._mode}) by this RWLock object "
-                            "(not reentrant; use upgrade() to go from shared to exclusive)")
-        blocker = queue.predecessor if mode == EXCLUSIVE else self._reader_blocker
-        return self._take(queue.encode(self._session.member_id, mode), deadline, blocker, blocking, mode)
+    _reentry_hint = "; use upgrade() to go from shared to exclusive"
 
-    def _installed(self, mode: str | None) -> None:
+    def _installed(self, mode: str) -> None:
         self._mode = mode
 
-    def _reader_blocker(self, mine: Entry, entries: list[Entry]) -> Sequence[Entry] | None:
+    def _reader_blocker(self, mine: Entry, entries: list[Entry]) -> Sequence[Entry] | queue.Signal | None:
         """Served per the rules of moot.recipes.lock, after registering with
         every pending upgrade whose region holds me (see step 4 above)."""
         queue_slots = lock.slots(entries)
@@ -194,7 +187,7 @@ class RWLock(Hold):
         raise SessionExpired(f"rwlock {self.name!r} was lost with the session while upgrading")
 
     def _upgrade_blocker(self, owner: Entry) -> queue.Blocker:
-        def blocker(marker: Entry, entries: list[Entry]) -> Sequence[Entry] | None:
+        def blocker(marker: Entry, entries: list[Entry]) -> Sequence[Entry] | queue.Signal | None:
             queue_slots = lock.slots(entries)
             keys = [slot.entry.key for slot in queue_slots]
             if owner.key not in keys:
@@ -237,7 +230,8 @@ class RWLock(Hold):
     @contextlib.contextmanager
     def _held(self, mode: str, timeout: float | None) -> Iterator[None]:
         wait = self._timeout if timeout is None else timeout
-        if not self._acquire(mode, True, wait):
+        blocker = queue.predecessor if mode == EXCLUSIVE else self._reader_blocker
+        if not self._acquire(mode, True, wait, blocker):
             raise LockTimeout(f"rwlock {self.name!r} ({mode}) not acquired within {wait}s")
         try:
             yield

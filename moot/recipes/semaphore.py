@@ -40,7 +40,7 @@ from moot.errors import InvalidArgument, LockError, LockTimeout, SemaphoreLimitM
 from moot.recipes import queue
 from moot.recipes.hold import Hold
 from moot.recipes.queue import Waiter
-from moot.session import Session, check_timeout
+from moot.session import Session
 
 MODE = "semaphore"
 _LIMIT = "limit"  # the stored limit's key, inside the queue prefix (sequential keys are all digits)
@@ -99,16 +99,12 @@ class Semaphore(Hold):
         given to ``coord.semaphore()``. Raises SemaphoreLimitMismatch if the
         semaphore is used with another limit, LockError if this object
         already holds it."""
-        deadline = check_timeout(self._timeout if timeout is None else timeout)
-        self._session.check_open()
-        if self._entry is not None:
-            raise LockError(f"semaphore {self.name!r} is already held by this Semaphore object (not reentrant)")
-        return self._take(queue.encode(self._session.member_id, MODE), deadline, self._blocker(), blocking)
+        return self._acquire(MODE, blocking, timeout, self._blocker())
 
     def _blocker(self) -> queue.Blocker:
         waited = False
 
-        def blocker(mine: Entry, entries: list[Entry]) -> Sequence[Entry] | None:
+        def blocker(mine: Entry, entries: list[Entry]) -> Sequence[Entry] | queue.Signal | None:
             nonlocal waited
             stored = next((e for e in entries if e.key == self._limit_key), None)
             if stored is None:  # the first use of this name: store my limit
