@@ -36,6 +36,10 @@ Guarantees:
 * After ``fork()``, an inherited session is closed in the child without any
   I/O on the parent's session: every call raises CoordinatorClosed.
 * Every call honours its deadline (:mod:`moot.deadline`).
+
+Long because validity, renewal, loss, binding and deferred removals share one
+locking discipline (``_bound_lock`` before ``_session_lock``); kept in one
+module so that discipline can be read, and checked, in one place.
 """
 
 from __future__ import annotations
