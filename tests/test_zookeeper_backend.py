@@ -25,7 +25,8 @@ from kazoo.exceptions import NoAuthError
 from kazoo.protocol.connection import _CONNECTION_DROP
 
 import moot
-from moot.backends.zookeeper import _SEQ, ZooKeeperBackend
+from moot.backends.zookeeper import ZooKeeperBackend
+from moot.backends.zookeeper.znodes import _SEQ
 from moot.errors import BackendError, ConnectionLost, SessionExpired
 from moot.url import parse_url
 from tests import servers

@@ -1,0 +1,197 @@
+"""One kazoo client and what kazoo keeps to itself: the session timeout the
+server granted, whether every host refused, the sockets to close after a
+fork; the record of a moot session; kazoo's log with credentials hidden."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionDropped
+from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.serialization import Connect
+from kazoo.protocol.states import WatchedEvent
+
+from moot.backends.zookeeper.handler import _real_socket
+from moot.realthreads import threading
+
+_U64 = (1 << 64) - 1
+
+class _Connection(ConnectionHandler):  # type: ignore[misc]
+    """kazoo's connection handler, noting what kazoo keeps to itself: the
+    session timeout the server granted, and whether every host refused."""
+
+    _socket: socket.socket | None
+    _read_sock: socket.socket | None
+    _write_sock: socket.socket | None
+
+    def __init__(self, client: KazooClient):
+        super().__init__(client, client._conn_retry.copy(), logger=client.logger)
+        #: the session timeout (ms) the server granted at the last connection
+        self.granted_ms: int | None = None
+        #: rounds over all the hosts in which every connection was refused
+        self.refused_rounds = 0
+        #: rounds in which no host name resolved
+        self.unresolved_rounds = 0
+        self._round: list[bool] = []
+
+    def _connect_loop(self, retry: Any) -> Any:
+        self._round = []
+        try:
+            return super()._connect_loop(retry)
+        finally:
+            if self._round and all(self._round):
+                self.refused_rounds += 1
+
+    def _expand_client_hosts(self) -> list[tuple[str, str, int]]:
+        """(host, address, port) of every address of every host, resolved
+        with the OS's resolver (eventlet's green one would need a hub on
+        this thread)."""
+        addresses = []
+        for host, port in self.client.hosts:
+            try:
+                found = _real_socket.getaddrinfo(host.strip(), port, 0, 0, _real_socket.IPPROTO_TCP)
+            except OSError as exc:
+                self.logger.warning("Cannot resolve %s: %s", host, exc)
+                continue
+            addresses += [(host.strip(), info[4][0], info[4][1]) for info in found]
+        if self.client.randomize_hosts:
+            random.shuffle(addresses)
+        if not addresses:
+            self.unresolved_rounds += 1
+        return addresses
+
+    def _connect(self, host: str, hostip: str, port: int) -> Any:
+        try:
+            answer = super()._connect(host, hostip, port)
+        except ConnectionDropped as exc:  # kazoo's wrapper of the socket error
+            self._round.append(isinstance(exc.__context__, ConnectionRefusedError))
+            raise
+        except BaseException:
+            self._round.append(False)
+            raise
+        self._round.append(False)
+        return answer
+
+    def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
+        if isinstance(request, Connect):
+            # kazoo waits up to the whole session timeout for this answer; a
+            # server that accepted the connection but does not serve yet (one
+            # starting up, say) would hold the reconnection that long, while
+            # the session may expire. A serving server answers in milliseconds.
+            timeout = min(timeout, max(2.0, self.client._session_timeout / 5000))
+        answer = super()._invoke(timeout, request, xid)
+        if isinstance(request, Connect):  # read before kazoo reports CONNECTED
+            self.granted_ms = answer[0].time_out
+        return answer
+
+    def cut(self) -> None:
+        """Break the TCP connection now (wakes kazoo's thread wherever it waits on it)."""
+        sock = self._socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def forget(self) -> None:
+        """Close this process's copies of the connection's file descriptors,
+        without any I/O on them (after fork: the parent keeps its connection)."""
+        for sock in (self._socket, self._read_sock, self._write_sock):
+            if sock is None:
+                continue
+            with contextlib.suppress(OSError):
+                fd = sock.detach()  # the socket object forgets its fd: never closed twice
+                if fd >= 0:
+                    os.close(fd)
+        self._socket = self._read_sock = self._write_sock = None
+
+
+class _Redact(logging.Filter):
+    """Hides the digest credentials that kazoo logs (at DEBUG) when it logs in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, ()
+        return True
+
+
+_redact = _Redact()
+#: kazoo's own messages go here, with every credential moot gave it hidden.
+_kazoo_log = logging.getLogger("moot.backends.zookeeper.kazoo")
+_kazoo_log.addFilter(_redact)
+
+
+def _kazoo_logger(auth: list[tuple[str, str]]) -> logging.Logger:
+    for _scheme, credential in auth:
+        _redact.secrets.add(credential)
+        password = credential.partition(":")[2]
+        if password:
+            _redact.secrets.add(password)
+    return _kazoo_log
+
+Result = Any  # a kazoo IAsyncResult
+
+
+def _asked_ms(ttl: float) -> int:
+    """The session timeout to ask for: the TTL rounded up to a millisecond."""
+    return max(1, math.ceil(ttl * 1000 - 1e-6))
+
+
+def _hex(session: int) -> str:
+    return format(session & _U64, "x")
+
+
+def _session_int(text: str) -> int | None:
+    """The signed 64-bit session id kazoo expects, from its hex form."""
+    try:
+        value = int(text, 16)
+    except ValueError:
+        return None
+    if not 0 <= value <= _U64:
+        return None
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+
+class _Conn:
+    """One kazoo client (one ZooKeeper session at a time) and its watch state."""
+
+    def __init__(self, zk: KazooClient, ttl: float):
+        self.zk = zk
+        self.ttl = ttl
+        self.handler: _Connection = zk._connection
+        self.watcher: Callable[[WatchedEvent], None] = lambda event: None
+        self.live = threading.Event()  # connected (kazoo queues requests while it reconnects); see _await
+        self.children: dict[str, set[str]] = {}  # parent path -> children with a data watch
+        self.absent: set[str] = set()  # watched key paths armed through their parent
+
+    def session(self) -> int | None:
+        client_id = self.zk.client_id
+        return client_id[0] if client_id else None
+
+    def granted(self) -> float | None:
+        """The session timeout (s) the server granted at the last connection."""
+        granted = self.handler.granted_ms
+        return granted / 1000.0 if granted else None
+
+
+class _Session:
+    def __init__(self, sid: int, ttl: float):
+        self.id = _hex(sid)
+        self.sid = sid
+        self.ttl = ttl
+        self.expired = False
+

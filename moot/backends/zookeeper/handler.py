@@ -1,0 +1,201 @@
+"""kazoo on real OS threads, also under ``eventlet.monkey_patch()``: a kazoo
+handler made only of what the OS provides, and waits that never block
+eventlet's hub when a green thread makes them."""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import math
+import sys
+import time
+import types
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.handlers import utils as kazoo_utils
+from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
+
+from moot.realthreads import select, threading
+
+
+def _original(name: str) -> types.ModuleType:
+    """The module ``name`` as the OS provides it: eventlet's saved original
+    once eventlet has monkey-patched it (as :mod:`moot.realthreads` does)."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched(name):
+        original: types.ModuleType = patcher.original(name)
+        return original
+    return importlib.import_module(name)
+
+
+_real_socket = _original("socket")
+_real_time = _original("time")
+_FIRST_PAUSE = 0.0002  # a green waiter's first pause (a round trip on the loopback takes ~0.2 ms)
+_LONGEST_PAUSE = 0.01
+
+
+def _green_caller() -> bool:
+    """True when blocking this OS thread would stop green threads: eventlet
+    has monkey-patched the process and runs a hub in this thread. The
+    heartbeat and kazoo's threads run no hub: they block as usual."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is None or not patcher.is_monkey_patched("thread"):
+        return False
+    local = getattr(sys.modules.get("eventlet.hubs"), "_threadlocal", None)
+    return local is None or hasattr(local, "hub")
+
+
+def _await(ready: Callable[[], bool], block: Callable[[float], object], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds until ``ready()``; True if it is. A
+    real thread blocks in ``block(timeout)`` (a real event's or condition's
+    wait); a green thread pauses with ``time.sleep`` (eventlet's there), so
+    the application's other green threads run meanwhile."""
+    if ready():
+        return True
+    if not _green_caller():
+        block(timeout)
+        return ready()
+    until = time.monotonic() + timeout
+    pause = _FIRST_PAUSE
+    while not ready():
+        left = until - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, _LONGEST_PAUSE)
+    return True
+
+
+def _current() -> object:
+    """Who runs this code: the green thread under eventlet, else the OS thread."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("thread"):
+        greenlet = importlib.import_module("greenlet")
+        return greenlet.getcurrent()
+    return threading.get_ident()
+
+
+class _SessionLock:
+    """A reentrant lock held across round trips (connection and session
+    changes), by real and green threads alike. Its owner is the current green
+    thread under eventlet: a real ``RLock`` would let every green thread of
+    one OS thread in at once. A green thread waits for it without blocking
+    eventlet's hub."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: object | None = None
+        self._depth = 0
+
+    def acquire(self, timeout: float) -> bool:
+        me = _current()
+        green = _green_caller()
+        until = time.monotonic() + timeout
+        pause = _FIRST_PAUSE
+        with self._cond:
+            while self._owner is not None and self._owner != me:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return False
+                if not green:
+                    self._cond.wait(left)
+                    continue
+                self._cond.release()  # never held while this green thread yields
+                try:
+                    time.sleep(min(pause, left))
+                finally:
+                    self._cond.acquire()
+                pause = min(pause * 2, _LONGEST_PAUSE)
+            self._owner = me
+            self._depth += 1
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify()
+
+
+class _RealQueue:
+    """kazoo's callback queue on a real lock (``queue.Queue`` is green under eventlet)."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] = collections.deque()
+        self._ready = threading.Condition(threading.Lock())
+
+    def put(self, item: Any) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify()
+
+    def get(self) -> Any:
+        with self._ready:
+            while not self._items:
+                self._ready.wait()
+            return self._items.popleft()
+
+    def task_done(self) -> None:
+        pass
+
+
+class _RealHandler(SequentialThreadingHandler):  # type: ignore[misc]
+    """kazoo's threading handler made only of what the OS provides: real
+    threads, locks, events, queues and result conditions, the real socket
+    module and ``poll``, and the real ``time.sleep``, even in a process that
+    eventlet has monkey-patched (see "Green threads" in the module docstring)."""
+
+    name = "moot_real_threads"
+    queue_impl = _RealQueue
+    sleep_func = staticmethod(_real_time.sleep)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state_change = threading.Lock()  # kazoo made it from its (maybe green) threading
+
+    def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
+               timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+        poller = select.poll()
+        masks: dict[int, int] = {}
+        for objects, mask in ((rlist, select.POLLIN), (wlist, select.POLLOUT)):
+            for obj in objects:
+                fd = kazoo_utils.fileobj_to_fd(obj)
+                masks[fd] = masks.get(fd, 0) | mask
+        for fd, mask in masks.items():
+            poller.register(fd, mask)
+        events = dict(poller.poll(None if timeout is None else math.ceil(max(0.0, timeout) * 1000)))
+        failed = select.POLLERR | select.POLLHUP | select.POLLNVAL  # the next recv/send reports it
+        readable = [obj for obj in rlist
+                    if events.get(kazoo_utils.fileobj_to_fd(obj), 0) & (select.POLLIN | failed)]
+        writable = [obj for obj in wlist
+                    if events.get(kazoo_utils.fileobj_to_fd(obj), 0) & (select.POLLOUT | failed)]
+        return readable, writable, []
+
+    def socket(self) -> Any:
+        return kazoo_utils.create_tcp_socket(_real_socket)
+
+    def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        return kazoo_utils.create_tcp_connection(_real_socket, *args, **kwargs)
+
+    def create_socket_pair(self) -> Any:
+        return kazoo_utils.create_socket_pair(_real_socket)
+
+    def event_object(self) -> threading.Event:
+        return threading.Event()
+
+    def lock_object(self) -> Any:
+        return threading.Lock()
+
+    def rlock_object(self) -> Any:
+        return threading.RLock()
+
+    def async_result(self) -> Any:
+        return kazoo_utils.AsyncResult(self, threading.Condition, KazooTimeoutError)
+
+    def spawn(self, func: Callable[..., object], *args: Any, **kwargs: Any) -> threading.Thread:
+        thread = threading.Thread(target=func, args=args, kwargs=kwargs, daemon=True)
+        thread.start()
+        return thread
+
