@@ -1,9 +1,11 @@
 """The primitive protocol every backend implements.
 
 Recipes (locks, groups, elections, ...) are written once, on these primitives
-only. A backend is small: it maps each primitive onto its engine and adds
-nothing else. What each primitive guarantees is stated here; the conformance
-suite (``tests/conformance``) checks it through the recipes on every backend.
+only. A backend maps each primitive onto its engine and adds no recipe logic
+of its own. What each primitive guarantees is stated here; the primitive
+contract suite (``tests/conformance/test_primitives.py``) checks every
+statement on every backend, and the behavioural suite (the rest of
+``tests/conformance``) checks the recipes built on them.
 
 Keys
     A key is a ``/``-separated path of segments made of ``[A-Za-z0-9_%-]``
@@ -136,8 +138,6 @@ class Backend(abc.ABC):
     threads and application threads call them concurrently.
     """
 
-    #: True where the engine notifies changes (no polling behind watch()).
-    native_watch: bool = True
     #: URL/keyword options this backend understands beyond the coordinator's
     #: (ttl, namespace, timeout, heartbeat, *_reconnect_backoff).
     OPTIONS: frozenset[str] = frozenset()
@@ -166,10 +166,9 @@ class Backend(abc.ABC):
         without any I/O on them (no protocol message, no unlock, no
         shutdown), so the parent's session is left exactly as it was."""
 
+    @abc.abstractmethod
     def ping(self) -> str:
         """One round trip to the engine; returns a description of the server."""
-        self.get("moot-ping")
-        return type(self).__name__
 
     # -- session ----------------------------------------------------------
     @abc.abstractmethod
