@@ -17,7 +17,7 @@ import uuid
 from types import TracebackType
 
 from moot.backends.base import Entry
-from moot.backends.file.format import SPARE, alive, count_keys, disk, probe, split
+from moot.backends.file.format import SPARE, count_keys, disk, probe, split, unlink_if_dead
 
 _flock, _UNLOCK = fcntl.flock, fcntl.LOCK_UN
 _MAX_DIRS = 32  # directory handles kept open per backend object (2 fds each)
@@ -94,15 +94,7 @@ def sweep(handle: Dir) -> None:
     with handle.exclusive:
         for name in os.listdir(handle.fd):
             if name.startswith(SPARE):
-                try:
-                    fd = os.open(name, os.O_RDONLY, dir_fd=handle.fd)
-                except FileNotFoundError:
-                    continue
-                try:
-                    if not alive(fd):
-                        os.unlink(name, dir_fd=handle.fd)
-                finally:
-                    os.close(fd)
+                unlink_if_dead(handle.fd, name)
             elif name[0] != "." and not name.endswith(".d"):
                 if probe(handle.fd, handle.rel, name)[1]:
                     os.unlink(name, dir_fd=handle.fd)

@@ -7,6 +7,7 @@ that directory's mutex (shared to read, exclusive to write).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -97,6 +98,21 @@ def alive(fd: int) -> bool:
     except BlockingIOError:
         return True
     return False
+
+
+def unlink_if_dead(dir_fd: int, name: str) -> None:
+    """Remove the file ``name`` of directory ``dir_fd`` unless its owner holds
+    its flock (a spare or a session file whose owner closed it or died)."""
+    try:
+        fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    try:
+        if not alive(fd):
+            with contextlib.suppress(FileNotFoundError):  # its owner removed it meanwhile
+                os.unlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(fd)
 
 
 def read_all(fd: int, data: bytes, size: int) -> bytes:

@@ -19,7 +19,17 @@ import uuid
 
 from moot.backends.base import Watch
 from moot.backends.file.dirs import Dir
-from moot.backends.file.format import EVICTED, PREFIX_RE, alive, count_keys, load, probe, read_all, store
+from moot.backends.file.format import (
+    EVICTED,
+    PREFIX_RE,
+    alive,
+    count_keys,
+    load,
+    probe,
+    read_all,
+    store,
+    unlink_if_dead,
+)
 from moot.errors import SessionExpired
 
 
@@ -77,19 +87,8 @@ class Sessions:
         """Remove the files of dead sessions and markers left without a session."""
         names = os.listdir(self.fd)
         for name in names:
-            if name[0] == "." or name.endswith(EVICTED):
-                continue
-            try:
-                fd = os.open(name, os.O_RDONLY, dir_fd=self.fd)
-            except FileNotFoundError:
-                continue
-            try:
-                if not alive(fd):
-                    os.unlink(name, dir_fd=self.fd)
-            except FileNotFoundError:
-                pass
-            finally:
-                os.close(fd)
+            if name[0] != "." and not name.endswith(EVICTED):
+                unlink_if_dead(self.fd, name)
         for name in names:
             if name.endswith(EVICTED) and not os.path.exists(f"{self.path}/{name[:-len(EVICTED)]}"):
                 with contextlib.suppress(FileNotFoundError):
