@@ -114,6 +114,11 @@ def session_of(backend: Backend, ns: str) -> str:
     return probe.owner
 
 
+def test_ping_describes_the_server(make_backend: MakeBackend) -> None:
+    described = make_backend(ttl=None).ping()
+    assert isinstance(described, str) and described.strip()
+
+
 # -- keys ---------------------------------------------------------------------------
 def test_get_of_an_absent_key_is_none(make_backend: MakeBackend, ns: str) -> None:
     assert make_backend().get(f"{ns}nothing") is None
