@@ -2,7 +2,9 @@
 session expiry forced from another client, sessions and watches that survive
 a dropped connection and a server restart, one round trip per enqueue and per
 release, fencing tokens that keep growing even if the tree is deleted, nested
-listing, the URL's chroot, and the ``kazoo://`` spelling.
+listing, the multi-read (one request per listed level, its fallback on a
+server that refuses it, and the kazoo releases it is tested with), the URL's
+chroot, and the ``kazoo://`` spelling.
 
 The server is ``$MOOT_TEST_ZOOKEEPER_URL`` if set, else one started by
 ``tests/servers.py`` (a missing ZooKeeper fails these tests; they never skip).
@@ -11,6 +13,7 @@ The server-restart test starts its own.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import socket
 import threading
@@ -25,7 +28,8 @@ from kazoo.exceptions import NoAuthError
 from kazoo.protocol.connection import _CONNECTION_DROP
 
 import moot
-from moot.backends.zookeeper import ZooKeeperBackend
+from moot.backends.zookeeper import ZooKeeperBackend, multiread
+from moot.backends.zookeeper.multiread import TESTED_KAZOO
 from moot.backends.zookeeper.znodes import _SEQ
 from moot.errors import BackendError, ConnectionLost, SessionExpired
 from moot.url import parse_url
@@ -331,3 +335,46 @@ def test_server_restart_keeps_session() -> None:
         backend.close()
     finally:
         cluster.stop()
+
+
+# -- multi-read (moot/backends/zookeeper/multiread.py, built on kazoo internals) --
+
+
+def test_kazoo_is_a_release_the_multi_read_is_tested_with() -> None:
+    version = importlib.metadata.version("kazoo")
+    major, minor = (int(part) for part in version.split(".")[:2])
+    assert (major, minor) in TESTED_KAZOO, (
+        f"kazoo {version} is not a release the ZooKeeper multi-read is tested with {TESTED_KAZOO}: it is built "
+        "on kazoo internals (moot/backends/zookeeper/multiread.py); run this file's multi-read tests with it, "
+        "then add it to TESTED_KAZOO")
+
+
+def test_list_reads_a_level_in_one_multi_read(make: Callable[..., ZooKeeperBackend], ns: str) -> None:
+    backend = make()
+    keys = [f"{ns}/g/m{i:03d}" for i in range(50)]
+    for i, key in enumerate(keys):
+        backend.create(key, str(i).encode(), ephemeral=i % 2 == 0)
+    sent = count_requests(backend)
+    entries = backend.list(f"{ns}/g/")
+    assert [(e.key, e.value) for e in entries] == [(key, str(i).encode()) for i, key in enumerate(keys)]
+    assert [e.owner is not None for e in entries] == [i % 2 == 0 for i in range(len(keys))]
+    assert sent == ["GetChildren", "_MultiRead"]
+
+
+def test_list_falls_back_to_one_read_per_znode_on_a_server_without_multi_read(
+        make: Callable[..., ZooKeeperBackend], ns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = make()
+    member = backend.create(f"{ns}/g/member", b"m", ephemeral=True)
+    other = backend.create(f"{ns}/g/other", b"o")
+    assert member is not None and other is not None
+    # An opcode the server does not know: it answers UNIMPLEMENTED and drops the connection, as a
+    # server before ZooKeeper 3.6 answers a multi-read.
+    monkeypatch.setattr(multiread._MultiRead, "type", 9999)
+    sent = count_requests(backend)
+    assert backend.list(f"{ns}/g/") == [member, other]
+    assert sent[:2] == ["GetChildren", "_MultiRead"] and set(sent[2:]) == {"GetData"}
+    backend.refresh_session()  # the session outlived the dropped connection
+    assert backend.get(member.key) == member
+    sent.clear()
+    assert backend.list(f"{ns}/g/") == [member, other]
+    assert sent == ["GetChildren", "GetData", "GetData"]  # found out once, not asked again

@@ -16,7 +16,7 @@ from kazoo.exceptions import EXCEPTIONS, MarshallingError, NoNodeError, Unimplem
 from kazoo.protocol.serialization import GetData, int_struct, multiheader_struct, read_buffer, stat_struct
 from kazoo.protocol.states import ZnodeStat
 
-from moot.errors import BackendError
+from moot.errors import BackendError, ConnectionLost
 
 #: kazoo releases (major, minor) whose internals this module is tested with.
 TESTED_KAZOO = ((2, 11),)
@@ -114,16 +114,25 @@ class MultiReader:
                 log.info("ZooKeeper at %s has no multi-read (%s): one read per znode",
                          self.where, type(exc).__name__)
                 self.supported = False
+                try:
+                    return _one_by_one(zk, paths, wait)
+                except ConnectionLost:  # the server dropped the connection after refusing: kazoo reconnects
+                    return _one_by_one(zk, paths, wait)  # (requests wait inside kazoo until it has)
             else:
                 self.supported = True
                 return out
-        reads = [(path, zk.get_async(path)) for path in paths]
-        out = []
-        for path, result in reads:
-            try:
-                data, stat = wait(result, NoNodeError)
-            except NoNodeError:
-                continue
-            out.append((path, data, stat))
-        return out
+        return _one_by_one(zk, paths, wait)
+
+
+def _one_by_one(zk: KazooClient, paths: list[str], wait: Callable[..., Any]) -> list[tuple[str, bytes, ZnodeStat]]:
+    """(path, data, stat) of each of ``paths`` that exists, one read request each (sent together)."""
+    reads = [(path, zk.get_async(path)) for path in paths]
+    out = []
+    for path, result in reads:
+        try:
+            data, stat = wait(result, NoNodeError)
+        except NoNodeError:
+            continue
+        out.append((path, data, stat))
+    return out
 
