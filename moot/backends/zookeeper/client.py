@@ -1,7 +1,7 @@
 """The base of the ZooKeeper backend: its state, the kazoo clients (start,
-replace, stop), deadlines, connection states, and kazoo errors mapped onto
-moot's; the sessions, watches and keys are built on it (session.py,
-watches.py, backend.py)."""
+replace, stop), deadlines, connection states (with the session timeout the
+server granted), and kazoo errors mapped onto moot's. The sessions, watches
+and keys are built on it (session.py, watches.py, backend.py)."""
 
 from __future__ import annotations
 
@@ -415,7 +415,6 @@ class _Client(Backend):
         except KazooException as exc:
             raise BackendError(f"ZooKeeper error {type(exc).__name__}") from None
 
-
     def _record(self, session_id: str) -> str:
         return f"{self._sessions}/{session_id}"
 
@@ -432,7 +431,7 @@ class _Client(Backend):
             return path[len(self._root) + 1:]
         return None
 
-    # -- defined in session.py and watches.py ------------------------------
+    # -- hooks defined in session.py and watches.py -----------------------
     @abc.abstractmethod
     def _rearm_all(self, conn: _Conn) -> None:
         """Arm every watch on ``conn``, then call every callback once."""

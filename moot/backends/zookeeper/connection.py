@@ -24,6 +24,7 @@ from moot.realthreads import threading
 
 _U64 = (1 << 64) - 1
 
+
 class _Connection(ConnectionHandler):  # type: ignore[misc]
     """kazoo's connection handler, noting what kazoo keeps to itself: the
     session timeout the server granted, and whether every host refused."""

@@ -31,7 +31,7 @@ def _original(name: str) -> types.ModuleType:
 
 _real_socket = _original("socket")
 _real_time = _original("time")
-_FIRST_PAUSE = 0.0002  # a green waiter's first pause (a round trip on the loopback takes ~0.2 ms)
+_FIRST_PAUSE = 0.0002  # a green waiter's first pause: about one loopback round trip (docs/performance.md)
 _LONGEST_PAUSE = 0.01
 
 
@@ -145,7 +145,7 @@ class _RealHandler(SequentialThreadingHandler):  # type: ignore[misc]
     """kazoo's threading handler made only of what the OS provides: real
     threads, locks, events, queues and result conditions, the real socket
     module and ``poll``, and the real ``time.sleep``, even in a process that
-    eventlet has monkey-patched (see "Green threads" in the module docstring)."""
+    eventlet has monkey-patched (see "Green threads" in docs/design/zookeeper.md)."""
 
     name = "moot_real_threads"
     queue_impl = _RealQueue

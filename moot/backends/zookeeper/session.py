@@ -1,6 +1,6 @@
 """ZooKeeper sessions as moot sessions: open (with its record holding the
-password), refresh, close, expire any session by attaching to it, the
-session timeout the server granted, and the creations whose reply was lost."""
+password), refresh, close, expire any session by attaching to it, last seen,
+and the removal of sequential znodes whose creation reply was lost."""
 
 from __future__ import annotations
 

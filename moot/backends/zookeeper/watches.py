@@ -51,9 +51,8 @@ class _Watches(_Client):
                     conn.absent.discard(self._path(key))
 
     def _fire(self, *keys: str) -> None:
-        """Call the watches of ``keys`` right here, on kazoo's thread and
-        outside any lock: watch callbacks are quick by contract, and a lock
-        handoff saves a thread switch."""
+        """Have the dispatcher thread call the watches of ``keys`` (never
+        kazoo's threads, which must not block), in the order submitted."""
         with self._lock:
             watches = [w for key in keys for w in self._watches.get(key, ())]
         for watch in watches:
@@ -203,9 +202,9 @@ class _Watches(_Client):
         """After a watched key's deletion, watch for its re-creation if it is
         still watched. Runs on the dispatcher after the callbacks, and first
         lets the woken threads run: a lock waiter cancels its watch at once,
-        and its next requests then do not queue behind a useless re-arm (0.2
-        to 0.4 ms of a ZooKeeper lock handoff). A change meanwhile is not
-        missed: the re-arm reads the key and calls back if it exists."""
+        and its next requests then do not queue behind a useless re-arm. A
+        change meanwhile is not missed: the re-arm reads the key and calls
+        back if it exists."""
         _real_time.sleep(0)  # yield the GIL to the woken waiters
         with self._lock:
             if key not in self._watches or conn is not self._conn:
