@@ -6,7 +6,6 @@ import base64
 import builtins
 import contextlib
 import functools
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from moot import deadline
 from moot.backends._support.tls import ETCD_ALIASES, option_names, tls_context
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
 from moot.backends.etcd.http import _RESENT, _b64, _Http, _Json, _prefix_end
+from moot.backends.etcd.lease import _Leases
 from moot.backends.etcd.watch import _LINGER, _QUEUE_ENTRY, _QueueWatch, _Stream, _WatchHub
 from moot.errors import (
     BackendError,
@@ -35,6 +35,7 @@ class EtcdBackend(Backend):
         super().__init__(url, options)
         self._tls = tls_context(options, default=url.scheme == "etcd3+https", aliases=ETCD_ALIASES,
                                 where=url.redacted())
+        self._leases = _Leases(self._call, url.redacted())
         root = url.path.strip("/")
         self._root = root + "/" if root else ""
         self._lease: int | None = None
@@ -126,61 +127,40 @@ class EtcdBackend(Backend):
             put["lease"] = self._lease
         return put
 
-    # -- session ----------------------------------------------------------
+    # -- session (a lease) --------------------------------------------------
     def open_session(self, ttl: float) -> str:
-        # Sent again after a lost answer: a lease granted then owns no key and expires on its TTL.
-        answer = self._call("lease/grant", {"TTL": max(1, math.ceil(ttl))}, idempotent=True)
-        if answer.get("error"):
-            raise BackendError(f"etcd at {self.url.redacted()} refused a lease: {answer['error']}")
-        granted = int(answer.get("TTL", 0))
-        if granted <= 0:
-            raise BackendError(f"etcd at {self.url.redacted()} granted a lease with no TTL: {answer}")
-        self._lease = int(answer["ID"])
-        self.granted_ttl = float(granted)
+        self._lease, self.granted_ttl = self._leases.grant(ttl)
         return str(self._lease)
 
     def refresh_session(self) -> None:
         lease = self._lease
         if lease is None:
             raise SessionExpired("no etcd session is open")
-        answer = self._call("lease/keepalive", {"ID": lease}, idempotent=True)
-        granted = int(answer.get("TTL", 0))
-        if granted <= 0:
-            raise SessionExpired("the etcd lease of the session expired")
+        granted = self._leases.keep_alive(lease)
         if lease == self._lease:
-            self.granted_ttl = float(granted)  # what this keep-alive renewed it for
+            self.granted_ttl = granted  # what this keep-alive renewed it for
 
     def close_session(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
-            with contextlib.suppress(SessionExpired):
-                self._call("kv/lease/revoke", {"ID": lease}, idempotent=True)
+            self._leases.revoke_quietly(lease)
 
     def expire_session(self, session_id: str) -> bool:
         try:
             lease = int(session_id)
         except ValueError:
             return False
-        try:
-            self._call("kv/lease/revoke", {"ID": lease}, idempotent=True)
-        except SessionExpired:
-            if lease == self._lease:
-                self._session_lost()  # gone either way: tell the owner now
-            return False
+        revoked = self._leases.revoke(lease)
         if lease == self._lease:
-            self._session_lost()
-        return True
+            self._session_lost()  # gone either way: tell the owner now
+        return revoked
 
     def session_last_seen(self, session_id: str) -> float | None:
         try:
             lease = int(session_id)
         except ValueError:
             return None
-        answer = self._call("kv/lease/timetolive", {"ID": lease}, idempotent=True)
-        remaining = int(answer.get("TTL", -1))
-        if remaining < 0:
-            return None
-        return time.time() - (int(answer.get("grantedTTL", remaining)) - remaining)
+        return self._leases.last_seen(lease)
 
     # -- keys -------------------------------------------------------------
     def get(self, key: str) -> Entry | None:

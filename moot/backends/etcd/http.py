@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from moot import deadline
+from moot.backends._support.loop import readable
 from moot.errors import (
     BackendError,
     ConfigurationError,
@@ -20,7 +21,7 @@ from moot.errors import (
     MootError,
     SessionExpired,
 )
-from moot.realthreads import select, threading
+from moot.realthreads import threading
 from moot.url import BackendURL
 
 _Json = dict[str, Any]
@@ -50,13 +51,6 @@ def _prefix_end(prefix: bytes) -> bytes:
         return b"\x00"  # etcd: up to the end of the keyspace
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
-
-
-def _readable(sock: socket.socket) -> bool:
-    """True if an idle connection has something to read (the server closed it)."""
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _keepalive(sock: socket.socket) -> None:
@@ -130,7 +124,7 @@ class _Http:
             idle = []
             while self._idle:
                 conn = self._idle.pop()
-                if conn.sock is not None and not _readable(conn.sock):
+                if conn.sock is not None and not readable(conn.sock):
                     break
                 idle.append(conn)
             else:
@@ -301,3 +295,52 @@ class _Http:
                 with contextlib.suppress(OSError):
                     conn.sock.close()
 
+
+class _StreamLost(Exception):
+    """A stream ended or answered something other than what was asked."""
+
+
+class _ChunkedLines:
+    """Incremental decoder of a streamed HTTP/1.1 answer (status 200, chunked
+    body of newline-separated JSON values, as the gateway's watch sends)."""
+
+    def __init__(self) -> None:
+        self._raw = bytearray()
+        self._body = bytearray()
+        self._in_body = False
+
+    def feed(self, data: bytes) -> list[object]:
+        """The JSON values completed by ``data``; raises _StreamLost if the
+        status is not 200, the framing is broken or the stream is over."""
+        self._raw += data
+        if not self._in_body:
+            end = self._raw.find(b"\r\n\r\n")
+            if end < 0:
+                return []
+            status = bytes(self._raw[: self._raw.find(b"\r\n")]).decode("latin-1")
+            if status.split(" ")[1:2] != ["200"]:
+                raise _StreamLost(status)
+            del self._raw[: end + 4]
+            self._in_body = True
+        while (eol := self._raw.find(b"\r\n")) >= 0:
+            try:
+                size = int(bytes(self._raw[:eol]).split(b";")[0], 16)
+            except ValueError:
+                raise _StreamLost(f"a malformed chunk header: {bytes(self._raw[:eol])[:40]!r}") from None
+            if size == 0:
+                raise _StreamLost("the server ended the watch stream")
+            if len(self._raw) < eol + size + 4:
+                break
+            self._body += self._raw[eol + 2 : eol + 2 + size]
+            del self._raw[: eol + size + 4]
+        values: list[object] = []
+        while (eol := self._body.find(b"\n")) >= 0:
+            line = bytes(self._body[:eol])
+            del self._body[: eol + 1]
+            if not line.strip():
+                continue
+            try:
+                values.append(json.loads(line))
+            except ValueError:
+                raise _StreamLost(f"not JSON: {line[:80]!r}") from None
+        return values

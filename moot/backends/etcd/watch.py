@@ -4,13 +4,7 @@ and the shared stream of a queue."""
 from __future__ import annotations
 
 import base64
-import builtins
-import contextlib
-import heapq
-import itertools
-import json
 import logging
-import math
 import re
 import socket
 import ssl
@@ -18,57 +12,20 @@ import time
 from collections.abc import Callable
 
 from moot import deadline
+from moot.backends._support.loop import Poller, Timers, Waker
 from moot.backends.base import CallbackWatch, Dispatcher
-from moot.backends.etcd.http import _ATTEMPT, _NETWORK_ERRORS, _Http, _Json
+from moot.backends.etcd.http import _ATTEMPT, _NETWORK_ERRORS, _ChunkedLines, _Http, _Json, _StreamLost
 from moot.errors import (
     ConnectionLost,
     MootError,
 )
-from moot.realthreads import select, threading
+from moot.realthreads import threading
 
 _RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-class _Poller:
-    """Readiness of sockets by ``poll()`` of the real select module: not
-    ``select()`` (descriptors may exceed 1024), not epoll (a forked child
-    would share its kernel set with the parent), and usable from a real OS
-    thread also under eventlet."""
-
-    def __init__(self) -> None:
-        self._select = select
-        self._poll = self._select.poll()
-        self._data: dict[int, object] = {}  # fd -> what select() returns for it
-        self._fds: dict[object, int] = {}
-
-    def register(self, sock: socket.socket, data: object) -> None:
-        fd = sock.fileno()
-        self._poll.register(fd, self._select.POLLIN)
-        self._data[fd] = data
-        self._fds[data] = fd
-
-    def unregister(self, data: object) -> None:
-        fd = self._fds.pop(data, None)
-        if fd is not None:
-            del self._data[fd]
-            self._poll.unregister(fd)
-
-    def registered(self) -> builtins.list[object]:
-        return builtins.list(self._data.values())
-
-    def select(self, timeout: float | None) -> builtins.list[object]:
-        """What was registered with the sockets that are readable (or closed)."""
-        ready = self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
-        return [self._data[fd] for fd, _ in ready if fd in self._data]
-
-
-
 def _event_keys(message: _Json) -> set[bytes]:
     return {base64.b64decode(event.get("kv", {}).get("key", "")) for event in message.get("events", ())}
-
-
-class _StreamLost(Exception):
-    """A watch stream ended or answered something other than events."""
 
 
 #: What a stream calls with the keys that changed (None: anything may have
@@ -89,9 +46,7 @@ class _Stream:
         self.sock: socket.socket | None = None
         self.peer: tuple[str, int] | None = None
         self.failures = 0
-        self._raw = bytearray()
-        self._body = bytearray()
-        self._in_body = False
+        self._decoder = _ChunkedLines()
 
     def open(self, http_: _Http) -> set[bytes]:
         """(Re)open the stream and wait until etcd confirms the watch, so that
@@ -131,9 +86,7 @@ class _Stream:
 
     def _open(self, http_: _Http, started: float, end: float, attempt: float) -> set[bytes]:
         self.close()
-        self._raw.clear()
-        self._body.clear()
-        self._in_body = False
+        self._decoder = _ChunkedLines()
         sock, self.peer = http_.open_stream("watch", {"create_request": self.request}, started, end)
         self.sock = sock
         confirm_by = min(end, time.monotonic() + attempt)
@@ -147,50 +100,23 @@ class _Stream:
             data = sock.recv(65536)
             if not data:
                 raise _StreamLost("closed before the watch was created")
-            self._raw += data
-            for message in self.messages():
+            for message in self._results(self._decoder.feed(data)):
                 created = created or bool(message.get("created"))
                 keys |= _event_keys(message)
         sock.setblocking(False)
         return keys
 
-    def messages(self) -> list[_Json]:
-        """Decode what was received; raises _StreamLost if the stream is over."""
-        if not self._in_body:
-            end = self._raw.find(b"\r\n\r\n")
-            if end < 0:
-                return []
-            status = bytes(self._raw[: self._raw.find(b"\r\n")]).decode("latin-1")
-            if status.split(" ")[1:2] != ["200"]:
-                raise _StreamLost(status)
-            del self._raw[: end + 4]
-            self._in_body = True
-        while (eol := self._raw.find(b"\r\n")) >= 0:
-            try:
-                size = int(bytes(self._raw[:eol]).split(b";")[0], 16)
-            except ValueError:
-                raise _StreamLost(f"a malformed chunk header: {bytes(self._raw[:eol])[:40]!r}") from None
-            if size == 0:
-                raise _StreamLost("the server ended the watch stream")
-            if len(self._raw) < eol + size + 4:
-                break
-            self._body += self._raw[eol + 2 : eol + 2 + size]
-            del self._raw[: eol + size + 4]
-        messages = []
-        while (eol := self._body.find(b"\n")) >= 0:
-            line = bytes(self._body[:eol])
-            del self._body[: eol + 1]
-            if not line.strip():
-                continue
-            try:
-                message = json.loads(line)
-            except ValueError:
-                raise _StreamLost(f"not JSON: {line[:80]!r}") from None
+    @staticmethod
+    def _results(messages: list[object]) -> list[_Json]:
+        """The watch answers in ``messages``; raises _StreamLost if the watch is over."""
+        results = []
+        for message in messages:
             result = message.get("result") if isinstance(message, dict) else None
-            if result is None or result.get("canceled"):
-                raise _StreamLost(str(message.get("error") or result))
-            messages.append(result)
-        return messages
+            if not isinstance(result, dict) or result.get("canceled"):
+                error = message.get("error") if isinstance(message, dict) else None
+                raise _StreamLost(str(error or result or message))
+            results.append(result)
+        return results
 
     def feed(self) -> set[bytes]:
         """Read what the socket has; the keys of the events it brought."""
@@ -203,8 +129,7 @@ class _Stream:
                 return keys
             if not data:
                 raise _StreamLost("the connection closed")
-            self._raw += data
-            for message in self.messages():
+            for message in self._results(self._decoder.feed(data)):
                 keys |= _event_keys(message)
 
     def close(self) -> None:
@@ -220,24 +145,20 @@ class _WatchHub:
 
     def __init__(self, http_: _Http):
         self._http = http_
-        self._poller = _Poller()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._poller.register(self._wake_r, None)
+        self._poller: Poller[_Stream | None] = Poller()  # None: the wake-up pipe
+        self._waker = Waker()
+        self._poller.register(self._waker.fd, None)
         self._lock = threading.Lock()
         self._added: list[_Stream] = []
         self._dropped: list[_Stream] = []
         self._retry: dict[_Stream, float] = {}  # stream -> monotonic time to reopen it
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []  # a heap, under _lock
-        self._order = itertools.count()
+        self._timers: Timers[Callable[[], None]] = Timers()  # under _lock
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="moot-etcd-watch", daemon=True)
         self._thread.start()
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # closed, or already full of wake-ups
-            self._wake_w.send(b"x")
+        self._waker.wake()
 
     def add(self, stream: _Stream) -> None:
         with self._lock:
@@ -252,22 +173,21 @@ class _WatchHub:
     def call_at(self, when: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the hub thread at monotonic time ``when`` (or later)."""
         with self._lock:
-            heapq.heappush(self._timers, (when, next(self._order), fn))
+            self._timers.push(when, fn)
         self._wake()
 
     def _next_timeout(self) -> float | None:
         with self._lock:
-            times = [self._timers[0][0]] if self._timers else []
+            first = self._timers.first()
+        times = [first] if first is not None else []
         times += self._retry.values()
         return max(0.0, min(times) - time.monotonic()) if times else None
 
     def _run_timers(self) -> None:
         now = time.monotonic()
         with self._lock:
-            due = []
-            while self._timers and self._timers[0][0] <= now:
-                due.append(heapq.heappop(self._timers)[2])
-        for fn in due:
+            due = self._timers.pop_due(now)
+        for _, fn in due:
             try:
                 fn()
             except Exception:  # a failing timer must not stop every watch
@@ -275,15 +195,10 @@ class _WatchHub:
 
     def _run(self) -> None:
         while not self._closed:
-            for ready in self._poller.select(self._next_timeout()):
+            for ready in self._poller.poll(self._next_timeout()):
                 if ready is None:
-                    while True:
-                        try:
-                            self._wake_r.recv(4096)
-                        except BlockingIOError:
-                            break
+                    self._waker.drain()
                     continue
-                assert isinstance(ready, _Stream)
                 try:
                     changed = ready.feed()
                 except (*_NETWORK_ERRORS, _StreamLost):
@@ -296,10 +211,9 @@ class _WatchHub:
             self._run_timers()
         self._apply_changes()
         for stream in self._poller.registered():
-            if isinstance(stream, _Stream):
+            if stream is not None:
                 stream.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
     def _apply_changes(self) -> None:
         with self._lock:
@@ -307,7 +221,7 @@ class _WatchHub:
             dropped, self._dropped = self._dropped, []
         for stream in added:
             if stream.sock is not None:
-                self._poller.register(stream.sock, stream)
+                self._poller.register(stream.sock.fileno(), stream)
         for stream in dropped:
             self._retry.pop(stream, None)
             self._poller.unregister(stream)
@@ -336,7 +250,7 @@ class _WatchHub:
             stream.failures = 0
             del self._retry[stream]
             assert stream.sock is not None
-            self._poller.register(stream.sock, stream)
+            self._poller.register(stream.sock.fileno(), stream)
             stream.fire(None)  # changes while it was down
 
     def close(self) -> None:
@@ -351,12 +265,11 @@ class _WatchHub:
         thread may have held it)."""
         self._closed = True
         streams = {*self._added, *self._dropped, *self._retry}
-        streams.update(s for s in self._poller.registered() if isinstance(s, _Stream))
-        self._added, self._dropped, self._retry, self._timers = [], [], {}, []
+        streams.update(s for s in self._poller.registered() if s is not None)
+        self._added, self._dropped, self._retry, self._timers = [], [], {}, Timers()
         for stream in streams:
             stream.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._waker.close()
 
 
 #: The last segment of a key made by ``create_sequential``/``enqueue``.

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
-import os
 import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
 
+from moot.backends._support.loop import Poller, Timers, Waker
 from moot.backends.base import CallbackWatch, Dispatcher
-from moot.backends.redis.pool import _Poller, _real_os, _wait_set
+from moot.backends.redis.pool import _wait_set
 from moot.backends.redis.resp import _pack, _Reader, _RespError
 from moot.deadline import remaining
 from moot.errors import (
@@ -30,6 +28,7 @@ _MARGIN = 0.005  # seconds past an owner session's expiry before re-checking its
 
 
 _NEW, _PENDING, _LIVE = "new", "pending", "live"
+_WAKE, _SOCK = "wake", "sock"  # what the listener's poller watches
 
 
 class _Target:
@@ -67,16 +66,13 @@ class _Listener:
         self._lock = threading.Lock()
         self._targets: dict[bytes, _Target] = {}
         self._dirty: set[bytes] = set()
-        self._checks: list[tuple[float, int, _Target]] = []
-        self._order = itertools.count()
+        self._checks: Timers[_Target] = Timers()  # re-checks; one is current while target.check_at == its time
         self._session: tuple[str, float] | None = None  # own session id, when to check it is alive
         self._sock: socket.socket | None = None
         self._reader = _Reader()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._poller = _Poller()
-        self._poller.register(self._wake_r)
+        self._waker = Waker()
+        self._poller: Poller[str] = Poller()
+        self._poller.register(self._waker.fd, _WAKE)
         self._closed = False
         self._reconnect = False
         self._last_rx = 0.0
@@ -89,7 +85,7 @@ class _Listener:
 
     def _use(self, sock: socket.socket) -> None:
         self._sock, self._reader = sock, _Reader()
-        self._poller.register(sock.fileno())
+        self._poller.register(sock.fileno(), _SOCK)
         self._last_rx, self._ping_sent = time.monotonic(), None
 
     def close(self) -> None:
@@ -100,9 +96,7 @@ class _Listener:
             self._thread.join(self._timeout)
         if self._sock is not None:
             self._sock.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._waker.close()
 
     def forget(self) -> None:
         """In a forked child: close the inherited descriptors with a plain
@@ -113,9 +107,7 @@ class _Listener:
             with contextlib.suppress(OSError):
                 self._sock.close()
         self._sock = None
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._waker.close()
 
     # -- called from any thread --------------------------------------------
     def watch(self, channel: bytes, scope: tuple[str, str, str] | None, callback: Callable[[], None],
@@ -161,8 +153,7 @@ class _Listener:
         self._poke()
 
     def _poke(self) -> None:
-        with contextlib.suppress(OSError):  # closed, or full: the listener wakes anyway
-            _real_os().write(self._wake_w, b"x")
+        self._waker.wake()
 
     # -- the listener thread ---------------------------------------------------
     def _run(self) -> None:
@@ -195,12 +186,8 @@ class _Listener:
             self._run_checks()
 
     def _sleep(self, seconds: float) -> None:
-        if self._wake_r in self._poller.poll(seconds):
-            self._drain()
-
-    def _drain(self) -> None:
-        with contextlib.suppress(OSError):  # empty (non-blocking), or closed
-            _real_os().read(self._wake_r, 65536)
+        if _WAKE in self._poller.poll(seconds):
+            self._waker.drain()
 
     def _send(self, *args: bytes) -> None:
         assert self._sock is not None
@@ -232,8 +219,9 @@ class _Listener:
         times = [self._ping_sent + self._timeout if self._ping_sent is not None
                  else self._last_rx + _PING_INTERVAL]
         with self._lock:
-            if self._checks:
-                times.append(self._checks[0][0])
+            first = self._checks.first()
+            if first is not None:
+                times.append(first)
             if self._session is not None:
                 times.append(self._session[1])
         return max(0.0, min(times) - now)
@@ -244,9 +232,9 @@ class _Listener:
         pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
         wait = 0.0 if pending else self._next_wait(time.monotonic())
         ready = self._poller.poll(wait)
-        if self._wake_r in ready:
-            self._drain()
-        if sock.fileno() not in ready and not pending:
+        if _WAKE in ready:
+            self._waker.drain()
+        if _SOCK not in ready and not pending:
             return
         data = self._recv(sock)
         if data is None:
@@ -303,7 +291,7 @@ class _Listener:
         """Set when ``target`` is re-checked (lock held)."""
         target.check_at = at
         if at is not None:
-            heapq.heappush(self._checks, (at, next(self._order), target))
+            self._checks.push(at, target)
 
     def _on_message(self, channel: bytes, payload: bytes) -> None:
         with self._lock:
@@ -337,7 +325,7 @@ class _Listener:
     def _drop(self) -> None:
         """Forget the broken connection; every watch is re-subscribed and fires then."""
         if self._sock is not None:
-            self._poller.unregister(self._sock.fileno())
+            self._poller.unregister(_SOCK)
             self._sock.close()
         self._sock = None
         with self._lock:
@@ -356,8 +344,7 @@ class _Listener:
         now = time.monotonic()
         due: list[_Target] = []
         with self._lock:
-            while self._checks and self._checks[0][0] <= now:
-                when, _, target = heapq.heappop(self._checks)
+            for when, target in self._checks.pop_due(now):
                 if target.check_at == when and self._targets.get(target.channel) is target:
                     target.check_at = None
                     due.append(target)

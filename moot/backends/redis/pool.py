@@ -4,49 +4,18 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import importlib
-import math
-import os
-import select
-import selectors
 import socket
-import ssl
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
+from moot.backends._support.loop import readable
 from moot.backends.redis.resp import _exchange
 from moot.realthreads import threading
 
 
 class _NoConnection(TimeoutError):
     """Every pooled connection stayed busy until the call's deadline."""
-
-
-_SELECT: Any = select if hasattr(select, "poll") else None  # taken before any monkey-patching
-
-
-def _real_select() -> Any:
-    """The OS's ``select`` module with its ``poll()``, also under
-    ``eventlet.monkey_patch()`` (which deletes ``select.poll``; eventlet keeps
-    the original module). None where the OS has no poll()."""
-    global _SELECT
-    if _SELECT is None and "eventlet" in sys.modules:
-        with contextlib.suppress(Exception):
-            original = importlib.import_module("eventlet.patcher").original("select")
-            _SELECT = original if hasattr(original, "poll") else None
-    return _SELECT
-
-
-def _real_os() -> Any:
-    """``os`` with the OS's own read() and write(): under
-    ``eventlet.monkey_patch()`` they would wait in eventlet's hub instead of
-    failing at once on an empty or full non-blocking pipe."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched("os"):
-        return patcher.original("os")
-    return os
 
 
 def _green() -> bool:
@@ -73,54 +42,6 @@ def _wait_set(event: threading.Event, timeout: float) -> bool:
             return False
         pause = _pause(until, pause)
     return True
-
-
-class _Poller:
-    """Waits until descriptors are readable, with the OS's poll() (outside
-    eventlet's hub, for the listener's real OS thread; no descriptor limit),
-    or with a selector where there is no poll()."""
-
-    def __init__(self) -> None:
-        real = _real_select()
-        self._poll = real.poll() if real is not None else None
-        self._in = real.POLLIN if real is not None else 0
-        self._selector = selectors.DefaultSelector() if real is None else None
-
-    def register(self, fd: int) -> None:
-        if self._poll is not None:
-            self._poll.register(fd, self._in)
-        else:
-            assert self._selector is not None
-            self._selector.register(fd, selectors.EVENT_READ)
-
-    def unregister(self, fd: int) -> None:
-        if self._poll is not None:
-            self._poll.unregister(fd)
-        else:
-            assert self._selector is not None
-            self._selector.unregister(fd)
-
-    def poll(self, timeout: float) -> set[int]:
-        """The registered descriptors readable within ``timeout`` seconds."""
-        if self._poll is not None:
-            return {fd for fd, _ in self._poll.poll(math.ceil(max(timeout, 0.0) * 1000))}
-        assert self._selector is not None
-        return {key.fd for key, _ in self._selector.select(max(timeout, 0.0))}
-
-
-def _readable(sock: socket.socket) -> bool:
-    """True if an idle connection has something to read: the server closed it
-    (or sent what nobody asked for). Never blocks."""
-    if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
-        return True
-    real = _real_select()
-    if real is not None:  # not select(): descriptors may exceed 1024
-        poller = real.poll()
-        poller.register(sock.fileno(), real.POLLIN)
-        return bool(poller.poll(0))
-    with selectors.DefaultSelector() as selector:
-        selector.register(sock, selectors.EVENT_READ)
-        return bool(selector.select(0))
 
 
 class _Pool:
@@ -174,7 +95,7 @@ class _Pool:
                     raise _NoConnection(f"all {self._size} connections stayed busy (max_connections)")
                 pause = _pause(until, pause)
                 continue
-            if not _readable(sock):
+            if not readable(sock):
                 return sock
             self._discard(sock)
         try:
