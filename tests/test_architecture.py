@@ -68,7 +68,7 @@ def test_no_import_cycle_in_moot() -> None:
             if nxt == "moot" or (node.startswith(nxt + ".")):
                 continue  # a module importing its own package's __init__ is not a cycle of modules
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append([*stack[stack.index(nxt):], nxt])
             elif nxt not in state:
                 walk(nxt)
         stack.pop()

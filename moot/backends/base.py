@@ -21,7 +21,12 @@ Sessions
     not refreshed within its TTL, evicted, or its process died) every
     *ephemeral* key created under it disappears, and watches on those keys
     fire. A backend that learns on its own that its session ended calls the
-    listener given to :meth:`Backend.set_session_listener`.
+    listener given to :meth:`Backend.set_session_listener`. Where
+    :attr:`Backend.kept_alive_by_client` is True the engine keeps a session
+    alive without ``refresh_session`` while its process lives and stays
+    connected (ZooKeeper's client pings by itself; a file:// session is its
+    process's flock): it then ends when the process dies, is cut off for the
+    TTL, or is evicted. Either way the engine never ends a session early.
 
 Sequence
     :meth:`Backend.create_sequential` creates a key under a prefix with a
@@ -141,6 +146,9 @@ class Backend(abc.ABC):
     #: URL/keyword options this backend understands beyond the coordinator's
     #: (ttl, namespace, timeout, heartbeat, *_reconnect_backoff).
     OPTIONS: frozenset[str] = frozenset()
+    #: True where the session outlives missed refreshes while its process
+    #: lives and stays connected (see "Sessions" above).
+    kept_alive_by_client: bool = False
 
     def __init__(self, url: BackendURL, options: dict[str, object]):
         self.url = url

@@ -61,6 +61,8 @@ def _io(method: Callable[Concatenate[FileBackend, _P], _R]) -> Callable[Concaten
 class FileBackend(Backend):
     """Primitives over a directory shared by the processes of one host."""
 
+    kept_alive_by_client = True  # a session is its process's flock
+
     def __init__(self, url: BackendURL, options: dict[str, object]):
         super().__init__(url, options)
         self._root = url.path

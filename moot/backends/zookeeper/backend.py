@@ -21,6 +21,8 @@ from moot.errors import BackendError, ConnectionLost
 class ZooKeeperBackend(_Sessions, _Watches):
     """Primitives over ZooKeeper; see the package docstring."""
 
+    kept_alive_by_client = True  # kazoo pings the server by itself
+
     def _entry(self, path: str, data: bytes, stat: ZnodeStat) -> Entry | None:
         split = _split(data)
         key = self._key(path)
