@@ -29,8 +29,8 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from moot.backends._support.options import option_bool
 from moot.errors import InvalidURL
+from moot.url import option_bool
 
 log = logging.getLogger("moot.backends.tls")
 
