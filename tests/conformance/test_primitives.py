@@ -41,12 +41,6 @@ EXPIRY_SLACK = 3.0
 #: Contract tests a backend fails today, by test id: each runs and is reported
 #: as xfailed; ``strict`` turns a fixed one red until its line is removed here.
 KNOWN_FAILURES = {
-    "test_compare_and_set_fails_on_a_stale_version_or_an_absent_key[etcd]": (
-        "compare_and_set(absent key, version=0) raises BackendError 'etcdserver: key not found' "
-        "(mod_revision 0 matches an absent key, then the put with ignore_lease fails) instead of None"),
-    "test_session_last_seen[etcd-1.0]": (
-        "session_last_seen() is None for a live lease in its last second (the JSON gateway omits "
-        "TTL=0, read as -1): always for a 1 s lease"),
 }
 
 

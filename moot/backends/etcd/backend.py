@@ -179,7 +179,9 @@ class EtcdBackend(Backend):
     def compare_and_set(self, key: str, value: bytes, version: int) -> Entry | None:
         put = {"key": _b64(self._key(key)), "value": _b64(value), "ignore_lease": True, "prev_kv": True}
         same = {"key": put["key"], "target": "MOD", "result": "EQUAL", "mod_revision": version}
-        answer = self._call("kv/txn", {"compare": [same], "success": [{"request_put": put}]})
+        # An absent key has mod_revision 0: it must exist as well.
+        exists = {"key": put["key"], "target": "VERSION", "result": "GREATER", "version": 0}
+        answer = self._call("kv/txn", {"compare": [same, exists], "success": [{"request_put": put}]})
         if not answer.get("succeeded"):
             return None
         previous = self._entry(answer["responses"][0]["response_put"]["prev_kv"])
@@ -194,8 +196,9 @@ class EtcdBackend(Backend):
             answer = self._call("kv/deleterange", target, idempotent=True)
             return int(answer.get("deleted", 0)) > 0 or bool(answer.get(_RESENT))
         same = {**target, "target": "MOD", "result": "EQUAL", "mod_revision": version}
+        exists = {**target, "target": "VERSION", "result": "GREATER", "version": 0}
         read = {"request_range": {**target, "count_only": True}}
-        txn = {"compare": [same], "success": [{"request_delete_range": target}], "failure": [read]}
+        txn = {"compare": [same, exists], "success": [{"request_delete_range": target}], "failure": [read]}
         answer = self._call("kv/txn", txn, idempotent=True)
         if answer.get("succeeded"):
             return True

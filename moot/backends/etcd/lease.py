@@ -60,7 +60,7 @@ class _Leases:
         """When (wall clock, to the second) ``lease`` was last granted or kept
         alive; None if it is gone."""
         answer = self._call("kv/lease/timetolive", {"ID": lease}, idempotent=True)
-        remaining = int(answer.get("TTL", -1))
+        remaining = int(answer.get("TTL", 0))  # the JSON gateway omits a zero (a lease in its last second)
         if remaining < 0:
             return None
         return time.time() - (int(answer.get("grantedTTL", remaining)) - remaining)
