@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 else:
     threading = _original("threading", "thread", _threading)
     select = _original("select", "select", _select)
+#: The OS's own read and write: eventlet's green ones yield to the hub even
+#: when data is there, which must never happen while a real lock is held.
+_os = _original("os", "os", os)
 
 
 
@@ -76,13 +79,13 @@ class _PipeEvent:
         with self._mutex:
             if not self._flag:
                 self._flag = True
-                os.write(self._write, b"x")
+                _os.write(self._write, b"x")
 
     def clear(self) -> None:
         with self._mutex:
             if self._flag:  # set() wrote exactly one byte: take it back
                 self._flag = False
-                os.read(self._read, 1)
+                _os.read(self._read, 1)
 
     def wait(self, timeout: float | None = None) -> bool:
         from eventlet import hubs

@@ -19,7 +19,7 @@ def test_lock_and_group_conformance_in_a_monkey_patched_process(server_urls: dic
     urls = ",".join(server_urls[kind] for kind in KINDS if kind in server_urls)
     env = {**os.environ, "MOOT_TEST_URLS": urls}
     run = subprocess.run(
-        [sys.executable, "-m", "tests.eventlet_pytest", "-q", "-x", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "tests.eventlet_pytest", "-q", "-x", "-p", "no:cacheprovider", "--timeout", "60",
          "tests/conformance/test_lock.py", "tests/conformance/test_group.py",
          "tests/test_eventlet_threads.py"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=540, check=False)

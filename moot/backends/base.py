@@ -299,8 +299,13 @@ class Dispatcher:
                 return
 
     def close(self, timeout: float = 1.0) -> None:
+        """Stop after the callbacks already submitted; wait up to ``timeout``
+        for them, except for a green thread (under eventlet it is left to
+        finish by itself: joining it from the hub's own thread can hang)."""
         with self._lock:
             self._closed = True
             self._ready.set()
+        if self._kind is not threading:
+            return  # an application green thread
         if self._kind.current_thread() is not self._thread:
             self._thread.join(timeout)
