@@ -20,6 +20,10 @@ from moot.backends.file import FileBackend
 from moot.url import parse_url
 from tests.waiting import BOUND, wait_event
 
+#: "At once": the kernel drops a dead process's flocks; a regression to polling or
+#: to a TTL would take seconds.
+AT_ONCE = 2.0
+
 REPO = Path(__file__).resolve().parents[1]
 
 Make = Callable[[], FileBackend]
@@ -101,7 +105,7 @@ def test_sigkilled_owner_frees_its_keys_at_once_and_wakes_watchers(make: Make, r
     finally:
         _kill(proc)
     for fired, what in ((exact, "exact watch"), (prefix, "prefix watch"), (member, "member watch")):
-        wait_event(fired, what=f"{what} woken by the owner's death")
+        wait_event(fired, timeout=AT_ONCE, what=f"{what} woken by the owner's death")
     assert observer.get(key) is None
     assert observer.list("ns/") == []
     # A newcomer queues behind nobody, and the dead entries were reaped from disk.

@@ -194,8 +194,8 @@ def test_eviction_tells_the_owner_at_once(make: Make, prefix: str) -> None:
     gone = threading.Event()
     admin.watch(entry.key, gone.set)
     assert admin.expire_session(session) is True
-    wait_event(gone, what="the waiter to see the evicted entry go")
-    wait_event(lost, what="the owner's session listener (no heartbeat involved)")
+    wait_event(gone, timeout=2.0, what="the waiter to see the evicted entry go (at once, not after the 30 s TTL)")
+    wait_event(lost, timeout=2.0, what="the owner's session listener (no heartbeat involved)")
     assert admin.expire_session(session) is False
     assert admin.get(entry.key) is None
     with pytest.raises(SessionExpired):

@@ -224,19 +224,6 @@ def test_key_that_is_also_a_parent(make: Callable[..., ZooKeeperBackend], ns: st
         backend.create(f"{ns}/e/c", b"")
 
 
-def test_versions_are_never_reused(make: Callable[..., ZooKeeperBackend], ns: str) -> None:
-    backend = make()
-    old = backend.create(f"{ns}/k", b"v", ephemeral=True)
-    assert old is not None
-    assert backend.delete(f"{ns}/k") is True
-    new = backend.create(f"{ns}/k", b"v", ephemeral=True)  # znode version 0 again, not the same version
-    assert new is not None and new.version != old.version
-    assert backend.compare_and_set(f"{ns}/k", b"w", old.version) is None
-    assert backend.delete(f"{ns}/k", old.version) is False
-    updated = backend.compare_and_set(f"{ns}/k", b"w", new.version)
-    assert updated is not None and updated.owner == new.owner and updated.value == b"w"
-
-
 def test_lost_creation_reply_leaves_no_phantom_entry(
         make: Callable[..., ZooKeeperBackend], raw: KazooClient, ns: str) -> None:
     """A queue entry whose creation reply was lost is found by its tag and removed."""
