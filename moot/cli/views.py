@@ -38,11 +38,12 @@ class View(abc.ABC):
 
     def __init__(self, coord: moot.Coordinator, target: str = ""):
         self.coord = coord
+        self.name = target
 
     @property
     def title(self) -> str:
-        """The view's name in ``moot watch`` headers."""
-        return self.kind
+        """The view's name in ``moot watch`` headers (with its target, if any)."""
+        return f"{self.kind} {self.name}" if self.name else self.kind
 
     @abc.abstractmethod
     def read(self) -> Any:
@@ -171,14 +172,6 @@ class MembersView(View):
     target = "the group's NAME"
     target_required = True
 
-    def __init__(self, coord: moot.Coordinator, target: str = ""):
-        super().__init__(coord)
-        self.name = target
-
-    @property
-    def title(self) -> str:
-        return f"group {self.name}"
-
     def read(self) -> list[dict[str, Any]] | None:
         group = self.coord.group(self.name)
         try:
@@ -233,14 +226,6 @@ class LeaderView(View):
     kind = "leader"
     target = "the election's NAME"
     target_required = True
-
-    def __init__(self, coord: moot.Coordinator, target: str = ""):
-        super().__init__(coord)
-        self.name = target
-
-    @property
-    def title(self) -> str:
-        return f"leader {self.name}"
 
     def read(self) -> dict[str, Any]:
         candidates = self.coord.election(self.name).candidates()
