@@ -27,38 +27,81 @@ the originals back.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
-import select as _select
 import sys
-import threading as _threading
 import time
 import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 
-def _original(name: str, patched_as: str, standard: types.ModuleType) -> types.ModuleType:
-    eventlet_patcher = sys.modules.get("eventlet.patcher")
-    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched(patched_as):
-        original: types.ModuleType = eventlet_patcher.original(name)
-        return original
-    return standard
+def _patcher() -> types.ModuleType | None:
+    return sys.modules.get("eventlet.patcher")
+
+
+def original(name: str, patched_as: str | None = None) -> types.ModuleType:
+    """The module ``name`` as the OS provides it: eventlet's saved original
+    once eventlet has monkey-patched it (``patched_as``: eventlet's name for
+    the patch, when it differs), else the module itself."""
+    patcher = _patcher()
+    if patcher is not None and patcher.is_monkey_patched(patched_as or name):
+        saved: types.ModuleType = patcher.original(name)
+        return saved
+    return importlib.import_module(name)
+
+
+def green() -> bool:
+    """True in a process whose threads eventlet has made green."""
+    patcher = _patcher()
+    return patcher is not None and bool(patcher.is_monkey_patched("thread"))
+
+
+def green_caller() -> bool:
+    """True when blocking this OS thread would stop green threads: eventlet
+    has monkey-patched the process and runs a hub in this thread (moot's own
+    real threads run none: they block as usual)."""
+    if not green():
+        return False
+    local = getattr(sys.modules.get("eventlet.hubs"), "_threadlocal", None)
+    return local is None or hasattr(local, "hub")
+
+
+#: A green waiter's first and longest pause in :func:`wait_until`.
+FIRST_PAUSE = 0.0002  # about one loopback round trip
+LONGEST_PAUSE = 0.01
+
+
+def wait_until(ready: Callable[[], bool], block: Callable[[float], object], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds until ``ready()``; True if it is. A
+    real thread blocks in ``block(timeout)`` (a real event's or condition's
+    wait); a green thread pauses with ``time.sleep`` (eventlet's there), so
+    the application's other green threads run meanwhile."""
+    if ready():
+        return True
+    if not green_caller():
+        block(timeout)
+        return ready()
+    until = time.monotonic() + timeout
+    pause = FIRST_PAUSE
+    while not ready():
+        left = until - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, LONGEST_PAUSE)
+    return True
 
 
 if TYPE_CHECKING:
     import select
     import threading
 else:
-    threading = _original("threading", "thread", _threading)
-    select = _original("select", "select", _select)
+    threading = original("threading", "thread")
+    select = original("select")
 #: The OS's own read and write: eventlet's green ones yield to the hub even
 #: when data is there, which must never happen while a real lock is held.
-_os = _original("os", "os", os)
-
-
-
-def _eventlet_patched() -> bool:
-    eventlet_patcher = sys.modules.get("eventlet.patcher")
-    return eventlet_patcher is not None and bool(eventlet_patcher.is_monkey_patched("thread"))
+real_os = original("os")
 
 
 class _PipeEvent:
@@ -79,13 +122,13 @@ class _PipeEvent:
         with self._mutex:
             if not self._flag:
                 self._flag = True
-                _os.write(self._write, b"x")
+                real_os.write(self._write, b"x")
 
     def clear(self) -> None:
         with self._mutex:
             if self._flag:  # set() wrote exactly one byte: take it back
                 self._flag = False
-                _os.read(self._read, 1)
+                real_os.read(self._read, 1)
 
     def wait(self, timeout: float | None = None) -> bool:
         from eventlet import hubs
@@ -110,9 +153,9 @@ class _PipeEvent:
 
 def Event() -> threading.Event:
     """An event that application threads may wait on (see the module docstring)."""
-    if _eventlet_patched():
+    if green():
         return _PipeEvent()  # type: ignore[return-value]
     return threading.Event()
 
 
-__all__ = ["Event", "select", "threading"]
+__all__ = ["Event", "green", "green_caller", "original", "real_os", "select", "threading", "wait_until"]

@@ -20,22 +20,11 @@ import os
 import selectors
 import socket
 import ssl
-import sys
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from moot.realthreads import select
+from moot.realthreads import real_os, select
 
 T = TypeVar("T")
-
-
-def real_os() -> Any:
-    """``os`` with the OS's own read() and write(): under
-    ``eventlet.monkey_patch()`` they would wait in eventlet's hub instead of
-    failing at once on an empty or full non-blocking pipe."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched("os"):
-        return patcher.original("os")
-    return os
 
 
 class Poller(Generic[T]):
@@ -96,11 +85,11 @@ class Waker:
 
     def wake(self) -> None:
         with contextlib.suppress(OSError):  # closed, or full: the I/O thread wakes anyway
-            real_os().write(self._write, b"x")
+            real_os.write(self._write, b"x")
 
     def drain(self) -> None:
         with contextlib.suppress(OSError):  # empty (non-blocking), or closed
-            real_os().read(self.fd, 65536)
+            real_os.read(self.fd, 65536)
 
     def close(self) -> None:
         """Close both ends (a plain close(): also right in a forked child).

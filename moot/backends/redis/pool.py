@@ -5,23 +5,16 @@ from __future__ import annotations
 import builtins
 import contextlib
 import socket
-import sys
 import time
 from collections.abc import Callable
 
 from moot.backends._support.loop import readable
 from moot.backends.redis.resp import _exchange
-from moot.realthreads import threading
+from moot.realthreads import threading, wait_until
 
 
 class _NoConnection(TimeoutError):
     """Every pooled connection stayed busy until the call's deadline."""
-
-
-def _green() -> bool:
-    """True in a process that eventlet monkey-patched (threads are green there)."""
-    patcher = sys.modules.get("eventlet.patcher")
-    return patcher is not None and bool(patcher.is_monkey_patched("thread"))
 
 
 def _pause(until: float, pause: float) -> float:
@@ -34,14 +27,7 @@ def _pause(until: float, pause: float) -> float:
 def _wait_set(event: threading.Event, timeout: float) -> bool:
     """``event.wait(timeout)``, without blocking eventlet's hub when the
     caller is a green thread (the event is a real one, set by a real thread)."""
-    if not _green():
-        return event.wait(timeout)
-    until, pause = time.monotonic() + timeout, 0.0005
-    while not event.is_set():
-        if time.monotonic() >= until:
-            return False
-        pause = _pause(until, pause)
-    return True
+    return wait_until(event.is_set, event.wait, timeout)
 
 
 class _Pool:

@@ -32,7 +32,7 @@ from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 from moot import deadline
 from moot.backends.base import Backend, CallbackWatch, Dispatcher
 from moot.backends.zookeeper.connection import Result, _asked_ms, _Conn, _Connection, _kazoo_logger, _Session
-from moot.backends.zookeeper.handler import _await, _RealHandler, _SessionLock
+from moot.backends.zookeeper.handler import _RealHandler, _SessionLock
 from moot.backends.zookeeper.multiread import MultiReader
 from moot.backends.zookeeper.znodes import _SESSIONS
 from moot.errors import (
@@ -43,6 +43,7 @@ from moot.errors import (
     SessionExpired,
 )
 from moot.realthreads import threading
+from moot.realthreads import wait_until as _await
 from moot.url import BackendURL
 
 _DEFAULT_TTL = 10.0

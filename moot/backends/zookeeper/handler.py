@@ -7,70 +7,23 @@ from __future__ import annotations
 import collections
 import importlib
 import math
-import sys
 import time
-import types
 from collections.abc import Callable
 from typing import Any
 
 from kazoo.handlers import utils as kazoo_utils
 from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
 
-from moot.realthreads import select, threading
+from moot.realthreads import FIRST_PAUSE, LONGEST_PAUSE, green, original, select, threading
+from moot.realthreads import green_caller as _green_caller
 
-
-def _original(name: str) -> types.ModuleType:
-    """The module ``name`` as the OS provides it: eventlet's saved original
-    once eventlet has monkey-patched it (as :mod:`moot.realthreads` does)."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched(name):
-        original: types.ModuleType = patcher.original(name)
-        return original
-    return importlib.import_module(name)
-
-
-_real_socket = _original("socket")
-_real_time = _original("time")
-_FIRST_PAUSE = 0.0002  # a green waiter's first pause: about one loopback round trip (docs/performance.md)
-_LONGEST_PAUSE = 0.01
-
-
-def _green_caller() -> bool:
-    """True when blocking this OS thread would stop green threads: eventlet
-    has monkey-patched the process and runs a hub in this thread. The
-    heartbeat and kazoo's threads run no hub: they block as usual."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is None or not patcher.is_monkey_patched("thread"):
-        return False
-    local = getattr(sys.modules.get("eventlet.hubs"), "_threadlocal", None)
-    return local is None or hasattr(local, "hub")
-
-
-def _await(ready: Callable[[], bool], block: Callable[[float], object], timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds until ``ready()``; True if it is. A
-    real thread blocks in ``block(timeout)`` (a real event's or condition's
-    wait); a green thread pauses with ``time.sleep`` (eventlet's there), so
-    the application's other green threads run meanwhile."""
-    if ready():
-        return True
-    if not _green_caller():
-        block(timeout)
-        return ready()
-    until = time.monotonic() + timeout
-    pause = _FIRST_PAUSE
-    while not ready():
-        left = until - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, _LONGEST_PAUSE)
-    return True
+_real_socket = original("socket")
+_real_time = original("time")
 
 
 def _current() -> object:
     """Who runs this code: the green thread under eventlet, else the OS thread."""
-    patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched("thread"):
+    if green():
         greenlet = importlib.import_module("greenlet")
         return greenlet.getcurrent()
     return threading.get_ident()
@@ -92,7 +45,7 @@ class _SessionLock:
         me = _current()
         green = _green_caller()
         until = time.monotonic() + timeout
-        pause = _FIRST_PAUSE
+        pause = FIRST_PAUSE
         with self._cond:
             while self._owner is not None and self._owner != me:
                 left = until - time.monotonic()
@@ -106,7 +59,7 @@ class _SessionLock:
                     time.sleep(min(pause, left))
                 finally:
                     self._cond.acquire()
-                pause = min(pause * 2, _LONGEST_PAUSE)
+                pause = min(pause * 2, LONGEST_PAUSE)
             self._owner = me
             self._depth += 1
             return True

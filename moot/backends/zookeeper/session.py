@@ -13,9 +13,9 @@ from kazoo.protocol.states import ZnodeStat
 from moot import deadline
 from moot.backends.zookeeper.client import _DEFAULT_TTL, _bounded, _Client, _elapsed
 from moot.backends.zookeeper.connection import Result, _Conn, _hex, _Session, _session_int
-from moot.backends.zookeeper.handler import _await
 from moot.backends.zookeeper.znodes import _SEQ, _TAG
 from moot.errors import ConnectionLost, SessionExpired
+from moot.realthreads import wait_until as _await
 
 
 class _Sessions(_Client):

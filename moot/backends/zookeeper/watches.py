@@ -13,9 +13,10 @@ from kazoo.protocol.states import EventType, WatchedEvent
 from moot.backends.base import CallbackWatch, Watch
 from moot.backends.zookeeper.client import _bounded, _Client
 from moot.backends.zookeeper.connection import Result, _Conn
-from moot.backends.zookeeper.handler import _await, _real_time
+from moot.backends.zookeeper.handler import _real_time
 from moot.backends.zookeeper.znodes import _SEGMENT, _as_prefix, _is_prefix, _parent
 from moot.realthreads import threading
+from moot.realthreads import wait_until as _await
 
 
 class _Watches(_Client):
