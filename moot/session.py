@@ -249,12 +249,6 @@ class Session:
         except Exception:
             log.debug("forgetting the inherited backend failed", exc_info=True)
 
-    def stats(self) -> dict[str, Any]:
-        """This coordinator's figures so far: counters (acquisitions, timeouts,
-        lost locks, reconnects, heartbeats...) and histograms (lock wait and
-        hold time, heartbeat latency and lateness), by recipe kind."""
-        return self.metrics.snapshot()
-
     @property
     def closed(self) -> bool:
         return self._closed
@@ -306,13 +300,28 @@ class Session:
         docstring); reads the clock, so it turns False on time even if the
         watchdog thread is not scheduled. Once False, False for good."""
         with self._session_lock:
-            if epoch != self._epoch or self._lapsed or not self._session_ok.is_set():
+            if epoch != self._epoch or not self._session_ok.is_set():
                 return False
-            if time.monotonic() < self._valid_until:
+            if self._locked_valid():
                 return True
-            self._lapsed = True
         self._wake.set()
         return False
+
+    def _locked_valid(self) -> bool:
+        """The one validity rule (caller holds ``_session_lock``): trusted
+        until ``_valid_until``; once past it, never again (``_lapsed``), even
+        if a late renewal succeeds, since holders may have been told."""
+        if not self._lapsed and time.monotonic() >= self._valid_until:
+            self._lapsed = True
+        return not self._lapsed
+
+    def _trust(self, sent: float) -> None:
+        """Trust the session until ``sent`` plus the granted TTL less its
+        margin (caller holds ``_session_lock``)."""
+        granted = self.backend.granted_ttl  # a reconnection to another server may change it
+        self._effective_ttl = self.ttl if granted is None else min(self.ttl, granted)
+        self._valid_until = sent + self._effective_ttl * (1 - SAFETY_MARGIN)
+        self._last_ok = sent
 
     def wait_for_session(self, until: float | None) -> bool:
         """Block until a live session exists (after a loss); False on deadline."""
@@ -327,27 +336,18 @@ class Session:
     def _begin_session(self, sent: float) -> None:
         """Open a session (``sent``: when the request left) and trust it."""
         self.id = self.backend.open_session(self.ttl)
-        granted = self.backend.granted_ttl
-        effective = self.ttl if granted is None else min(self.ttl, granted)
         with self._session_lock:
-            self._effective_ttl = effective
             self._lapsed = False
-            self._valid_until = sent + effective * (1 - SAFETY_MARGIN)
-            self._last_ok = sent
+            self._trust(sent)
             self._session_ok.set()
 
     def _renewed(self, sent: float) -> bool:
         """A renewal sent at ``sent`` succeeded: trust the session longer,
         unless it already lapsed (then holders may have been told: False)."""
-        granted = self.backend.granted_ttl  # a reconnection to another server may change it
         with self._session_lock:
-            if self._lapsed or time.monotonic() >= self._valid_until:
-                self._lapsed = True
+            if not self._locked_valid():
                 return False
-            if granted is not None:
-                self._effective_ttl = min(self.ttl, granted)
-            self._valid_until = sent + self._effective_ttl * (1 - SAFETY_MARGIN)  # renewals are sequential
-            self._last_ok = sent
+            self._trust(sent)  # renewals are sequential: each one was sent after the last
             return True
 
     def _heartbeat_wait(self) -> float:
@@ -379,7 +379,9 @@ class Session:
 
     def _refresh(self, started: float) -> None:
         late = max(0.0, started - self._last_ok - self._heartbeat_wait())
-        if self._lapsed or started >= self._valid_until:
+        with self._session_lock:
+            valid = self._locked_valid()
+        if not valid:
             self._declare_lost("no successful renewal within the TTL less its safety margin")
             return
         try:
@@ -422,8 +424,9 @@ class Session:
         a renewal call still hangs; returns the seconds until the next check."""
         if not self._session_ok.is_set():
             return self._heartbeat_wait()
-        remaining = self._valid_until - time.monotonic()
-        if remaining > 0 and not self._lapsed:
+        with self._session_lock:
+            remaining = self._valid_until - time.monotonic() if self._locked_valid() else 0.0
+        if remaining > 0:
             return remaining
         self._declare_lost("no successful renewal within the TTL less its safety margin")
         self._wake.set()

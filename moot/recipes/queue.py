@@ -155,11 +155,10 @@ def wait_turn(session: Session, prefix: str, value: bytes, deadline: float | Non
         except BaseException:
             leave(session, mine)
             raise
+        if outcome is not Outcome.GONE:  # timed out, or served as the session was given up
+            leave(session, mine)
         if outcome is Outcome.TIMEOUT:
-            leave(session, mine)
             return None
-        if outcome is Outcome.SERVED:  # served, but the session was given up meanwhile
-            leave(session, mine)
 
 
 #: Test hook: called after the queue says "served" and before the hold is
