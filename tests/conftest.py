@@ -130,24 +130,36 @@ MakeBackend = Callable[..., Backend]
 
 
 @pytest.fixture
-def make_backend(url: str) -> Iterator[MakeBackend]:
-    """``make_backend(ttl=TEST_TTL, url=None, **options)``: a connected
-    :class:`~moot.backends.base.Backend` of the kind under test, built as the
-    coordinator builds it, with a session opened with ``ttl`` (none if
-    ``ttl`` is None); every one made is closed after the test. Backend
-    objects have no namespace: tests put their keys under ``namespace``."""
+def open_backend() -> Iterator[MakeBackend]:
+    """``open_backend(url, ttl=None, timeout=10.0, **options)``: a connected
+    :class:`~moot.backends.base.Backend` for ``url``, built as the coordinator
+    builds it (the URL's query, then ``options``), with a session opened with
+    ``ttl`` unless it is None; every one made is closed after the test."""
     opened: list[Backend] = []
 
-    def make(ttl: float | None = TEST_TTL, url: str | None = None, **options: Any) -> Backend:
-        parsed = parse_url(url or base_url)
+    def make(url: str, ttl: float | None = None, timeout: float = 10.0, **options: Any) -> Backend:
+        parsed = parse_url(url)
         made = coordinator._load_backend(parsed, {**parsed.query, **options})
         opened.append(made)
-        made.connect(10.0)
+        made.connect(timeout)
         if ttl is not None:
             made.open_session(ttl)
         return made
 
-    base_url = url
     yield make
     for made in opened:
         made.close()
+
+
+@pytest.fixture
+def make_backend(url: str, open_backend: MakeBackend) -> MakeBackend:
+    """``make_backend(ttl=TEST_TTL, url=None, **options)``: :func:`open_backend`
+    of the kind under test, with a session opened with ``ttl`` (none if
+    ``ttl`` is None). Backend objects have no namespace: tests put their keys
+    under ``namespace``."""
+    base_url = url
+
+    def make(ttl: float | None = TEST_TTL, url: str | None = None, **options: Any) -> Backend:
+        return open_backend(url or base_url, ttl=ttl, **options)
+
+    return make

@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ from moot.backends.etcd import EtcdBackend
 from moot.errors import ConfigurationError, ConnectionLost, InvalidURL, SessionExpired
 from moot.url import parse_url
 from tests import servers
+from tests.conftest import MakeBackend
 from tests.waiting import wait_event, wait_until
 
 TTL = 2.0
@@ -39,19 +40,9 @@ def etcd_url(server: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
-def make(etcd_url: str) -> Iterator[Callable[..., EtcdBackend]]:
+def make(etcd_url: str, open_backend: MakeBackend) -> Callable[..., EtcdBackend]:
     """``make(url=etcd_url)``: a connected backend, closed after the test."""
-    opened: list[EtcdBackend] = []
-
-    def factory(url: str = etcd_url, **options: Any) -> EtcdBackend:
-        backend = EtcdBackend(parse_url(url), options)
-        backend.connect(5.0)
-        opened.append(backend)
-        return backend
-
-    yield factory
-    for backend in opened:
-        backend.close()
+    return lambda url=etcd_url, **options: open_backend(url, timeout=5.0, **options)
 
 
 @pytest.fixture

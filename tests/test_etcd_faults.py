@@ -18,9 +18,8 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,6 +28,7 @@ from moot.backends.etcd import EtcdBackend
 from moot.errors import ConnectionLost, CoordinatorClosed
 from moot.url import parse_url
 from tests import servers
+from tests.conftest import MakeBackend
 from tests.waiting import BOUND, wait_event, wait_until
 
 #: What a bounded call may take beyond its bound (thread switches, a loaded CI machine).
@@ -41,19 +41,9 @@ def etcd_url(server: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
-def make() -> Iterator[Callable[..., EtcdBackend]]:
+def make(open_backend: MakeBackend) -> Callable[..., EtcdBackend]:
     """``make(url, timeout=5.0)``: a connected backend, closed after the test."""
-    opened: list[EtcdBackend] = []
-
-    def factory(url: str, timeout: float = 5.0, **options: Any) -> EtcdBackend:
-        backend = EtcdBackend(parse_url(url), options)
-        backend.connect(timeout)
-        opened.append(backend)
-        return backend
-
-    yield factory
-    for backend in opened:
-        backend.close()
+    return lambda url, timeout=5.0, **options: open_backend(url, timeout=timeout, **options)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ import pytest
 import moot
 from moot.backends.file import FileBackend
 from moot.url import parse_url
+from tests.conftest import MakeBackend
 from tests.waiting import BOUND, wait_event
 
 #: "At once": the kernel drops a dead process's flocks; a regression to polling or
@@ -35,20 +36,9 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make(root: Path) -> Iterator[Make]:
+def make(root: Path, open_backend: MakeBackend) -> Make:
     """``make()``: a connected backend with an open session on ``root``."""
-    opened: list[FileBackend] = []
-
-    def factory() -> FileBackend:
-        backend = FileBackend(parse_url(f"file://{root}"), {})
-        backend.connect(5)
-        backend.open_session(2)
-        opened.append(backend)
-        return backend
-
-    yield factory
-    for backend in opened:
-        backend.close()
+    return lambda: open_backend(f"file://{root}", ttl=2, timeout=5)
 
 
 def _event_watch(backend: FileBackend, key: str) -> threading.Event:

@@ -32,6 +32,7 @@ import moot
 from moot.backends.redis import RedisBackend, dir_key
 from moot.errors import BackendError, ConnectionLost, InvalidURL, SessionExpired
 from moot.url import BACKENDS, parse_url
+from tests.conftest import MakeBackend
 from tests.waiting import wait_event, wait_until
 
 TTL = 1.0
@@ -46,20 +47,9 @@ def redis_url(server: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
-def make(redis_url: str) -> Iterator[Make]:
+def make(redis_url: str, open_backend: MakeBackend) -> Make:
     """``make(url=redis_url, **options)``: a connected backend, closed after the test."""
-    opened: list[RedisBackend] = []
-
-    def factory(url: str = redis_url, **options: Any) -> RedisBackend:
-        parsed = parse_url(url)
-        backend = RedisBackend(parsed, {**parsed.query, **options})
-        backend.connect(5.0)
-        opened.append(backend)
-        return backend
-
-    yield factory
-    for backend in opened:
-        backend.close()
+    return lambda url=redis_url, **options: open_backend(url, timeout=5.0, **options)
 
 
 @pytest.fixture

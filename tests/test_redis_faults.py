@@ -28,11 +28,11 @@ import pytest
 import redis
 
 import moot
-from moot.backends.redis import RedisBackend
 from moot.deadline import bounded
 from moot.errors import ConnectionLost, CoordinatorClosed, InvalidArgument
-from moot.url import parse_url
 from tests import servers
+from tests.conftest import MakeBackend
+from tests.forking import in_forked_child
 from tests.waiting import wait_event, wait_until
 
 #: What a deadline may be overrun by (scheduling, a loaded 2-core CI machine).
@@ -50,20 +50,9 @@ def own() -> Iterator[servers.Cluster]:
 
 
 @pytest.fixture
-def make() -> Iterator[Any]:
+def make(open_backend: MakeBackend) -> Any:
     """``make(url, **options)``: a connected backend, closed after the test."""
-    opened: list[RedisBackend] = []
-
-    def factory(url: str, **options: Any) -> RedisBackend:
-        parsed = parse_url(url)
-        backend = RedisBackend(parsed, {**parsed.query, **options})
-        backend.connect(5.0)
-        opened.append(backend)
-        return backend
-
-    yield factory
-    for backend in opened:
-        backend.close()
+    return lambda url, **options: open_backend(url, timeout=5.0, **options)
 
 
 @contextlib.contextmanager
@@ -216,27 +205,6 @@ def test_waiting_for_a_pooled_connection_keeps_the_deadline(own: servers.Cluster
 
 
 # -- fork ------------------------------------------------------------------------------
-def in_child(action: Any) -> str:
-    """Run ``action()`` in a forked child; return what it reported ("ok" or the
-    exception it raised). The child never runs the parent's exit handlers."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        report = "ok"
-        try:
-            action()
-        except BaseException as exc:
-            report = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
-        finally:
-            os.write(write, report.encode()[:4000])
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        report = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return report
-
-
 def test_a_forked_child_leaves_the_parents_session_alone(own: servers.Cluster, make: Any) -> None:
     owner, other = make(own.url), make(own.url)
     owner.open_session(2.0)
@@ -253,7 +221,7 @@ def test_a_forked_child_leaves_the_parents_session_alone(own: servers.Cluster, m
         with pytest.raises(CoordinatorClosed, match="fork"):
             owner.get(entry.key)  # forgotten at the fork: nothing of the parent's is used
 
-    assert in_child(child) == "ok"
+    assert in_forked_child(child) == "ok"
     after = {c["id"] for c in raw.client_list()}
     assert before <= after  # not one of the parent's connections was closed by the child
     owner.refresh_session()
@@ -270,7 +238,7 @@ def test_a_forked_child_closing_its_coordinator_keeps_the_parents_lock(own: serv
         def child() -> None:
             parent.close()
 
-        assert in_child(child) == "ok"
+        assert in_forked_child(child) == "ok"
         with moot.connect(own.url, ttl=2, namespace="ns") as third:
             assert not third.lock("volume-9").acquire(blocking=False)
             assert lock.is_held

@@ -34,6 +34,7 @@ from moot.backends.zookeeper.znodes import _SEQ
 from moot.errors import BackendError, ConnectionLost, SessionExpired
 from moot.url import parse_url
 from tests import servers
+from tests.conftest import MakeBackend
 from tests.waiting import wait_event
 
 TTL = 2.0
@@ -46,21 +47,9 @@ def zk_url(server: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
-def make(zk_url: str) -> Iterator[Callable[..., ZooKeeperBackend]]:
+def make(zk_url: str, open_backend: MakeBackend) -> Callable[..., ZooKeeperBackend]:
     """``make(url=zk_url, ttl=TTL, timeout=5)``: a backend with an open session, closed after the test."""
-    opened: list[ZooKeeperBackend] = []
-
-    def factory(url: str = zk_url, ttl: float | None = TTL, timeout: float = 5.0) -> ZooKeeperBackend:
-        backend = ZooKeeperBackend(parse_url(url), {})
-        opened.append(backend)
-        backend.connect(timeout)
-        if ttl is not None:
-            backend.open_session(ttl)
-        return backend
-
-    yield factory
-    for backend in opened:
-        backend.close()
+    return lambda url=zk_url, ttl=TTL, timeout=5.0: open_backend(url, ttl=ttl, timeout=timeout)
 
 
 @pytest.fixture

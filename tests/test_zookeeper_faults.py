@@ -35,6 +35,7 @@ from moot.backends.zookeeper import ZooKeeperBackend
 from moot.errors import ConnectionLost, InvalidArgument
 from moot.url import parse_url
 from tests import servers
+from tests.conftest import MakeBackend
 from tests.waiting import wait_until
 
 CAP_MS = 3000  # the dedicated server's maxSessionTimeout
@@ -73,21 +74,9 @@ def zk_url(server: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
-def make() -> Iterator[Callable[..., ZooKeeperBackend]]:
+def make(open_backend: MakeBackend) -> Callable[..., ZooKeeperBackend]:
     """``make(url, ttl=1.5, timeout=5)``: a backend with an open session, closed after the test."""
-    opened: list[ZooKeeperBackend] = []
-
-    def factory(url: str, ttl: float | None = 1.5, timeout: float = 5.0) -> ZooKeeperBackend:
-        backend = ZooKeeperBackend(parse_url(url), {})
-        opened.append(backend)
-        backend.connect(timeout)
-        if ttl is not None:
-            backend.open_session(ttl)
-        return backend
-
-    yield factory
-    for backend in opened:
-        backend.close()
+    return lambda url, ttl=1.5, timeout=5.0: open_backend(url, ttl=ttl, timeout=timeout)
 
 
 @pytest.fixture

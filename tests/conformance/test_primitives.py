@@ -24,6 +24,7 @@ from moot.deadline import bounded
 from moot.errors import ConnectionLost, SessionExpired
 from tests.conftest import MakeBackend
 from tests.faults.proxy import Proxy
+from tests.forking import in_forked_child
 from tests.waiting import BOUND, wait_until
 
 #: TTL of sessions that tests let run out (short: those tests wait for it).
@@ -613,27 +614,6 @@ def test_values_round_trip_byte_exact_up_to_the_maximum(make_backend: MakeBacken
 
 
 # -- fork ---------------------------------------------------------------------------
-def in_forked_child(action: Callable[[], object]) -> str:
-    """Run ``action()`` in a forked child that then leaves by ``os._exit``;
-    return "ok" or the exception it raised."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        report = "ok"
-        try:
-            action()
-        except BaseException as exc:
-            report = f"{type(exc).__name__}: {exc}"
-        finally:
-            os.write(write, report.encode()[:4000])
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        report = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return report
-
-
 def test_forget_after_fork_leaves_the_parents_session_and_keys(make_backend: MakeBackend, ns: str) -> None:
     parent, other = make_backend(), make_backend()
     session = session_of(parent, ns)
