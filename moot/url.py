@@ -29,6 +29,10 @@ BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "etcd": ("moot.backends.etcd", "EtcdBackend", None, None),
     "etcd3+http": ("moot.backends.etcd", "EtcdBackend", None, None),
     "etcd3+https": ("moot.backends.etcd", "EtcdBackend", None, None),
+    "postgresql": ("moot.backends.postgresql", "PostgreSQLBackend", "postgresql", "psycopg"),
+    "postgres": ("moot.backends.postgresql", "PostgreSQLBackend", "postgresql", "psycopg"),
+    "mysql": ("moot.backends.mysql", "MySQLBackend", "mysql", "pymysql"),
+    "memcached": ("moot.backends.memcached", "MemcachedBackend", "memcached", "pymemcache"),
 }
 
 _REDACTED = "***"

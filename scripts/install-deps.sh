@@ -22,12 +22,20 @@ NEEDS=(
   # and a desktop JRE that the tests do not need.
   "/usr/share/java/zookeeper.jar libzookeeper-java"
   "/usr/share/java/slf4j-simple.jar libslf4j-java"
+  # Any major version of PostgreSQL's server (Debian keeps each under its own bin/).
+  "/usr/lib/postgresql/*/bin/postgres postgresql"
+  "mariadbd mariadb-server"
+  "mariadb mariadb-client"
+  # A three-node Galera cluster of MariaDB (tests/test_clusters.py); rsync moves state to a joiner.
+  "/usr/lib/galera/libgalera_smm.so galera-4"
+  "rsync rsync"
+  "memcached memcached"
 )
 
 die() { echo "install-deps: error: $*" >&2; exit 1; }
 
 present() {
-  if [[ $1 == /* ]]; then [[ -e $1 ]]; else command -v "$1" >/dev/null 2>&1; fi
+  if [[ $1 == /* ]]; then compgen -G "$1" >/dev/null; else command -v "$1" >/dev/null 2>&1; fi
 }
 
 missing=()
