@@ -28,7 +28,7 @@ from bench.workloads import MULTIPROCESS, WORKLOADS, Params
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-SERVER_KINDS = ("redis", "zookeeper", "etcd")
+SERVER_KINDS = ("redis", "zookeeper", "etcd", "postgresql", "mysql", "memcached")
 ALL_WORKLOADS = ("raw", *WORKLOADS)
 
 

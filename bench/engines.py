@@ -60,6 +60,12 @@ def raw(kind: str, url: str, max_ops: int, max_seconds: float) -> dict[str, Any]
     if kind == "etcd":
         return {"http.client": _raw_etcd_http(url, max_ops, max_seconds),
                 "etcd3gw": _raw_etcd3gw(url, max_ops, max_seconds)}
+    if kind == "postgresql":
+        return {"psycopg": _raw_sql(_postgresql(url), "%s", max_ops, max_seconds)}
+    if kind == "mysql":
+        return {"PyMySQL": _raw_sql(_mysql(url), "%s", max_ops, max_seconds)}
+    if kind == "memcached":
+        return {"pymemcache": _raw_memcached(url, max_ops, max_seconds)}
     return {}
 
 
@@ -148,6 +154,58 @@ def _raw_etcd3gw(url: str, max_ops: int, max_seconds: float) -> dict[str, Any]:
     return _summary(read, _loop(pair, max_ops, max_seconds))
 
 
+def _postgresql(url: str) -> Any:
+    import psycopg
+
+    parts = urllib.parse.urlsplit(url)
+    return psycopg.connect(host=parts.hostname, port=parts.port, user=parts.username, password=parts.password,
+                           dbname=parts.path.strip("/"), autocommit=True)
+
+
+def _mysql(url: str) -> Any:
+    import pymysql
+
+    parts = urllib.parse.urlsplit(url)
+    return pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username,
+                           password=parts.password or "", database=parts.path.strip("/"), autocommit=True)
+
+
+def _raw_sql(conn: Any, mark: str, max_ops: int, max_seconds: float) -> dict[str, Any]:
+    """A read, and an INSERT then DELETE of one row, each its own (durable) transaction."""
+    table = f"bench_raw_{uuid.uuid4().hex[:12]}"
+    cursor = conn.cursor()
+    cursor.execute(f"CREATE TABLE {table} (k VARCHAR(64) PRIMARY KEY, v VARCHAR(64))")
+    try:
+        read = _loop(lambda: cursor.execute(f"SELECT v FROM {table} WHERE k = {mark}", ("x",)), max_ops,
+                     max_seconds)
+
+        def pair() -> None:
+            cursor.execute(f"INSERT INTO {table} (k, v) VALUES ({mark}, {mark})", ("x", "1"))
+            cursor.execute(f"DELETE FROM {table} WHERE k = {mark}", ("x",))
+
+        return _summary(read, _loop(pair, max_ops, max_seconds))
+    finally:
+        cursor.execute(f"DROP TABLE {table}")
+        conn.close()
+
+
+def _raw_memcached(url: str, max_ops: int, max_seconds: float) -> dict[str, Any]:
+    from pymemcache.client.base import Client as Memcache
+
+    client = Memcache(_address(url, 11211))
+    key = f"bench-raw-{uuid.uuid4().hex}"
+    try:
+        read = _loop(lambda: client.get(key), max_ops, max_seconds)
+
+        def pair() -> None:
+            client.add(key, b"1", expire=10, noreply=False)
+            client.delete(key, noreply=False)
+
+        return _summary(read, _loop(pair, max_ops, max_seconds))
+    finally:
+        client.close()
+
+
 # -- requests handled by a server -------------------------------------------------
 class RequestCounter:
     """Counts the requests the server behind ``url`` handles between
@@ -163,10 +221,13 @@ class RequestCounter:
             self._address = _address(url, 2181)
         elif kind == "etcd":
             self._address = _address(url, 2379)
+        elif kind == "memcached":
+            self._address = _address(url, 11211)
+        self._url = url
 
     @property
     def available(self) -> bool:
-        return self.kind in ("redis", "zookeeper", "etcd")
+        return self.kind in ("redis", "zookeeper", "etcd", "mysql", "memcached")
 
     def start(self) -> None:
         if self.kind == "redis":
@@ -180,6 +241,10 @@ class RequestCounter:
             self._before = self._zookeeper_packets()
         elif self.kind == "etcd":
             self._before = self._etcd_calls()
+        elif self.kind == "mysql":
+            self._before = self._mysql_questions()
+        elif self.kind == "memcached":
+            self._before = self._memcached_commands()
 
     def stop(self) -> int | None:
         if self.kind == "redis":
@@ -188,7 +253,36 @@ class RequestCounter:
             return self._zookeeper_packets() - self._before
         if self.kind == "etcd":
             return self._etcd_calls() - self._before
+        if self.kind == "mysql":
+            return self._mysql_questions() - self._before
+        if self.kind == "memcached":
+            return self._memcached_commands() - self._before
         return None
+
+    def _mysql_questions(self) -> int:
+        """Statements clients sent (this probe's own included: callers subtract an idle window)."""
+        conn = _mysql(self._url)
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SHOW GLOBAL STATUS LIKE 'Questions'")
+            return int(cursor.fetchone()[1])
+        finally:
+            conn.close()
+
+    def _memcached_commands(self) -> int:
+        """Reads, writes, touches, deletes and arithmetic the server handled (``stats``)."""
+        with socket.create_connection(self._address, timeout=5) as sock:
+            sock.sendall(b"stats\r\n")
+            reply = b""
+            while not reply.endswith(b"END\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        stats = dict(re.findall(rb"STAT (\S+) (\d+)", reply))
+        names = (b"cmd_get", b"cmd_set", b"cmd_touch", b"delete_hits", b"delete_misses", b"incr_hits",
+                 b"incr_misses", b"decr_hits", b"decr_misses")
+        return sum(int(stats.get(name, 0)) for name in names)
 
     def _redis_commands(self) -> int:
         """Commands clients sent (script-internal calls excluded), read from MONITOR."""
@@ -251,6 +345,19 @@ def server_version(kind: str, url: str) -> str:
             host, port = _address(url, 2379)
             with _HTTP.open(f"http://{host}:{port}/version", timeout=5) as response:
                 return f"etcd {json.loads(response.read())['etcdserver']}"
-    except (OSError, ValueError, KeyError, IndexError):
+        if kind in ("postgresql", "mysql"):
+            conn = _postgresql(url) if kind == "postgresql" else _mysql(url)
+            try:
+                cursor = conn.cursor()
+                cursor.execute("SELECT version()")
+                version = str(cursor.fetchone()[0])
+            finally:
+                conn.close()
+            return version.split(" on ")[0] if kind == "postgresql" else f"MariaDB {version.split('-')[0]}"
+        if kind == "memcached":
+            with socket.create_connection(_address(url, 11211), timeout=5) as sock:
+                sock.sendall(b"version\r\n")
+                return "memcached " + sock.recv(256).decode().split()[1]
+    except Exception:  # noqa: BLE001 -- a version is decoration: never fail a run for it
         return ""
     return ""

@@ -10,7 +10,8 @@ from typing import Any
 
 from bench.engines import server_version
 
-CLIENT_PACKAGES = ("moot", "tooz", "redis", "kazoo", "etcd3gw", "requests")
+CLIENT_PACKAGES = ("moot", "tooz", "redis", "kazoo", "etcd3gw", "requests", "psycopg", "psycopg2-binary", "PyMySQL",
+                   "pymemcache")
 
 
 def cpu_model() -> str:
@@ -42,6 +43,6 @@ def describe(urls: dict[str, str]) -> dict[str, Any]:
                     "load_at_start": load()},
         "python": sys.version.split()[0],
         "servers": {kind: server_version(kind, url) for kind, url in urls.items()
-                    if kind in ("redis", "zookeeper", "etcd")},
+                    if kind not in ("memory", "file")},
         "packages": packages,
     }

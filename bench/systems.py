@@ -132,6 +132,10 @@ def tooz_url(moot_url: str) -> str | None:
         return f"zookeeper://{parts.netloc}"
     if parts.scheme == "etcd":
         return f"etcd3+http://{parts.netloc}"
+    if parts.scheme in ("postgresql", "mysql"):  # the same server, user and database
+        return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    if parts.scheme == "memcached":
+        return f"memcached://{parts.netloc}"
     return None
 
 
