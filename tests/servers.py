@@ -108,6 +108,10 @@ class Member:
     def address(self) -> str:
         return f"{HOST}:{self.port}"
 
+    def send(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the server and every process it forked (SIGSTOP freezes all of it)."""
+        _signal(self, sig)
+
     @property
     def log(self) -> Path:
         return self.directory / "server.log"
@@ -552,10 +556,20 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _signal(member: Member, sig: signal.Signals) -> None:
-    if member.process is not None:
-        if member.process.poll() is None:
-            member.process.send_signal(sig)
-    elif _pid_alive(member.pid):
+    """Signal the member's whole process group: a server that forks workers
+    (PostgreSQL's backends) is killed or frozen as a whole, as a crashed or
+    hung machine would be. Each member leads its own group (``_spawn``)."""
+    if member.process is not None and member.process.poll() is not None:
+        return
+    if not _pid_alive(member.pid):
+        return
+    try:
+        leads_group = os.getpgid(member.pid) == member.pid
+    except ProcessLookupError:
+        return
+    if leads_group:
+        os.killpg(member.pid, sig)
+    else:
         os.kill(member.pid, sig)
 
 

@@ -455,11 +455,15 @@ def own_server(request: pytest.FixtureRequest) -> Iterator[servers.Cluster]:
         cluster.stop()
 
 
-@pytest.mark.parametrize("own_server", [("redis", 1), ("redis_aof", 1), ("zookeeper", 1), ("etcd", 1)],
-                         ids=["redis", "redis_aof", "zookeeper", "etcd"], indirect=True)
+RESTARTED = ["redis", "redis_aof", "zookeeper", "etcd", "postgresql", "mysql", "memcached"]
+#: Engines that lose everything when their server restarts (Redis without persistence, memcached).
+FORGETFUL = {"redis", "memcached"}
+
+
+@pytest.mark.parametrize("own_server", [(kind, 1) for kind in RESTARTED], ids=RESTARTED, indirect=True)
 def test_engine_restart(request: pytest.FixtureRequest, own_server: servers.Cluster) -> None:
-    """The engine killed with SIGKILL and restarted on its data (redis: without, then with persistence)."""
-    keeps_data = own_server.kind.name != "redis"
+    """The engine killed with SIGKILL (with every process it forked) and restarted on its data."""
+    keeps_data = own_server.kind.name not in FORGETFUL
     with scenario(request, own_server.url, promised=ALL_CHECKS if keeps_data else DATA_LOSS_CHECKS) as run:
         for _ in range(3 * ROUNDS):
             _pause(run.rng.uniform(0.05, 0.5))
