@@ -1,0 +1,296 @@
+"""The LISTEN connection and the one real thread that owns it: watches,
+re-checks at owner expiry, the own-session check.
+
+Every write NOTIFYs the schema's channel in its own transaction (see
+:mod:`moot.backends.postgresql.schema` for the payloads), so a watch
+registered while the connection is listening sees every later commit.
+Watches are filtered here, by key. When the connection is lost, every watch
+fires once after it is listening again (changes may have been missed
+meanwhile); a watch made while it is down fires then too.
+
+A watched entry whose owner session expires without anyone deleting it
+raises no notice by itself: the thread keeps a timer at the earliest such
+expiry (learnt from the payloads and from a re-check made when a key or
+prefix is first watched) and then runs a re-check, which reaps the expired
+sessions there (their deletion NOTIFYs) and gives the next expiry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from moot.backends._support.loop import Poller, Timers, Waker
+from moot.backends.base import CallbackWatch, Dispatcher
+from moot.backends.postgresql.connection import Conn, forget
+from moot.errors import BackendError, CoordinatorClosed
+from moot.realthreads import threading
+
+log = logging.getLogger("moot.backends.postgresql")
+
+_PING_INTERVAL = 5.0  # seconds of silence on the LISTEN connection before it is probed
+_MARGIN = 0.005  # seconds past an owner session's expiry before re-checking its entries
+_RETRY = 0.5  # seconds before a failed re-check is tried again
+_WAKE, _SOCK = "wake", "sock"
+
+
+def directory(key: str) -> str:
+    """The prefix a key is directly under ('' for a top-level key)."""
+    return key[:key.rfind("/") + 1]
+
+
+class _Target:
+    """A watched key, or a watched prefix (ending in ``/``)."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.watches: set[CallbackWatch] = set()
+        self.check_at: float | None = None
+
+
+class Listener:
+    """One LISTEN connection and the one real thread that owns it.
+
+    ``open_conn()`` makes a listening connection; ``recheck(key)`` re-checks
+    a target (ms until its first foreign owner expires, -1 if none);
+    ``session_left(id)`` is the ms the session has left (None if gone);
+    ``session_gone(id)`` is told when the own session ended."""
+
+    def __init__(self, open_conn: Callable[[], Conn], recheck: Callable[[str], int],
+                 session_left: Callable[[str], float | None], session_gone: Callable[[str], None],
+                 dispatcher: Dispatcher, timeout: float):
+        self._open = open_conn
+        self._recheck = recheck
+        self._session_left = session_left
+        self._session_gone = session_gone
+        self._dispatcher = dispatcher
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._targets: dict[str, _Target] = {}
+        self._checks: Timers[_Target] = Timers()  # one is current while target.check_at == its time
+        self._session: tuple[str, float] | None = None  # own session id, when to check it is alive
+        self._conn: Conn | None = None
+        self._waker = Waker()
+        self._poller: Poller[str] = Poller()
+        self._poller.register(self._waker.fd, _WAKE)
+        self._closed = False
+        self._last_rx = 0.0
+        self._thread = threading.Thread(target=self._run, name="moot-postgresql-listener", daemon=True)
+
+    def start(self, conn: Conn) -> None:
+        self._use(conn)
+        self._thread.start()
+
+    def _use(self, conn: Conn) -> None:
+        conn.add_notify_handler(lambda notice: self._on_notice(notice.payload))
+        self._conn = conn
+        self._poller.register(conn.pgconn.socket, _SOCK)
+        self._last_rx = time.monotonic()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._waker.wake()
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            self._thread.join(self._timeout)
+        if self._conn is not None and not self._thread.is_alive():
+            self._conn.close()
+        self._waker.close()
+
+    def forget(self) -> None:
+        """In a forked child: let go of the inherited connection without any
+        I/O on it (:func:`~moot.backends.postgresql.connection.forget`)."""
+        self._closed = True
+        if self._conn is not None:
+            forget(self._conn)
+        self._conn = None
+        self._waker.close()
+
+    # -- called from any thread --------------------------------------------
+    def watch(self, key: str, callback: Callable[[], None]) -> CallbackWatch:
+        """Call ``callback`` after every change of ``key`` (or directly under
+        it, for a prefix). No I/O: the connection already listens."""
+
+        def cancel(watch: CallbackWatch) -> None:
+            with self._lock:
+                target.watches.discard(watch)
+                if not target.watches and self._targets.get(key) is target:
+                    del self._targets[key]
+
+        watch = CallbackWatch(callback, cancel)
+        with self._lock:
+            if self._closed:
+                raise CoordinatorClosed("this postgresql backend is closed")
+            found = self._targets.get(key)
+            target = found if found is not None else _Target(key)
+            if found is None:
+                self._targets[key] = target
+                self._schedule(target, time.monotonic())  # learn when its owners expire
+            target.watches.add(watch)
+        self._waker.wake()
+        return watch
+
+    def watch_session(self, session_id: str | None, deadline: float | None) -> None:
+        """Check at ``deadline`` (monotonic) that the own session still exists."""
+        with self._lock:
+            self._session = None if session_id is None or deadline is None else (session_id, deadline)
+        self._waker.wake()
+
+    # -- the listener thread ---------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._closed:
+            if self._conn is None:
+                try:
+                    conn = self._open()
+                except Exception as exc:  # unreachable, refused, TLS: retry with backoff
+                    log.debug("postgresql LISTEN reconnect failed: %s", type(exc).__name__)
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    self._run_checks()
+                    continue
+                self._use(conn)
+                backoff = 0.05
+                self._fire_all()  # changes may have been missed while it was down
+            try:
+                self._receive()
+                self._keepalive()
+            except (psycopg.Error, OSError) as exc:
+                log.info("postgresql LISTEN connection lost (%s); reconnecting", type(exc).__name__)
+                self._drop()
+            except Exception:  # a bug must not end the thread every watch relies on
+                log.exception("postgresql listener failed; reconnecting")
+                self._drop()
+            self._run_checks()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _sleep(self, seconds: float) -> None:
+        if _WAKE in self._poller.poll(seconds):
+            self._waker.drain()
+
+    def _next_wait(self, now: float) -> float:
+        times = [self._last_rx + _PING_INTERVAL]
+        with self._lock:
+            first = self._checks.first()
+            if first is not None:
+                times.append(first)
+            if self._session is not None:
+                times.append(self._session[1])
+        return max(0.0, min(times) - now)
+
+    def _receive(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        ready = self._poller.poll(self._next_wait(time.monotonic()))
+        if _WAKE in ready:
+            self._waker.drain()
+        if _SOCK not in ready:
+            return
+        pgconn = conn.pgconn
+        pgconn.consume_input()
+        if pgconn.status != psycopg.pq.ConnStatus.OK:
+            raise psycopg.OperationalError("the LISTEN connection was closed by the server")
+        self._last_rx = time.monotonic()
+        while (notice := pgconn.notifies()) is not None:
+            self._on_notice(notice.extra.decode(errors="replace"))
+
+    def _keepalive(self) -> None:
+        if time.monotonic() - self._last_rx < _PING_INTERVAL:
+            return
+        conn = self._conn
+        assert conn is not None
+        conn.until = time.monotonic() + self._timeout
+        conn.execute(b"SELECT 1")  # notices that come meanwhile reach _on_notice through psycopg
+        self._last_rx = time.monotonic()
+
+    def _on_notice(self, payload: str) -> None:
+        if payload == "*":
+            self._fire_all()
+            return
+        if payload.startswith("!"):
+            with self._lock:
+                mine = self._session is not None and self._session[0] == payload[1:]
+            if mine:
+                self._session_gone(payload[1:])
+            return
+        ms, _, rest = payload.partition(":")
+        owner, _, key = rest.partition(":")
+        with self._lock:
+            targets = [t for t in (self._targets.get(key), self._targets.get(directory(key))) if t is not None]
+            watches = [w for t in targets for w in t.watches]
+            own = self._session[0] if self._session else None
+            if ms and owner != own:
+                at = time.monotonic() + max(int(ms), 0) / 1000 + _MARGIN
+                for target in targets:
+                    if target.check_at is None or at < target.check_at:
+                        self._schedule(target, at)
+        self._fire(watches)
+
+    def _fire(self, watches: list[CallbackWatch]) -> None:
+        for watch in watches:
+            self._dispatcher.submit(watch.fire)
+
+    def _fire_all(self) -> None:
+        with self._lock:
+            watches = [w for t in self._targets.values() for w in t.watches]
+            now = time.monotonic()
+            for target in self._targets.values():
+                self._schedule(target, now)  # its owners may have changed meanwhile too
+        self._fire(watches)
+
+    def _schedule(self, target: _Target, at: float | None) -> None:
+        """Set when ``target`` is re-checked (lock held)."""
+        target.check_at = at
+        if at is not None:
+            self._checks.push(at, target)
+
+    def _drop(self) -> None:
+        """Forget the broken connection; every watch fires once it listens again."""
+        if self._conn is not None:
+            self._poller.unregister(_SOCK)
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def _run_checks(self) -> None:
+        now = time.monotonic()
+        due: list[_Target] = []
+        with self._lock:
+            for when, target in self._checks.pop_due(now):
+                if target.check_at == when and self._targets.get(target.key) is target:
+                    target.check_at = None
+                    due.append(target)
+            session = self._session if self._session is not None and self._session[1] <= now else None
+        for target in due:
+            at: float | None = time.monotonic() + _RETRY
+            try:
+                ms = self._recheck(target.key)
+            except (BackendError, CoordinatorClosed):
+                pass
+            except Exception:
+                log.exception("postgresql watch re-check failed")
+            else:
+                at = None if ms < 0 else time.monotonic() + ms / 1000 + _MARGIN
+            with self._lock:
+                if target.check_at is None or (at is not None and at < target.check_at):
+                    self._schedule(target, at)
+        if session is not None:
+            self._check_session(session[0])
+
+    def _check_session(self, session_id: str) -> None:
+        try:
+            left = self._session_left(session_id)
+        except (BackendError, CoordinatorClosed):
+            left = _RETRY
+        with self._lock:
+            if self._session is None or self._session[0] != session_id:
+                return
+            self._session = None if left is None else (session_id, time.monotonic() + left + _MARGIN)
+        if left is None:
+            self._session_gone(session_id)

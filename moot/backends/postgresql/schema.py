@@ -1,0 +1,182 @@
+"""The tables, sequence and functions the backend keeps in its schema, and
+their creation on first use.
+
+Every primitive that writes is one call of a function below, so it is one
+round trip and one transaction (autocommit); reads are one plain SELECT.
+The functions are PL/pgSQL (SECURITY INVOKER): the role that uses them needs
+the table and sequence privileges listed by :func:`statements`.
+
+Layout (``S`` is the ``schema`` option, also the NOTIFY channel)::
+
+    S.seq       one bigint SEQUENCE: every version and every seq
+    S.sessions  id, ttl_ms, expires (judged by the server's clock_timestamp())
+    S.entries   key (text, "C" collation, primary key), value, version, seq,
+                owner (a session id, NULL for a persistent entry)
+    S.meta      the layout's version (:data:`VERSION`)
+
+NOTIFY payloads: ``ms:owner:key`` after a write (``ms``: what the owner
+session had left, empty for a deletion or a persistent entry), ``!id``
+when a session ended, ``*`` for a key too long to name (every watch fires).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: The version of the layout below; a schema made by another version is
+#: brought up to this one (``CREATE OR REPLACE``) on first use.
+VERSION = 1
+
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+#: The SQLSTATE the functions raise when the session they need is gone.
+SESSION_GONE = "MOOT1"
+
+
+def valid_schema(name: str) -> bool:
+    """True for a schema name the backend accepts (lower-case, unquoted SQL identifier)."""
+    return bool(_NAME.fullmatch(name)) and not name.startswith("pg_")
+
+
+def _functions(s: str) -> list[str]:
+    live = f"(e.owner IS NULL OR EXISTS (SELECT 1 FROM {s}.sessions x WHERE x.id = e.owner " \
+           "AND x.expires > clock_timestamp()))"
+    ms = "ceil(extract(epoch FROM x.expires - clock_timestamp()) * 1000)::bigint"
+    return [
+        # A change notice (see the module docstring); returns 1 so that it can be counted.
+        f"""CREATE OR REPLACE FUNCTION {s}.note(k text, own text) RETURNS integer LANGUAGE sql AS $$
+SELECT 1 FROM pg_notify('{s}', CASE WHEN length(k) > 7000 THEN '*' ELSE
+  coalesce((SELECT {ms} FROM {s}.sessions x WHERE x.id = own)::text, '') || ':' || coalesce(own, '') || ':' || k
+END) $$""",
+        # End the sessions ``ids`` (only the expired ones unless ``force``) with
+        # their entries, notifying each; returns how many of them were still alive.
+        f"""CREATE OR REPLACE FUNCTION {s}.reap(ids text[], force boolean) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE gone text[]; alive integer; n integer;
+BEGIN
+  SELECT array_agg(id), count(*) FILTER (WHERE expires > clock_timestamp()) INTO gone, alive
+    FROM (SELECT id, expires FROM {s}.sessions WHERE id = ANY(ids) AND (force OR expires <= clock_timestamp())
+          ORDER BY id FOR UPDATE) locked;
+  IF gone IS NULL THEN RETURN 0; END IF;
+  WITH d AS (DELETE FROM {s}.entries WHERE owner = ANY(gone) RETURNING key)
+    SELECT count({s}.note(d.key, NULL)) INTO n FROM d;
+  DELETE FROM {s}.sessions WHERE id = ANY(gone);
+  PERFORM pg_notify('{s}', '!' || g) FROM unnest(gone) g;
+  RETURN alive;
+END $$""",
+        # The ms a live session has left, its row locked against reaping until
+        # commit; raises SESSION_GONE if it is not alive. NULL for no session.
+        f"""CREATE OR REPLACE FUNCTION {s}.hold(own text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE left_ms bigint;
+BEGIN
+  IF own IS NULL THEN RETURN NULL; END IF;
+  SELECT {ms} INTO left_ms FROM {s}.sessions x WHERE x.id = own AND x.expires > clock_timestamp() FOR KEY SHARE;
+  IF NOT FOUND THEN RAISE EXCEPTION 'the moot session is gone' USING ERRCODE = '{SESSION_GONE}'; END IF;
+  RETURN left_ms;
+END $$""",
+        f"""CREATE OR REPLACE FUNCTION {s}.scan(lo text, hi text)
+RETURNS TABLE(key text, value bytea, version bigint, seq bigint, owner text) LANGUAGE sql AS $$
+SELECT e.key, e.value, e.version, e.seq, e.owner FROM {s}.entries e
+ WHERE e.key >= lo AND e.key < hi AND {live} ORDER BY e.key $$""",
+        # Create ``k`` unless a live entry has it; an entry of an expired
+        # session is reaped (with the rest of that session) first.
+        f"""CREATE OR REPLACE FUNCTION {s}.add(k text, v bytea, own text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE cur record; n bigint;
+BEGIN
+  PERFORM {s}.hold(own);
+  SELECT e.owner, x.expires > clock_timestamp() AS alive INTO cur
+    FROM {s}.entries e LEFT JOIN {s}.sessions x ON x.id = e.owner WHERE e.key = k;
+  IF FOUND THEN
+    IF cur.owner IS NULL OR cur.alive THEN RETURN NULL; END IF;
+    PERFORM {s}.reap(ARRAY[cur.owner], false);
+    DELETE FROM {s}.entries e WHERE e.key = k AND e.owner = cur.owner
+       AND NOT EXISTS (SELECT 1 FROM {s}.sessions x WHERE x.id = cur.owner);
+  END IF;
+  n := nextval('{s}.seq');
+  INSERT INTO {s}.entries VALUES (k, v, n, NULL, own) ON CONFLICT (key) DO NOTHING;
+  IF NOT FOUND THEN RETURN NULL; END IF;
+  PERFORM {s}.note(k, own);
+  RETURN n;
+END $$""",
+        # A new key under ``p`` with a fresh seq; with ``listed``, then the live entries under ``p``.
+        f"""CREATE OR REPLACE FUNCTION {s}.sequential(p text, hi text, v bytea, own text, listed boolean)
+RETURNS TABLE(key text, value bytea, version bigint, seq bigint, owner text) LANGUAGE plpgsql AS $$
+DECLARE n bigint; k text;
+BEGIN
+  PERFORM {s}.hold(own);
+  -- one creator per prefix at a time, until commit: seqs under a prefix become
+  -- visible in their order (a 64-bit hash; a collision only serializes two prefixes)
+  PERFORM pg_advisory_xact_lock(hashtextextended(p, 0));
+  n := nextval('{s}.seq');
+  k := p || lpad(n::text, 20, '0');
+  INSERT INTO {s}.entries VALUES (k, v, n, n, own);
+  PERFORM {s}.note(k, own);
+  RETURN QUERY SELECT k, v, n, n, own;
+  IF listed THEN RETURN QUERY SELECT * FROM {s}.scan(p, hi); END IF;
+END $$""",
+        f"""CREATE OR REPLACE FUNCTION {s}.cas(k text, v bytea, ver bigint)
+RETURNS TABLE(version bigint, seq bigint, owner text) LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  UPDATE {s}.entries e SET value = v, version = nextval('{s}.seq')
+   WHERE e.key = k AND e.version = ver AND {live} RETURNING e.version, e.seq, e.owner INTO r;
+  IF NOT FOUND THEN RETURN; END IF;
+  PERFORM {s}.note(k, r.owner);
+  RETURN QUERY SELECT r.version, r.seq, r.owner;
+END $$""",
+        f"""CREATE OR REPLACE FUNCTION {s}.remove(k text, ver bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM {s}.entries e WHERE e.key = k AND (ver IS NULL OR e.version = ver) AND {live};
+  IF NOT FOUND THEN RETURN false; END IF;
+  PERFORM {s}.note(k, NULL);
+  RETURN true;
+END $$""",
+        # The re-check of a watched key (exact) or of the keys directly under a
+        # prefix: reap the expired owners there; return the ms until the first
+        # other owner than ``own`` expires, NULL if none.
+        f"""CREATE OR REPLACE FUNCTION {s}.recheck(lo text, hi text, exact boolean, own text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM {s}.reap(ARRAY(SELECT DISTINCT e.owner FROM {s}.entries e JOIN {s}.sessions x ON x.id = e.owner
+    WHERE e.key >= lo AND e.key < hi AND (exact OR strpos(substr(e.key, length(lo) + 1), '/') = 0)
+      AND x.expires <= clock_timestamp()), false);
+  RETURN (SELECT min({ms}) FROM {s}.entries e JOIN {s}.sessions x ON x.id = e.owner
+    WHERE e.key >= lo AND e.key < hi AND (exact OR strpos(substr(e.key, length(lo) + 1), '/') = 0)
+      AND x.id <> coalesce(own, '') AND x.expires > clock_timestamp());
+END $$""",
+    ]
+
+
+def statements(s: str) -> list[str]:
+    """Every statement that creates (or brings up to :data:`VERSION`) the
+    layout in schema ``s``; each is idempotent."""
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        f"CREATE SEQUENCE IF NOT EXISTS {s}.seq AS bigint",
+        f"CREATE TABLE IF NOT EXISTS {s}.sessions (id text COLLATE \"C\" PRIMARY KEY, ttl_ms bigint NOT NULL, "
+        "expires timestamptz NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {s}.entries (key text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL, "
+        "version bigint NOT NULL, seq bigint, owner text COLLATE \"C\")",
+        f"CREATE INDEX IF NOT EXISTS entries_owner ON {s}.entries (owner) WHERE owner IS NOT NULL",
+        f"CREATE TABLE IF NOT EXISTS {s}.meta (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
+        "version integer NOT NULL)",
+        *_functions(s),
+        f"INSERT INTO {s}.meta (version) VALUES ({VERSION}) ON CONFLICT (one) DO UPDATE SET version = {VERSION}",
+    ]
+
+
+def grants(s: str, role: str) -> list[str]:
+    """What a role that did not create the layout needs to use it."""
+    who = '"' + role.replace('"', '""') + '"'
+    return [
+        f"GRANT USAGE ON SCHEMA {s} TO {who}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {who}",
+        f"GRANT USAGE, SELECT ON SEQUENCE {s}.seq TO {who}",
+    ]
+
+
+def admin_script(s: str, role: str) -> str:
+    """The statements an administrator runs for a role that may not create
+    the layout itself, as one script."""
+    return "".join(f"{statement};\n" for statement in [*statements(s), *grants(s, role)])
