@@ -1,0 +1,169 @@
+"""The key layout and the directory item: every key directly under one
+directory lives in ONE memcached item, changed only under its CAS value.
+
+A *directory* is the part of a key up to and including its last ``/``
+(``""`` for the root); the rest is the key's *leaf*. The directory item
+``moot:d:<directory>`` holds the directory's counter (versions and
+sequence numbers come from it), its entries (leaf, version, seq, owner
+session, value) and the names of its subdirectories (for recursive
+listing). Values larger than :data:`INLINE_MAX` bytes are *spilled* to an
+item of their own, ``moot:v:<hash of directory>:<version>``, written
+before the directory item names it. A memcached key longer than 250 bytes
+(or with bytes memcached refuses in a key) is replaced by a SHA-256 of the
+text, under another prefix; the full directory is stored in the item and
+checked on every read, so two directories can never share an item.
+See docs/design/memcached.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import time
+
+from moot.backends.base import Entry
+from moot.backends.memcached.meta import MetaError
+from moot.errors import InvalidArgument
+
+KP = b"moot:"
+#: Values up to this many bytes live in the directory item; larger ones are spilled.
+INLINE_MAX = 1024
+_MAX_KEY = 250  # memcached's longest key
+_PLAIN = re.compile(rb"[\x21-\x7e]*")  # what memcached takes in a key (no space, no control byte)
+_KEY = re.compile(r"[A-Za-z0-9_%/-]*")  # the contract's key alphabet (moot/backends/base.py)
+_MAGIC = b"moot-dir-1"
+
+
+def mkey(kind: bytes, text: str) -> bytes:
+    """The memcached key of ``text`` (a directory, a session id) of ``kind``
+    (``d``, ``s``): plain when memcached takes it, else hashed (kind ``D``, ``S``)."""
+    raw = text.encode()
+    plain = KP + kind + b":" + raw
+    if len(plain) <= _MAX_KEY and _PLAIN.fullmatch(raw):
+        return plain
+    return KP + kind.upper() + b":" + hashlib.sha256(raw).hexdigest().encode()
+
+
+def spill_key(directory: str, version: int) -> bytes:
+    """The item of the value spilled by the write that made ``version`` in ``directory``."""
+    return KP + b"v:" + hashlib.sha256(directory.encode()).hexdigest()[:40].encode() + b":%d" % version
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(directory, leaf) of a key; InvalidArgument for what is no key."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key) or not key or key.endswith("/"):
+        raise InvalidArgument(f"{key!r:.80} is not a key (segments of [A-Za-z0-9_%-] joined by '/')")
+    cut = key.rfind("/") + 1
+    return key[:cut], key[cut:]
+
+
+def check_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not _KEY.fullmatch(prefix):
+        raise InvalidArgument(f"{prefix!r:.80} is not a key prefix (segments of [A-Za-z0-9_%-] and '/')")
+    return prefix
+
+
+def parent(directory: str) -> tuple[str, str]:
+    """(parent directory, own name) of a non-root directory: ``a/b/`` -> (``a/``, ``b``)."""
+    cut = directory.rfind("/", 0, len(directory) - 1) + 1
+    return directory[:cut], directory[cut:-1]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    """One entry of a directory. ``value`` is None while a spilled value is not loaded."""
+
+    version: int
+    seq: int | None
+    owner: str | None
+    size: int
+    spilled: bool
+    value: bytes | None
+
+    def entry(self, key: str, value: bytes | None = None) -> Entry:
+        loaded = self.value if value is None else value
+        assert loaded is not None
+        return Entry(key, loaded, self.version, self.seq, self.owner)
+
+
+def record(version: int, seq: int | None, owner: str | None, value: bytes) -> Record:
+    """A new record; a value over INLINE_MAX is marked spilled (the caller writes its item)."""
+    spilled = len(value) > INLINE_MAX
+    return Record(version, seq, owner, len(value), spilled, value)
+
+
+@dataclasses.dataclass(slots=True)
+class Directory:
+    """One directory item as read (``cas`` 0: the item does not exist)."""
+
+    path: str
+    counter: int = 0
+    entries: dict[str, Record] = dataclasses.field(default_factory=dict)
+    subdirs: frozenset[str] = frozenset()
+    cas: int = 0
+
+    def copy(self) -> Directory:
+        return Directory(self.path, self.counter, dict(self.entries), self.subdirs, self.cas)
+
+    def bump(self) -> int:
+        """Advance the counter: the next version or seq, at least the
+        client's clock in microseconds (docs/design/memcached.md, "Fencing")."""
+        self.counter = max(self.counter + 1, time.time_ns() // 1000)
+        return self.counter
+
+    def owners(self) -> set[str]:
+        return {r.owner for r in self.entries.values() if r.owner is not None}
+
+    def versions(self) -> dict[str, int]:
+        return {leaf: r.version for leaf, r in self.entries.items()}
+
+    def encode(self) -> bytes:
+        out = [b"%s %d %d %d %s\n" % (_MAGIC, self.counter, len(self.entries), len(self.subdirs),
+                                      self.path.encode())]
+        for leaf, r in self.entries.items():
+            out.append(b"%s %d %s %s %s %d\n" % (
+                leaf.encode(), r.version, b"-" if r.seq is None else b"%d" % r.seq,
+                b"-" if r.owner is None else r.owner.encode(), b"s" if r.spilled else b"i", r.size))
+            if not r.spilled:
+                assert r.value is not None
+                out.append(r.value)
+        out.extend(name.encode() + b"\n" for name in sorted(self.subdirs))
+        return b"".join(out)
+
+
+def decode(path: str, raw: bytes, cas: int) -> Directory:
+    """The directory item ``raw`` read for ``path``; MetaError if it is not
+    one, or is another directory's (a hashed key's collision)."""
+    try:
+        end = raw.index(b"\n")
+        magic, counter, count, subcount, stored = raw[:end].split(b" ", 4)
+        if magic != _MAGIC:
+            raise ValueError("not a directory item")
+        if stored.decode() != path:
+            raise MetaError(f"the item of directory {path!r:.80} holds {stored[:80]!r}")
+        pos = end + 1
+        entries: dict[str, Record] = {}
+        for _ in range(int(count)):
+            end = raw.index(b"\n", pos)
+            leaf, version, seq, owner, kind, size_text = raw[pos:end].split(b" ")
+            size = int(size_text)
+            pos = end + 1
+            value = None
+            if kind == b"i":
+                value = raw[pos:pos + size]
+                if len(value) != size:
+                    raise ValueError("a value is cut short")
+                pos += size
+            entries[leaf.decode()] = Record(int(version), None if seq == b"-" else int(seq),
+                                            None if owner == b"-" else owner.decode(), size, kind == b"s", value)
+        subdirs = []
+        for _ in range(int(subcount)):
+            end = raw.index(b"\n", pos)
+            subdirs.append(raw[pos:end].decode())
+            pos = end + 1
+        if pos != len(raw):
+            raise ValueError("bytes after the last subdirectory")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MetaError(f"the item of directory {path!r:.80} is not a moot directory ({exc})") from None
+    return Directory(path, int(counter), entries, frozenset(subdirs), cas)

@@ -1,0 +1,213 @@
+"""Watches: memcached sends no notifications, so one real OS thread per
+backend object polls what is watched, and this object's own writes wake
+its watchers at once.
+
+A round is ONE pipeline, whatever is watched: the CAS value of every
+watched directory item (no value is sent) and the session item of every
+owner of an entry there (plus this object's own session). Only directories
+whose CAS value moved, or that hold an entry of a session found gone, are
+read again (a second round trip); a watch fires when the live entries it
+covers differ from what it last saw (a prefix watch: any entry directly
+under it; a key watch: that entry's version, or its presence). Rounds
+come every ``poll_interval / 5`` seconds after a change, backing off to
+``poll_interval``, and stop while nothing is watched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from moot.backends.base import CallbackWatch, Dispatcher, Watch
+from moot.backends.memcached.dirs import Directory
+from moot.backends.memcached.store import Runner, Store
+from moot.errors import BackendError, ConnectionLost, CoordinatorClosed
+from moot.realthreads import threading
+
+log = logging.getLogger("moot.backends.memcached")
+
+_IDLE_WAIT = 60.0  # seconds the thread sleeps with nothing watched (a new watch wakes it)
+_RETRY_PAUSE = 0.2  # seconds between rounds while the server cannot be reached
+
+
+class _Handle(CallbackWatch):
+    """A watch and where it is: a directory, and a leaf (None: the whole directory)."""
+
+    def __init__(self, callback: Callable[[], None], on_cancel: Callable[[CallbackWatch], None], path: str,
+                 leaf: str | None):
+        super().__init__(callback, on_cancel)
+        self.path, self.leaf = path, leaf
+
+
+class _Target:
+    """One watched directory: its watches, and the live entries last seen there."""
+
+    def __init__(self, seen: Directory):
+        self.path = seen.path
+        self.prefix: set[CallbackWatch] = set()
+        self.keys: dict[str, set[CallbackWatch]] = {}
+        self.cas = seen.cas
+        self.versions = seen.versions()
+        self.owners = seen.owners()
+
+    def empty(self) -> bool:
+        return not self.prefix and not self.keys
+
+    def update(self, seen: Directory) -> set[CallbackWatch]:
+        """Take ``seen`` (live entries only) as the new state; the watches it wakes."""
+        versions = seen.versions()
+        woken: set[CallbackWatch] = set()
+        if versions != self.versions:
+            woken |= self.prefix
+            for leaf, watches in self.keys.items():
+                if versions.get(leaf) != self.versions.get(leaf):
+                    woken |= watches
+        self.cas, self.versions, self.owners = seen.cas, versions, seen.owners()
+        return woken
+
+
+class Poller:
+    """The watch thread of one backend object (see the module docstring)."""
+
+    def __init__(self, store: Store, run: Runner, dispatcher: Dispatcher, own_session: Callable[[], str | None],
+                 own_session_gone: Callable[[str], None], interval: float, timeout: float):
+        self._store = store
+        self._run = run
+        self._dispatcher = dispatcher
+        self._own_session = own_session
+        self._own_session_gone = own_session_gone
+        self._fastest, self._slowest = interval / 5, interval
+        self._timeout = timeout
+        self._lock = threading.Lock()  # real; held for no I/O
+        self._targets: dict[str, _Target] = {}
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="moot-memcached-poll", daemon=True)
+        self._thread.start()
+
+    def watch(self, path: str, leaf: str | None, callback: Callable[[], None],
+              read: Callable[[str], Directory]) -> Watch:
+        """Watch directory ``path`` (``leaf`` None) or one key in it; ``read``
+        takes the first state of a directory not yet watched (caller's deadline)."""
+        handle = _Handle(callback, self._cancel, path, leaf)
+        seen: Directory | None = None
+        while True:
+            with self._lock:
+                target = self._targets.get(path)
+                if target is None and seen is not None:
+                    target = self._targets[path] = _Target(seen)
+                if target is not None:
+                    if leaf is None:
+                        target.prefix.add(handle)
+                    else:
+                        target.keys.setdefault(leaf, set()).add(handle)
+                    break
+            seen = read(path)
+        self._wake.set()
+        return handle
+
+    def _cancel(self, handle: CallbackWatch) -> None:
+        assert isinstance(handle, _Handle)
+        with self._lock:
+            target = self._targets.get(handle.path)
+            if target is None:
+                return
+            if handle.leaf is None:
+                target.prefix.discard(handle)
+            else:
+                watches = target.keys.get(handle.leaf, set())
+                watches.discard(handle)
+                if not watches:
+                    target.keys.pop(handle.leaf, None)
+            if target.empty():
+                del self._targets[handle.path]
+
+    def changed(self, seen: Directory) -> None:
+        """A directory this object has just written (``seen``: as written)."""
+        live = self._store.without_dead(seen)
+        with self._lock:
+            target = self._targets.get(seen.path)
+            woken = target.update(live) if target is not None else set()
+        self._fire(woken)
+
+    def session_ended(self, session_id: str) -> None:
+        """This object ended ``session_id``: wake the watchers of its entries now."""
+        self._store.mark_dead([session_id])
+        woken: set[CallbackWatch] = set()
+        with self._lock:
+            for target in self._targets.values():
+                if session_id in target.owners:
+                    woken |= target.prefix | {w for ws in target.keys.values() for w in ws}
+        self._fire(woken)
+        self._wake.set()
+
+    def _fire(self, woken: set[CallbackWatch]) -> None:
+        for handle in woken:
+            self._dispatcher.submit(handle.fire)
+
+    # -- the thread ---------------------------------------------------------
+    def _loop(self) -> None:
+        pause = self._fastest
+        while True:
+            with self._lock:
+                idle = not self._targets
+            self._wake.wait(_IDLE_WAIT if idle else pause)
+            self._wake.clear()
+            if self._closed:
+                return
+            if idle:
+                pause = self._fastest
+                continue
+            try:
+                changed = self._round()
+            except CoordinatorClosed:
+                return
+            except (ConnectionLost, BackendError, OSError) as exc:
+                log.debug("a memcached watch round failed: %s", exc)
+                pause = max(self._slowest, _RETRY_PAUSE)
+                continue
+            except Exception:  # the thread must go on: watches are polled nowhere else
+                log.exception("a memcached watch round failed")
+                pause = max(self._slowest, _RETRY_PAUSE)
+                continue
+            pause = self._fastest if changed else min(pause * 2, self._slowest)
+
+    def _round(self) -> bool:
+        """One poll of everything watched; True if a watch fired."""
+        until = time.monotonic() + self._timeout
+        with self._lock:
+            cas = {path: t.cas for path, t in self._targets.items()}
+            owners = {o for t in self._targets.values() for o in t.owners}
+        own = self._own_session()
+        sessions = sorted({o for o in owners if not self._store.is_dead(o)} | ({own} if own else set()))
+        now_cas, alive = self._store.probe(list(cas), sessions, until, self._run)
+        if own is not None and not alive[own]:
+            self._own_session_gone(own)
+        with self._lock:
+            stale = [path for path, t in self._targets.items()
+                     if now_cas.get(path, t.cas) != cas[path] or any(self._store.is_dead(o) for o in t.owners)]
+        if not stale:
+            return False
+        seen = self._store.read(stale, until, self._run)
+        woken: set[CallbackWatch] = set()
+        with self._lock:
+            for path, directory in seen.items():
+                target = self._targets.get(path)
+                if target is not None:
+                    woken |= target.update(directory)
+        self._fire(woken)
+        return bool(woken)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            self._targets.clear()
+        self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(1.0)
+
+    def forget(self) -> None:
+        """In a forked child: the thread stayed in the parent; drop the state."""
+        self._closed = True
+        self._targets = {}

@@ -1,0 +1,108 @@
+"""Connections to the server: a bounded pool of plain sockets, each used by
+one call at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+
+from moot.backends._support.loop import readable
+from moot.backends.memcached.meta import MetaError, Reply, exchange
+from moot.realthreads import threading
+
+
+class NoConnection(TimeoutError):
+    """Every pooled connection stayed busy until the call's deadline."""
+
+
+class Pool:
+    """At most ``size`` connections, each opened by ``open_socket(until)``.
+    A connection is kept for the next call unless anything went wrong on it
+    (a reply is never awaited twice, and a command whose reply was lost is
+    never sent again on it)."""
+
+    def __init__(self, open_socket: Callable[[float], socket.socket], size: int):
+        self._open = open_socket
+        self._size = size
+        self._lock = threading.Lock()  # real (see moot.realthreads), held for no I/O
+        self._idle: list[socket.socket] = []
+        self._open_count = 0  # connections open or being opened
+        self._all: set[socket.socket] = set()
+        self._closed = False
+
+    def run(self, payload: bytes, count: int, until: float) -> list[Reply | MetaError]:
+        """The ``count`` replies to ``payload``, all within ``until`` (monotonic)."""
+        sock = self._checkout(until)
+        try:
+            replies = exchange(sock, payload, count, until)
+        except BaseException:
+            self._discard(sock)
+            raise
+        if any(isinstance(r, MetaError) and not str(r).startswith("SERVER_ERROR") for r in replies):
+            self._discard(sock)  # after a client error the server may have skipped bytes
+            return replies
+        with self._lock:
+            keep = not self._closed
+            if keep:
+                self._idle.append(sock)
+        if not keep:
+            self._discard(sock)
+        return replies
+
+    def _checkout(self, until: float) -> socket.socket:
+        pause = 0.0005
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise ConnectionAbortedError("the backend is closed")
+                sock = self._idle.pop() if self._idle else None
+                opening = sock is None and self._open_count < self._size
+                if opening:
+                    self._open_count += 1
+            if sock is not None:
+                if not readable(sock):
+                    return sock
+                self._discard(sock)  # closed by the server while idle
+                continue
+            if opening:
+                break
+            if time.monotonic() >= until:  # rare (max_connections calls at once): polled, so no hub blocks
+                raise NoConnection(f"all {self._size} connections stayed busy (max_connections)")
+            time.sleep(max(0.0, min(pause, until - time.monotonic())))
+            pause = min(pause * 2, 0.02)
+        try:
+            sock = self._open(until)
+        except BaseException:
+            with self._lock:
+                self._open_count -= 1
+            raise
+        with self._lock:
+            self._all.add(sock)
+        return sock
+
+    def _discard(self, sock: socket.socket) -> None:
+        with self._lock:
+            if sock in self._all:
+                self._all.discard(sock)
+                self._open_count -= 1
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def close(self) -> None:
+        """Close the idle connections; those in use close when their call ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for sock in idle:
+            self._discard(sock)
+
+    def forget(self) -> None:
+        """In a forked child: a plain close() of every inherited connection,
+        without taking the lock (a parent thread may have held it at the fork)."""
+        self._closed = True
+        for sock in list(self._all):
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._all, self._idle = set(), []
