@@ -400,8 +400,8 @@ def scenario(request: pytest.FixtureRequest, url: str, engine_port: tuple[str, i
 
 
 def _engine_address(url: str) -> tuple[str, int] | None:
-    """(host, port) of a one-server URL, None for file:// or several servers."""
-    match = re.fullmatch(r"[a-z0-9+]+://([^/,:]+):(\d+)(/.*)?", url)
+    """(host, port) of a one-server URL (after any user@), None for file:// or several servers."""
+    match = re.fullmatch(r"[a-z0-9+]+://(?:[^/@]*@)?([^/,:@]+):(\d+)(/.*)?", url)
     return (match.group(1), int(match.group(2))) if match else None
 
 
