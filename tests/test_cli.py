@@ -453,7 +453,10 @@ def with_password(url: str, backend: str, password: str) -> str:
     """``url`` with credentials that the test server accepts (or, for etcd with
     authentication off, refuses with a usage error)."""
     scheme, rest = url.split("://", 1)
-    user = {"redis": "default"}.get(backend, "user")  # redis: its default user takes any password
+    given = ""
+    if "@" in rest.split("/", 1)[0]:  # the test server's own user (postgres@, root@): keep it
+        given, rest = rest.split("@", 1)
+    user = given or {"redis": "default"}.get(backend, "user")  # redis: its default user takes any password
     if backend == "zookeeper":  # digest ACLs on what it creates: a chroot of its own
         rest = rest.split("/", 1)[0] + f"/moot-secret-{uuid.uuid4().hex[:8]}"
     return f"{scheme}://{user}:{password}@{rest}"
