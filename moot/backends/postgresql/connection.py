@@ -54,6 +54,14 @@ def _ready(fd: int, wait: Wait, until: float) -> Ready:
             return Ready(ready)
 
 
+def _readable(conn: Conn) -> bool:
+    """True if an idle connection has something to read: the server closed
+    it (restart, pg_terminate_backend) or sent what nobody asked for."""
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class Conn(psycopg.Connection[Any]):
     """A psycopg connection whose waits end at :attr:`until` (monotonic)."""
 
@@ -127,15 +135,20 @@ class Pool:
     def checkout(self, until: float) -> Conn:
         pause = 0.0005
         while True:
+            stale = None
             with self._lock:
                 if self._closed:
                     raise ConnectionAbortedError("the backend is closed")
                 if self._idle:
                     conn = self._idle.pop()
-                    if not conn.closed:
+                    if not conn.closed and not _readable(conn):
                         return conn
                     self._all.discard(conn)
-                    continue
+                    stale = conn  # closed by the server (or it sent what nobody asked for)
+            if stale is not None:
+                stale.close()
+                continue
+            with self._lock:
                 if len(self._all) + self._opening < self._size:
                     self._opening += 1
                     break

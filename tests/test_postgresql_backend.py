@@ -1,0 +1,266 @@
+"""What the PostgreSQL backend guarantees beyond the conformance suite: the
+schema made on first use (by clients racing to make it, and for a role that
+may not: the statements to run), names that never collide (no hashing) and
+many locks held at once, expired sessions reaped by the client that needs
+the key and by watchers at the owner's expiry, watches that survive a lost
+LISTEN connection, a server crash and restart, and bad URLs refused before
+any I/O.
+
+The server is ``$MOOT_TEST_POSTGRESQL_URL`` if set, else one started by
+``tests/servers.py``; the restart test starts its own.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+import moot
+from moot.backends.postgresql import PostgreSQLBackend
+from moot.backends.postgresql.schema import VERSION
+from moot.errors import BackendError, ConnectionLost, InvalidURL
+from tests import servers
+from tests.conftest import MakeBackend
+from tests.waiting import wait_event, wait_until
+
+TTL = 1.0
+
+Make = Callable[..., PostgreSQLBackend]
+
+
+@pytest.fixture(scope="module")
+def pg_url(server: Callable[[str], str]) -> str:
+    """The run's shared postgresql server (``MOOT_TEST_POSTGRESQL_URL`` if set)."""
+    return server("postgresql")
+
+
+@pytest.fixture
+def admin(pg_url: str) -> Iterator[psycopg.Connection]:
+    conn = psycopg.connect(pg_url, autocommit=True)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def make(pg_url: str, open_backend: MakeBackend) -> Make:
+    """``make(url=pg_url, ttl=None, **options)``: a connected backend, closed after the test."""
+    return lambda url=pg_url, ttl=None, **options: open_backend(url, ttl=ttl, timeout=5.0, **options)
+
+
+@pytest.fixture
+def fresh_schema(admin: psycopg.Connection) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE".encode())
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}/"
+
+
+def test_schema_is_made_on_first_use_by_clients_racing_to_make_it(
+        make: Make, admin: psycopg.Connection, fresh_schema: str, prefix: str) -> None:
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        made = list(pool.map(lambda _: make(schema=fresh_schema, ttl=TTL * 10), range(6)))
+    assert admin.execute(f"SELECT version FROM {fresh_schema}.meta".encode()).fetchall() == [(VERSION,)]
+    entry = made[0].create(f"{prefix}k", b"v", ephemeral=True)
+    assert entry is not None and made[5].get(entry.key) == entry
+    rows = admin.execute(f"SELECT key, owner FROM {fresh_schema}.entries".encode()).fetchall()
+    assert rows == [(entry.key, entry.owner)]
+
+
+def test_a_role_that_may_not_create_the_schema_is_told_the_statements_to_run(
+        pg_url: str, make: Make, admin: psycopg.Connection, fresh_schema: str, prefix: str) -> None:
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    admin.execute(f"CREATE ROLE {role} LOGIN".encode())
+    try:
+        restricted = pg_url.replace("postgres@", f"{role}:secret-pw@", 1)
+        with pytest.raises(BackendError) as refused:
+            make(restricted, schema=fresh_schema)
+        message = str(refused.value)
+        assert "secret-pw" not in message
+        assert f"CREATE SCHEMA IF NOT EXISTS {fresh_schema};" in message and f'TO "{role}";' in message
+        script = message[message.index("CREATE SCHEMA IF NOT EXISTS"):message.rindex(";\n") + 1]
+        admin.execute(script.encode())  # as the administrator would
+        backend = make(restricted, schema=fresh_schema, ttl=TTL * 10)
+        entry, queue = backend.enqueue(f"{prefix}q/", b"")
+        assert queue == [entry] and backend.delete(entry.key) is True
+    finally:
+        admin.execute(f"DROP SCHEMA IF EXISTS {fresh_schema} CASCADE".encode())
+        admin.execute(f"DROP ROLE {role}".encode())
+
+
+def colliding_names(count: int) -> list[str]:
+    """``count`` distinct names with the same 16-bit hash (CRC-32 cut to 16 bits)."""
+    by_hash: dict[int, list[str]] = {}
+    i = 0
+    while True:
+        name = f"lock-{i}"
+        same = by_hash.setdefault(zlib.crc32(name.encode()) & 0xFFFF, [])
+        same.append(name)
+        if len(same) == count:
+            return same
+        i += 1
+
+
+def test_distinct_names_are_distinct_locks_even_when_a_16_bit_hash_collides(pg_url: str, prefix: str) -> None:
+    names = colliding_names(4)
+    with moot.connect(pg_url, member_id="a", ttl=TTL * 5, namespace=prefix.rstrip("/")) as a, \
+            moot.connect(pg_url, member_id="b", ttl=TTL * 5, namespace=prefix.rstrip("/")) as b:
+        held = [(a if i % 2 else b).lock(name) for i, name in enumerate(names)]
+        assert all(lock.acquire(blocking=False) for lock in held)
+        assert not a.lock(names[1]).acquire(blocking=False)  # the same name is the same lock
+        for lock in held:
+            lock.release()
+
+
+def test_one_coordinator_holds_a_thousand_locks_at_once(pg_url: str, prefix: str) -> None:
+    started = time.monotonic()
+    with moot.connect(pg_url, member_id="many", ttl=5.0, namespace=prefix.rstrip("/")) as coord, \
+            moot.connect(pg_url, member_id="other", ttl=5.0, namespace=prefix.rstrip("/")) as other:
+        locks = [coord.lock(f"l{i}") for i in range(1000)]
+        assert all(lock.acquire(blocking=False) for lock in locks)
+        assert not other.lock("l999").acquire(blocking=False)
+        for lock in locks:
+            lock.release()
+        assert other.lock("l999").acquire(blocking=False)
+    assert time.monotonic() - started < 10.0
+
+
+def test_an_expired_owner_is_reaped_by_the_client_that_needs_its_key(
+        make: Make, admin: psycopg.Connection, prefix: str) -> None:
+    owner, other = make(ttl=TTL), make(ttl=TTL * 10)
+    mine = owner.create(f"{prefix}k", b"", ephemeral=True)
+    kept = owner.create(f"{prefix}other", b"", ephemeral=True)
+    assert mine is not None and kept is not None
+    wait_until(lambda: other.get(mine.key) is None, what="the unrefreshed owner to expire")
+    made = other.create(mine.key, b"new", ephemeral=True)
+    assert made is not None and made.owner != mine.owner
+    assert admin.execute(b"SELECT count(*) FROM moot.sessions WHERE id = %s", (mine.owner,)).fetchall() == [(0,)]
+    assert admin.execute(b"SELECT count(*) FROM moot.entries WHERE key = %s", (kept.key,)).fetchall() == [(0,)]
+
+
+def test_a_watcher_is_woken_just_after_the_owner_expires(make: Make, prefix: str) -> None:
+    owner, watcher = make(ttl=TTL), make(ttl=TTL * 10)
+    entry = owner.create(f"{prefix}k", b"", ephemeral=True)
+    assert entry is not None
+    woken = threading.Event()
+    watcher.watch(entry.key, woken.set)
+    expiry = time.monotonic() + TTL
+    while True:  # calls may come early (spurious): the one that matters finds the key gone
+        wait_event(woken, what="the watch at the owner's expiry")
+        woken.clear()
+        if watcher.get(entry.key) is None:
+            break
+    assert time.monotonic() - expiry < 0.5
+
+
+def listener_pids(admin: psycopg.Connection) -> list[int]:
+    rows = admin.execute(b"SELECT pid FROM pg_stat_activity WHERE application_name = 'moot' "
+                         b"AND query LIKE 'LISTEN%%'").fetchall()
+    return [pid for (pid,) in rows]
+
+
+def test_every_watch_fires_once_the_listen_connection_is_back(
+        make: Make, admin: psycopg.Connection, prefix: str) -> None:
+    backend = make(ttl=TTL * 10)
+    fired = threading.Event()
+    backend.watch(f"{prefix}quiet", fired.set)
+    before = listener_pids(admin)
+    assert before
+    for pid in before:
+        admin.execute(b"SELECT pg_terminate_backend(%s)", (pid,))
+    wait_event(fired, what="the watch after the LISTEN connection was re-established")
+    changed = threading.Event()
+    backend.watch(f"{prefix}k", changed.set)
+    wait_until(lambda: set(listener_pids(admin)) - set(before), what="a new LISTEN connection")
+    assert backend.create(f"{prefix}k", b"") is not None
+    wait_event(changed, what="a watch on the new connection")
+
+
+@pytest.fixture
+def own_server() -> Iterator[servers.Cluster]:
+    cluster = servers.start_cluster("postgresql", size=1)
+    yield cluster
+    cluster.stop()
+
+
+def test_a_crash_and_restart_keeps_sessions_holds_and_growing_tokens(
+        own_server: servers.Cluster, make: Make) -> None:
+    """A server killed (SIGQUIT: no checkpoint, recovery from the WAL) and
+    restarted within the TTL: the session and its hold survive (every write
+    was committed durably), calls in between fail with ConnectionLost, and
+    fencing tokens keep growing."""
+    url = own_server.url
+    holder, other = make(url, ttl=30.0), make(url, ttl=30.0)
+    entry = holder.create("r/lock", b"", ephemeral=True)
+    first = holder.create_sequential("r/q/", b"", ephemeral=False)
+    assert entry is not None
+    member = own_server.members[0]
+    own_server.kill(member, signal.SIGQUIT)
+    with pytest.raises(ConnectionLost):
+        holder.refresh_session()
+    own_server.restart(member)
+    wait_until(lambda: _answers(holder), what="the holder's calls to succeed again")
+    holder.refresh_session()
+    assert other.create("r/lock", b"", ephemeral=True) is None
+    assert other.get("r/lock") == entry
+    later = other.create_sequential("r/q/", b"", ephemeral=False)
+    assert first.seq is not None and later.seq is not None and later.seq > first.seq
+
+
+def _answers(backend: PostgreSQLBackend) -> bool:
+    try:
+        backend.ping()
+    except ConnectionLost:
+        return False
+    return True
+
+
+def test_an_unreachable_server_is_connection_lost_without_the_password(open_backend: MakeBackend) -> None:
+    with socket_that_refuses() as port:
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost) as lost:
+            open_backend(f"postgresql://u:hunter2@127.0.0.1:{port}/db", timeout=2.0)
+    assert time.monotonic() - started < 2.0
+    assert "hunter2" not in str(lost.value) and "***" in str(lost.value)
+
+
+class socket_that_refuses:
+    """A free port nothing listens on."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://h1:5432,h2:5432/db",
+    "postgresql://h/db/extra",
+    "postgresql://h/db?schema=Bad-Name",
+    "postgresql://h/db?schema=pg_catalog",
+    "postgresql://h/db?socket_timeout=0",
+    "postgresql://h/db?max_connections=0",
+    "postgresql://h/db?ca_cert=/nonexistent.pem",
+    "postgresql://h/db?tls=maybe",
+    "postgres://u:pw@h/db?sslrootcert=/nonexistent.pem&tls=true",
+])
+def test_bad_urls_and_options_are_refused_before_any_io(url: str) -> None:
+    with pytest.raises(InvalidURL) as refused:
+        moot.connect(url)
+    assert ":pw@" not in str(refused.value)
