@@ -15,6 +15,7 @@ process). Callbacks run on the dispatcher thread, never on the poller's.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable
@@ -40,6 +41,17 @@ Run = Callable[[str, list[Any]], list[list[tuple[Any, ...]]]]
 #: Pollers of this process, by database, for the fast path (see :func:`local_write`).
 _LOCAL: dict[tuple[object, ...], weakref.WeakSet[Poller]] = {}
 _LOCAL_LOCK = threading.Lock()
+
+
+def _reset_in_child() -> None:
+    """A forked child starts with no poller (the parent's are forgotten) and a
+    fresh lock (a parent thread may have held it at the fork)."""
+    global _LOCAL_LOCK
+    _LOCAL_LOCK = threading.Lock()
+    _LOCAL.clear()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
 
 
 def local_write(database: tuple[object, ...], directory: bytes, counter: int) -> None:
