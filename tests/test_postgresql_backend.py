@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -22,11 +23,13 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 import moot
 from moot.backends.postgresql import PostgreSQLBackend
 from moot.backends.postgresql.schema import VERSION
 from moot.errors import BackendError, ConnectionLost, InvalidURL
+from moot.url import parse_url
 from tests import servers
 from tests.conftest import MakeBackend
 from tests.waiting import wait_event, wait_until
@@ -264,3 +267,27 @@ def test_bad_urls_and_options_are_refused_before_any_io(url: str) -> None:
     with pytest.raises(InvalidURL) as refused:
         moot.connect(url)
     assert ":pw@" not in str(refused.value)
+
+
+@pytest.fixture(scope="module")
+def ca_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    directory = tmp_path_factory.mktemp("pg-ca")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+                    "-out", "ca.crt", "-days", "2", "-subj", "/CN=moot-test-ca"],
+                   cwd=directory, check=True, capture_output=True)
+    return str(directory / "ca.crt")
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("", {"sslmode": "disable"}),
+    ("?tls=true", {"sslmode": "verify-full", "sslrootcert": "system"}),
+    ("?tls=true&ca_cert={ca}", {"sslmode": "verify-full", "sslrootcert": "{ca}"}),
+    ("?tls=true&sslrootcert={ca}&verify=false", {"sslmode": "require", "sslrootcert": "{ca}"}),
+])
+def test_the_tls_vocabulary_becomes_libpq_ssl_parameters(query: str, expected: dict[str, str], ca_file: str) -> None:
+    url = parse_url(f"postgresql://u:pw@db.example:5433/app{query.format(ca=ca_file)}")
+    backend = PostgreSQLBackend(url, dict(url.query))
+    params = conninfo_to_dict(backend._conninfo)
+    assert {k: params.get(k) for k in expected} == {k: v.format(ca=ca_file) for k, v in expected.items()}
+    assert (params["host"], params["port"], params["dbname"], params["user"]) == ("db.example", "5433", "app", "u")
+    assert "pw" not in repr(backend)

@@ -35,6 +35,10 @@ log = logging.getLogger("moot.backends.postgresql")
 _PING_INTERVAL = 5.0  # seconds of silence on the LISTEN connection before it is probed
 _MARGIN = 0.005  # seconds past an owner session's expiry before re-checking its entries
 _RETRY = 0.5  # seconds before a failed re-check is tried again
+#: Seconds after a key or prefix is first watched before its first re-check:
+#: most waits end sooner (their watch is cancelled, so no query is made at
+#: all), and a re-check never delays a notice in that time.
+_FIRST_CHECK = 0.02
 _WAKE, _SOCK = "wake", "sock"
 
 
@@ -129,7 +133,7 @@ class Listener:
             target = found if found is not None else _Target(key)
             if found is None:
                 self._targets[key] = target
-                self._schedule(target, time.monotonic())  # learn when its owners expire
+                self._schedule(target, time.monotonic() + _FIRST_CHECK)  # learn when its owners expire
             target.watches.add(watch)
         self._waker.wake()
         return watch
