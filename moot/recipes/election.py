@@ -46,14 +46,15 @@ class Election(Hold):
         round trip; turns False on time, like ``Lock.is_held``)."""
         return self.is_held
 
-    def campaign(self, timeout: float | None = None) -> bool:
+    def campaign(self, timeout: float | None = None, blocking: bool = True) -> bool:
         """Stand for leadership and wait until elected: True once leading (at
-        once if already leading), False if ``timeout`` ran out (the candidacy
+        once if already leading), False if ``timeout`` ran out, or at once
+        with ``blocking=False`` if another candidate is ahead (the candidacy
         is then withdrawn)."""
         if self._entry is not None:
             check_timeout(timeout)
             return True
-        return self._acquire(LEADER, True, timeout, queue.predecessor)
+        return self._acquire(LEADER, blocking, timeout, queue.predecessor)
 
     @within_timeout
     def leader(self) -> str | None:
