@@ -95,3 +95,17 @@ def test_no_module_is_long_without_a_stated_reason() -> None:
         if lines > LONG and LONG_REASON not in docstring:
             unexplained.append(f"{path.relative_to(ROOT.parent)} ({lines} lines)")
     assert not unexplained, f"over {LONG} lines without '{LONG_REASON} ...' in the docstring: {unexplained}"
+
+
+def test_integrations_use_only_the_public_api() -> None:
+    """moot.integrations (the tooz driver...) import moot's package API only
+    and never reach around a coordinator (its session or backend)."""
+    graph = _graph()
+    offenders = sorted(f"{name} imports {imp}" for name, imports in graph.items()
+                       if name.startswith("moot.integrations")
+                       for imp in imports if imp != "moot" and not imp.startswith("moot.integrations"))
+    for path in sorted((ROOT / "integrations").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("session", "backend", "_session", "_backend"):
+                offenders.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} uses .{node.attr}")
+    assert not offenders, f"moot.integrations reaching past the public API: {offenders}"
