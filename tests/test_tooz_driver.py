@@ -214,3 +214,15 @@ def test_campaign_without_blocking_answers_at_once(connect: Callable[..., moot.C
     assert second.election("e").campaign(blocking=False) is False
     assert time.monotonic() - started < 2.0
     assert second.election("e").candidates() == ["first"]  # the candidacy was withdrawn
+
+
+def test_callers_checks_pass_in_a_monkey_patched_process(server_urls: dict[str, str]) -> None:
+    """OpenStack services call tooz under eventlet.monkey_patch(): the checks
+    above, on every backend of this run, in such a process."""
+    env = {**os.environ, "MOOT_TEST_URLS": ",".join(server_urls.values())}
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.eventlet_pytest", "-q", "-p", "no:cacheprovider", "--timeout", "60",
+         "tests/test_tooz_driver.py", "-k", "not suite and not monkey"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and " failed" not in run.stdout

@@ -56,6 +56,12 @@ BY_KIND = {
             "refuses it before connecting (ToozError naming the path); "
             "test_a_refused_connection_is_a_tooz_connection_error checks a refused port instead",
     },
+    "memcached": {
+        API + "test_connection_error_bad_host":
+            "its URL memcached://localhost:1/f00 has a path, which memcached:// does not take: moot "
+            "refuses it before connecting (ToozError); "
+            "test_a_refused_connection_is_a_tooz_connection_error checks a refused port instead",
+    },
     "file": {
         API + "test_connection_error_bad_host":
             "file:// has no host to connect to (one host, not DISTRIBUTED_ACROSS_HOSTS)",
