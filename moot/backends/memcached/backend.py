@@ -18,9 +18,9 @@ from moot import realthreads
 from moot.backends._support.tls import option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.memcached.dirs import Directory, check_prefix, record, split_key
-from moot.backends.memcached.meta import MetaError, Reply, exchange, left, md, mg, ms
+from moot.backends.memcached.meta import MetaError, Reply, md, mg, ms
 from moot.backends.memcached.poller import Poller
-from moot.backends.memcached.pool import Pool
+from moot.backends.memcached.pool import LoginRefused, Pool, dial
 from moot.backends.memcached.store import Plan, Store, session_key
 from moot.deadline import bounded, remaining
 from moot.errors import (
@@ -108,7 +108,11 @@ class MemcachedBackend(Backend):
         with bounded(started + timeout), self._translated(started):
             until = started + remaining(timeout)
             self._pool = Pool(lambda until: self._dial(until, socket), self._max_connections)
-            version, meta = self._pool.run(b"version\r\nmn\r\n", 2, until)
+            (version,) = self._pool.run(b"version\r\n", 1, until)
+            if isinstance(version, MetaError) and "unauthenticated" in str(version):
+                raise BackendError(f"memcached at {self.url.redacted()} asks for a login (it runs with -Y): "
+                                   "give user:password in the URL")
+            (meta,) = self._pool.run(b"mn\r\n", 1, until)
             if isinstance(meta, MetaError) or isinstance(version, MetaError) or meta.code != b"MN":
                 raise BackendError(f"memcached at {self.url.redacted()} does not speak the meta protocol: "
                                    "moot needs memcached 1.6 or newer")
@@ -162,32 +166,8 @@ class MemcachedBackend(Backend):
 
     # -- connections ------------------------------------------------------
     def _dial(self, until: float, module: object) -> socket.socket:
-        """A new connection (TLS, and the login if the server asks for one), within ``until``."""
-        sock: socket.socket = module.create_connection(  # type: ignore[attr-defined]
-            (self._host, self._port), timeout=left(until, self._connect_timeout))
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls is not None:
-                sock.settimeout(left(until))
-                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
-            if self.url.username is not None or self.url.password is not None:
-                self._login(sock, until)
-            return sock
-        except BaseException:
-            sock.close()
-            raise
-
-    def _login(self, sock: socket.socket, until: float) -> None:
-        """memcached's text-protocol login (a server run with -Y), sent only
-        when the server asks for it: a server without logins would store it."""
-        (probe,) = exchange(sock, b"mn\r\n", 1, until)
-        if not isinstance(probe, MetaError):
-            log.debug("memcached at %s asks for no login; the URL's credentials are not sent", self.url.redacted())
-            return
-        token = f"{self.url.username or ''} {self.url.password or ''}".encode()
-        (done,) = exchange(sock, b"set auth 0 0 %d\r\n%s\r\n" % (len(token), token), 1, until)
-        if isinstance(done, MetaError) or done.code != b"STORED":
-            raise _LoginRefused(f"memcached at {self.url.redacted()} refused the credentials")
+        return dial(module, (self._host, self._port), self._tls, self.url.username, self.url.password,
+                    min(until, time.monotonic() + self._connect_timeout), self.url.redacted())
 
     def _check_open(self) -> None:
         if self._forked:
@@ -215,7 +195,7 @@ class MemcachedBackend(Backend):
         """Raise only moot errors out of the block."""
         try:
             yield
-        except _LoginRefused as exc:
+        except LoginRefused as exc:
             raise BackendError(str(exc)) from None
         except MetaError as exc:
             raise BackendError(f"memcached at {self.url.redacted()} answered: {exc}") from None
@@ -238,7 +218,7 @@ class MemcachedBackend(Backend):
         started = time.monotonic()
         try:
             replies = pool.run(b"".join(commands), len(commands), until)
-        except (OSError, MetaError, _LoginRefused) as exc:
+        except (OSError, MetaError, LoginRefused) as exc:
             if self._closed:
                 raise CoordinatorClosed("this memcached backend is closed") from None
             if isinstance(exc, OSError):
@@ -501,7 +481,3 @@ class MemcachedBackend(Backend):
                 return self._store.read([path], until)[path]
 
         return poller.watch(path, leaf, callback, first)
-
-
-class _LoginRefused(Exception):
-    """The server refused the credentials (not retryable: BackendError)."""

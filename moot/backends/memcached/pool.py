@@ -1,16 +1,56 @@
-"""Connections to the server: a bounded pool of plain sockets, each used by
-one call at a time."""
+"""Connections to the server: how one is opened (TLS, and a login if the
+server asks for one), and a bounded pool of them, each used by one call at a time."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable
+from typing import Any
 
 from moot.backends._support.loop import readable
-from moot.backends.memcached.meta import MetaError, Reply, exchange
+from moot.backends.memcached.meta import MetaError, Reply, exchange, left
 from moot.realthreads import threading
+
+log = logging.getLogger("moot.backends.memcached")
+
+
+class LoginRefused(Exception):
+    """The server refused the credentials (not retryable: BackendError)."""
+
+
+def dial(module: Any, address: tuple[str, int], tls: ssl.SSLContext | None, username: str | None,
+         password: str | None, until: float, where: str) -> socket.socket:
+    """A new connection made with the socket ``module`` (the application's,
+    or the OS's for the poller's real thread), TLS if ``tls``, and the
+    login if the server asks for one, all within ``until``."""
+    sock: socket.socket = module.create_connection(address, timeout=left(until))
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            sock.settimeout(left(until))
+            sock = tls.wrap_socket(sock, server_hostname=address[0])
+        if username is not None or password is not None:
+            _login(sock, f"{username or ''} {password or ''}".encode(), until, where)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _login(sock: socket.socket, token: bytes, until: float, where: str) -> None:
+    """memcached's text-protocol login (a server run with -Y), sent only when
+    the server asks for it: a server without logins would store it as an item."""
+    (probe,) = exchange(sock, b"mn\r\n", 1, until)
+    if not isinstance(probe, MetaError):
+        log.debug("memcached at %s asks for no login; the URL's credentials are not sent", where)
+        return
+    (done,) = exchange(sock, b"set auth 0 0 %d\r\n%s\r\n" % (len(token), token), 1, until)
+    if isinstance(done, MetaError) or done.code != b"STORED":
+        raise LoginRefused(f"memcached at {where} refused the credentials")
 
 
 class NoConnection(TimeoutError):

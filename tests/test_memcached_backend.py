@@ -1,0 +1,207 @@
+"""What the memcached backend guarantees beyond the conformance suite, and
+the differences docs/design/memcached.md documents, each shown on a real
+server: session items that outlive memcached's coarse clock, one item per
+directory read with its owners' liveness (a reader removes a dead owner's
+entries with a compare-and-set), hashed keys that are checked, orphan
+directory names that are harmless, credentials sent only when asked, a full
+server that refuses with a clear error, and a server restart that loses
+every session and lock while fencing tokens still grow.
+
+The server is the run's shared memcached (``tests/servers.py``); tests that
+restart or fill a server start their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import moot
+from moot.backends.memcached import MemcachedBackend
+from moot.backends.memcached.meta import Reply, exchange, mg, ms
+from moot.errors import BackendError, InvalidURL, SessionExpired
+from tests import servers
+from tests.conftest import MakeBackend
+from tests.waiting import BOUND, wait_event, wait_until
+
+TTL = 1.0
+
+Make = Callable[..., MemcachedBackend]
+
+
+@pytest.fixture(scope="module")
+def mc_url(server: Callable[[str], str]) -> str:
+    return server("memcached")
+
+
+@pytest.fixture
+def make(mc_url: str, open_backend: MakeBackend) -> Make:
+    """``make(url=mc_url, ttl=None, **options)``: a connected backend, closed after the test."""
+
+    def build(url: str = mc_url, ttl: float | None = None, **options: object) -> MemcachedBackend:
+        made = open_backend(url, ttl=ttl, timeout=5.0, **options)
+        assert isinstance(made, MemcachedBackend)
+        return made
+
+    return build
+
+
+def raw(url: str, *commands: bytes) -> list[Reply]:
+    """Send meta commands to the server behind ``url`` on a socket of the test's own."""
+    host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=BOUND) as sock:
+        replies = exchange(sock, b"".join(commands), len(commands), time.monotonic() + BOUND)
+    assert all(isinstance(r, Reply) for r in replies), replies
+    return replies  # type: ignore[return-value]
+
+
+def test_a_session_item_outlives_memcacheds_clock(make: Make, mc_url: str) -> None:
+    """memcached counts expiry in whole seconds on a clock that ticks once a
+    second: the session item gets ceil(ttl) + 2 seconds, granted_ttl is the ttl."""
+    backend = make()
+    for ttl in (0.3, 1.2, 7.0):
+        session = backend.open_session(ttl)
+        assert backend.granted_ttl == ttl
+        (reply,) = raw(mc_url, mg(b"moot:s:" + session.encode(), b"t"))
+        left = int(reply.flag(b"t") or b"-1")
+        assert math.ceil(ttl) + 1 <= left <= math.ceil(ttl) + 2, (ttl, left)
+        backend.refresh_session()
+        backend.close_session()
+    backend.open_session(10**9)  # beyond 30 days memcached would read a Unix time: cut, and said so
+    assert backend.granted_ttl == 30 * 24 * 3600 - 2
+
+
+def test_a_reader_removes_a_dead_owners_entries_with_a_compare_and_set(make: Make, mc_url: str) -> None:
+    owner, reader = make(ttl=30.0), make(ttl=30.0)
+    kept = reader.create("ns-dead/g/kept", b"", ephemeral=True)
+    gone = owner.create("ns-dead/g/gone", b"", ephemeral=True)
+    assert kept is not None and gone is not None and gone.owner is not None
+    assert reader.expire_session(gone.owner) is True
+    (item,) = raw(mc_url, mg(b"moot:d:ns-dead/g/", b"v"))
+    assert item.value is not None and b"gone" in item.value  # ending a session writes nothing...
+    assert [e.key for e in reader.list("ns-dead/g/")] == [kept.key]  # ...its entries are absent to readers
+    (item,) = raw(mc_url, mg(b"moot:d:ns-dead/g/", b"v"))
+    assert item.value is not None and b"gone" not in item.value and b"kept" in item.value
+
+
+def test_long_directories_are_hashed_and_checked(make: Make, mc_url: str) -> None:
+    backend = make(ttl=30.0)
+    directory = "ns-long/" + "x" * 300 + "/"
+    fired = threading.Event()
+    backend.watch(directory, fired.set)
+    entry = backend.create(directory + "k", b"v")
+    assert entry is not None
+    wait_event(fired, what="the watch of a hashed directory")
+    assert [e.key for e in backend.list("ns-long/")] == [directory + "k"]
+    hashed = b"moot:D:" + hashlib.sha256(directory.encode()).hexdigest().encode()
+    (item,) = raw(mc_url, mg(hashed, b"v"))
+    assert item.code == b"VA" and item.value is not None
+    forged = item.value.replace(directory.encode(), b"ns-long/other/", 1)  # another directory's item
+    raw(mc_url, ms(hashed, forged, b"MS"))
+    with pytest.raises(BackendError, match="holds"):
+        backend.get(directory + "k")
+
+
+def test_a_directory_named_in_its_parent_but_missing_is_harmless(make: Make, mc_url: str) -> None:
+    """Directories are named in their parent before their item is created: a
+    crash between the two steps leaves a name without an item, which readers skip."""
+    backend = make(ttl=30.0)
+    assert backend.create("ns-orphan/a/k", b"") is not None
+    assert backend.create("ns-orphan/b/k", b"") is not None
+    raw(mc_url, b"md moot:d:ns-orphan/a/\r\n")
+    assert [e.key for e in make().list("ns-orphan/")] == ["ns-orphan/b/k"]
+    assert backend.create("ns-orphan/a/k2", b"") is not None  # the directory is made again
+    assert [e.key for e in make().list("ns-orphan/")] == ["ns-orphan/a/k2", "ns-orphan/b/k"]
+
+
+def test_credentials_are_sent_only_when_the_server_asks(make: Make, mc_url: str) -> None:
+    """The test server runs without -Y: a login would be stored as an item named 'auth'."""
+    address = mc_url.split("://", 1)[1]
+    backend = make(f"memcached://user:s3cret@{address}")
+    assert "memcached" in backend.ping()
+    assert "s3cret" not in repr(backend)
+    (item,) = raw(mc_url, mg(b"auth", b"v"))
+    assert item.code == b"EN"
+
+
+@pytest.mark.parametrize("bad", ["memcached://127.0.0.1:1,127.0.0.1:2", "memcached://127.0.0.1:1/db",
+                                 "memcached://127.0.0.1:1?poll_interval=0", "memcached://127.0.0.1:1?tls=maybe"])
+def test_bad_urls_fail_at_once(bad: str) -> None:
+    with pytest.raises(InvalidURL):
+        moot.connect(bad)
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """``start(*argv)``: a memcached of the test's own, with extra arguments; its URL."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*argv: str) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        root = ["-u", "root"] if os.geteuid() == 0 else []  # memcached refuses to run as root unless told
+        process = subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", *root, *argv],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        url = f"memcached://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            try:
+                return raw(url, b"version\r\n")[0].code == b"VERSION"
+            except OSError:
+                return False
+
+        wait_until(answers, what="the test's own memcached")
+        return url
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def test_a_full_server_run_with_M_refuses_with_a_clear_error(make: Make, own_server: Callable[..., str]) -> None:
+    backend = make(own_server("-M", "-m", "2"))
+    backend.open_session(30.0)
+    with pytest.raises(BackendError, match="is full"):
+        for i in range(1000):  # 2 MiB hold fewer than 1000 values of 500 KiB
+            backend.create(f"ns-full/k{i}", b"x" * 500_000)
+
+
+def test_a_restart_loses_every_session_and_lock_but_tokens_grow(open_backend: MakeBackend) -> None:
+    """The documented difference: memcached keeps nothing across a restart.
+    A holder learns it lost its lock on its next refresh, but another process
+    may be served before that; the fencing token still grows."""
+    cluster = servers.start_cluster("memcached", size=1)
+    try:
+        holder = moot.connect(cluster.url, member_id="holder", ttl=TTL)
+        other = moot.connect(cluster.url, member_id="other", ttl=TTL)
+        raw_session = open_backend(cluster.url, ttl=30.0)
+        lost = threading.Event()
+        first = holder.lock("x", on_lost=lambda _lock: lost.set())
+        assert first.acquire(timeout=BOUND)
+        token = first.token
+        assert token is not None
+        cluster.kill(cluster.members[0])
+        cluster.restart(cluster.members[0])  # empty
+        second = other.lock("x")
+        assert second.acquire(timeout=BOUND)  # at once: nobody holds it any more
+        assert second.token is not None and second.token > token
+        wait_event(lost, what="the first holder to be told it lost the lock")
+        assert not first.is_held
+        with pytest.raises(SessionExpired):  # every session died with the data
+            raw_session.refresh_session()
+        holder.close()
+        other.close()
+    finally:
+        cluster.stop()
