@@ -577,15 +577,26 @@ def _watchdog_loop(ref: weakref.ref[Session], stop: Any) -> None:
 
 def _finalize(url: str, backend: Backend, stop: Any, wake: Any, callbacks: Dispatcher) -> None:
     """A coordinator collected without close(): warn, stop its threads and end
-    its session, so its locks do not stay held for the life of the process."""
+    its session, so its locks do not stay held for the life of the process.
+
+    The garbage collector runs this in whatever thread allocates, possibly one
+    inside a backend's critical section: the backend is closed on a thread of
+    its own (inline only at interpreter exit, where no thread can start)."""
     stop.set()
     wake.set()
     warnings.warn(f"moot coordinator for {url} was never closed; its session is ended now. "
                   "Call close() or use it as a context manager", ResourceWarning, stacklevel=1)
+
+    def end() -> None:
+        try:
+            backend.close()
+        finally:
+            callbacks.close(timeout=0)
+
     try:
-        backend.close()
-    finally:
-        callbacks.close(timeout=0)
+        realthreads.threading.Thread(target=end, name="moot-finalize", daemon=True).start()
+    except RuntimeError:  # interpreter shutdown
+        end()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -222,6 +222,26 @@ def test_a_coordinator_dropped_without_close_warns_and_frees_its_locks(url: str,
         observer.close()
 
 
+def test_a_coordinator_collected_in_a_thread_holding_a_backend_lock_does_not_deadlock() -> None:
+    """Garbage collection runs a dropped coordinator's finalizer in whatever
+    thread allocates, possibly one inside a backend's critical section: the
+    finalizer must not take that backend's locks in that thread."""
+    dropped = [moot.connect("memory://collected-under-lock", member_id="dropped", ttl=TEST_TTL)]
+    store_lock = dropped[0].backend._store.lock  # type: ignore[attr-defined]
+    collected = threading.Event()
+
+    def collect_under_the_store_lock() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            with store_lock:
+                dropped.pop()
+                gc.collect()
+        collected.set()
+
+    threading.Thread(target=collect_under_the_store_lock, daemon=True).start()
+    assert collected.wait(BOUND)
+
+
 @pytest.mark.multiprocess
 def test_a_forked_child_never_touches_the_parents_session(connect: Connect) -> None:
     parent = connect("parent")
