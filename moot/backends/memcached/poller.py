@@ -9,8 +9,9 @@ whose CAS value moved, or that hold an entry of a session found gone, are
 read again (a second round trip); a watch fires when the live entries it
 covers differ from what it last saw (a prefix watch: any entry directly
 under it; a key watch: that entry's version, or its presence). Rounds
-come every ``poll_interval / 5`` seconds after a change, backing off to
-``poll_interval``, and stop while nothing is watched.
+come 1 ms after a round that saw a watched directory change, the pause
+growing by half up to ``poll_interval`` while nothing changes, and stop while
+nothing is watched.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ log = logging.getLogger("moot.backends.memcached")
 
 _IDLE_WAIT = 60.0  # seconds the thread sleeps with nothing watched (a new watch wakes it)
 _RETRY_PAUSE = 0.2  # seconds between rounds while the server cannot be reached
+_FASTEST = 0.001  # seconds between rounds right after a watched directory changed
 
 
 class _Handle(CallbackWatch):
@@ -77,7 +79,7 @@ class Poller:
         self._dispatcher = dispatcher
         self._own_session = own_session
         self._own_session_gone = own_session_gone
-        self._fastest, self._slowest = interval / 5, interval
+        self._fastest, self._slowest = min(_FASTEST, interval), interval
         self._timeout = timeout
         self._lock = threading.Lock()  # real; held for no I/O
         self._targets: dict[str, _Target] = {}
@@ -171,10 +173,11 @@ class Poller:
                 log.exception("a memcached watch round failed")
                 pause = max(self._slowest, _RETRY_PAUSE)
                 continue
-            pause = self._fastest if changed else min(pause * 2, self._slowest)
+            pause = self._fastest if changed else min(pause * 1.5, self._slowest)
 
     def _round(self) -> bool:
-        """One poll of everything watched; True if a watch fired."""
+        """One poll of everything watched; True if a watched directory changed
+        (a waiter's turn tends to come soon after its neighbours' changes)."""
         until = time.monotonic() + self._timeout
         with self._lock:
             cas = {path: t.cas for path, t in self._targets.items()}
@@ -197,7 +200,7 @@ class Poller:
                 if target is not None:
                     woken |= target.update(directory)
         self._fire(woken)
-        return bool(woken)
+        return True
 
     def close(self) -> None:
         self._closed = True
