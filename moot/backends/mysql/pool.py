@@ -14,6 +14,7 @@ that fails to open moves the pool on to the next host of the URL.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import ssl
@@ -35,6 +36,10 @@ RETRY = frozenset({1213, 1205, 1047})
 GONE = frozenset({2003, 2006, 2013, 2055})
 #: Access denied: retrying cannot help.
 DENIED = frozenset({1044, 1045, 1698})
+
+
+#: Connections inherited across fork() and forgotten: kept so that they are never finalized.
+_ORPHANS: list[_Conn] = []
 
 
 class Refused(Exception):
@@ -234,12 +239,17 @@ class Pool:
                 conn.raw.close()  # COM_QUIT, bounded by the connection's last timeouts
 
     def forget(self) -> None:
-        """In a forked child: close every inherited socket with a plain
-        close(), no COM_QUIT, without taking the lock."""
+        """In a forked child: close every inherited descriptor, no COM_QUIT,
+        without taking a lock. Only the descriptor is closed: the connection's
+        buffered reader may have been locked by a parent thread reading at the
+        fork, so it is never closed nor finalized (the object is kept)."""
         self._closed = True
         for conn in list(self._open):
-            with contextlib.suppress(Exception):
-                conn.raw._force_close()
+            sock = conn.raw._sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    os.close(sock.detach())
+            _ORPHANS.append(conn)
         self._open, self._idle = set(), []
 
 
