@@ -67,7 +67,8 @@ def test_tooz_driver_suite_passes(backend: str, url: str, tmp_path: Path) -> Non
     elapsed = time.monotonic() - started
     outcomes = _outcomes(report)
     bad = {test: outcome for test, outcome in outcomes.items() if outcome != "passed"}
-    assert not bad and done.returncode == 0, f"{bad}\n{done.stdout[-4000:]}"
+    failures = done.stdout[done.stdout.find("= FAILURES ="):]
+    assert not bad and done.returncode == 0, f"{bad}\n{failures[:20000]}"
     assert len(outcomes) >= 80, f"only {len(outcomes)} tooz tests ran:\n{done.stdout[-2000:]}"
     assert not set(outcomes) & set(skipped)
     print(f"tooz suites on moot+{backend}: {len(outcomes)} passed, {len(skipped)} not applicable, {elapsed:.1f}s")
