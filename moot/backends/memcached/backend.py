@@ -344,10 +344,12 @@ class MemcachedBackend(Backend):
             values = self._store.load(found.values(), until)
             if values is not None:
                 break
-        for directory in found.values():
-            for leaf, r in list(directory.entries.items()):
-                if r.spilled:
-                    directory.entries[leaf] = record(r.version, r.seq, r.owner, values[(directory.path, leaf)])
+        for path, directory in list(found.items()):
+            if any(r.spilled for r in directory.entries.values()):
+                found[path] = loaded = directory.copy()  # the cache's copy is shared: not changed in place
+                for leaf, r in directory.entries.items():
+                    if r.spilled:
+                        loaded.entries[leaf] = record(r.version, r.seq, r.owner, values[(path, leaf)])
         return found
 
     def get(self, key: str) -> Entry | None:

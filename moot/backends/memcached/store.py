@@ -186,7 +186,7 @@ class Store:
         while True:
             if state is None:
                 state, fresh = self._read_raw(path, until), True
-            state = self.without_dead(state)
+            stored, state = state, self.without_dead(state)
             attempt = plan(state)
             if attempt.new is None and not fresh:
                 state = None
@@ -217,7 +217,7 @@ class Store:
                 attempt.new.cas = reply.cas
                 self._remember(attempt.new)
                 self._committed(attempt.new)
-                self.drop_spills(_replaced_spills(state, attempt.new), until)
+                self.drop_spills(_replaced_spills(stored, attempt.new), until)
                 return attempt, alive
             if reply.code not in _CONFLICT:
                 raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} to a directory write")
