@@ -32,7 +32,7 @@ BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "postgresql": ("moot.backends.postgresql", "PostgreSQLBackend", "postgresql", "psycopg"),
     "postgres": ("moot.backends.postgresql", "PostgreSQLBackend", "postgresql", "psycopg"),
     "mysql": ("moot.backends.mysql", "MySQLBackend", "mysql", "pymysql"),
-    "memcached": ("moot.backends.memcached", "MemcachedBackend", "memcached", "pymemcache"),
+    "memcached": ("moot.backends.memcached", "MemcachedBackend", None, None),
 }
 
 _REDACTED = "***"
