@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import engines, environment, plot, report
-from bench.systems import SYSTEMS
+from bench.systems import SYSTEMS, TOOZ_ON_MOOT_WORKLOADS
 from bench.workloads import MULTIPROCESS, WORKLOADS, Params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated: " + ",".join(report.KINDS) + " (default: all)")
     parser.add_argument("--workloads", default=None,
                         help="comma-separated: " + ",".join(ALL_WORKLOADS) + " (default: all; --quick: all but kill)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="moot,tooz (default: both)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="moot,tooz,tooz-on-moot (default: all)")
     parser.add_argument("--quick", action="store_true", help="shorter loops and smaller groups (a smoke run)")
     parser.add_argument("--out", default=str(RESULTS), help="directory for the results (default: bench/results)")
     parser.add_argument("--report", metavar="FILE.json", help="only redraw the table and plot of an earlier run")
@@ -120,8 +120,10 @@ def _plan(kinds: list[str], workloads: list[str], systems: list[str]) -> list[tu
             if kind == "memory" and workload in MULTIPROCESS:
                 continue
             for system in systems:
-                if system == "tooz" and kind == "memory":
-                    continue  # tooz has no in-process driver
+                if system != "moot" and kind == "memory":
+                    continue  # tooz has no in-process driver, and moot+memory is one process
+                if system == "tooz-on-moot" and workload not in TOOZ_ON_MOOT_WORKLOADS:
+                    continue
                 steps.append((kind, workload, system))
     return steps
 
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     workloads = _csv(args.workloads, ALL_WORKLOADS, "workload") if args.workloads else default
     systems = _csv(args.systems, SYSTEMS, "system")
     missing = [name for name in ("tooz", "etcd3gw", "matplotlib") if importlib.util.find_spec(name) is None
-               and (name == "matplotlib" or "tooz" in systems)]
+               and (name == "matplotlib" or any(s.startswith("tooz") for s in systems))]
     if missing:
         raise SystemExit(f"the bench needs {', '.join(missing)}: {sys.executable} -m pip install -r "
                          f"{REPO / 'bench' / 'requirements.txt'}   (or measure moot alone: --systems moot)")

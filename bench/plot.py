@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.report import KINDS
 
-COLORS = {"moot": "#1f77b4", "tooz": "#d62728"}
+COLORS = {"moot": "#1f77b4", "tooz": "#d62728", "tooz-on-moot": "#2ca02c"}
 ROWS = (("handoffs", "handoff_p99_ms", "handoff (ms, log)"), ("waits", "longest_wait_ms", "wait (ms, log)"))
 
 

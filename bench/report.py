@@ -173,6 +173,22 @@ def targets(run: Result) -> _Table:
     return table
 
 
+def _tooz_api_table(run: Result) -> str:
+    """tooz's API on tooz's own driver next to tooz's API over moot (``moot+<scheme>``), 4 processes on one lock."""
+    lines = ["| backend | tooz driver: share | over moot: share | tooz driver: longest wait "
+             "| over moot: longest wait |", "|---|---|---|---|---|"]
+    for kind in KINDS:
+        own, over = _get(run, kind, "contended", "tooz"), _get(run, kind, "contended", "tooz-on-moot")
+        if over is None:
+            continue
+        cells = []
+        for r in (own, over):
+            cells.append("/".join(f"{100 * s:.0f}" for s in r["share"]) + " %" if r and r.get("share") else "-")
+        waits = [_num(r.get("longest_wait_ms"), " ms") if r else "-" for r in (own, over)]
+        lines.append(f"| {kind} | {cells[0]} | {cells[1]} | {waits[0]} | {waits[1]} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _raw_table(run: Result) -> str:
     lines = ["| engine | client library | read round trip p50 | reads/s | write pair (create+delete)/s = ceiling |",
              "|---|---|---|---|---|"]
@@ -218,6 +234,10 @@ def markdown(run: Result, plot: str | None = None) -> str:
         "",
         _raw_table(run),
     ]
+    tooz_api = _tooz_api_table(run)
+    if tooz_api:
+        parts += ["", "tooz's API, 4 processes on one lock: tooz's own driver, and moot's tooz driver "
+                  "(`moot+<scheme>://`, the same server):", "", tooz_api]
     if plot:
         parts += ["", f"![handoff latency]({plot})"]
     errors = _errors(run)

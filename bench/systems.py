@@ -1,4 +1,4 @@
-"""The two systems measured, moot and tooz, behind one small interface.
+"""The systems measured, moot, tooz, and tooz's API over moot, behind one small interface.
 
 Every workload is written once against :class:`Client`; the same servers and
 the same names serve both systems. tooz is imported only when it is measured
@@ -14,7 +14,10 @@ from typing import Any
 
 import moot
 
-SYSTEMS = ("moot", "tooz")
+SYSTEMS = ("moot", "tooz", "tooz-on-moot")
+#: tooz's API over moot (``moot+<scheme>://`` URLs, moot's tooz driver): measured on the contended
+#: workload only, to show what a tooz caller gets by changing its URL.
+TOOZ_ON_MOOT_WORKLOADS = ("contended",)
 
 
 class LockHandle(abc.ABC):
@@ -144,6 +147,8 @@ def open_client(system: str, url: str, member_id: str, namespace: str, heart: bo
     ``heart=False`` starts tooz without its heartbeat thread (moot always has one)."""
     if system == "moot":
         return MootClient(url, member_id, namespace)
+    if system == "tooz-on-moot":
+        return ToozClient(f"moot+{url}", member_id, namespace, heart)
     translated = tooz_url(url)
     if translated is None:
         raise ValueError(f"tooz has no driver for {url}")
