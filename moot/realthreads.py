@@ -67,6 +67,15 @@ def green_caller() -> bool:
     return local is None or hasattr(local, "hub")
 
 
+def pause(seconds: float) -> None:
+    """Sleep ``seconds`` in the caller's kind of thread: a green thread lets the
+    application's other green threads run, a real thread really sleeps."""
+    if green_caller():
+        time.sleep(seconds)
+    else:
+        original("time").sleep(seconds)
+
+
 #: A green waiter's first and longest pause in :func:`wait_until`.
 FIRST_PAUSE = 0.0002  # about one loopback round trip
 LONGEST_PAUSE = 0.01

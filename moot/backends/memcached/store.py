@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from moot import realthreads
 from moot.backends.memcached.dirs import Directory, decode, mkey, parent, spill_key
 from moot.backends.memcached.meta import Reply, md, mg, ms
 from moot.errors import BackendError
@@ -37,6 +40,10 @@ Runner = Callable[[Sequence[bytes], float], list[Reply]]
 _CACHED_DIRS = 1024
 _DEAD_SESSIONS = 8192
 _CONFLICT = (b"EX", b"NS", b"NF")  # someone else wrote, created or removed the item first
+#: After the n-th lost CAS race in a row, wait a random time below min(2**n x base, cap) before
+#: trying again: a herd of writers on one directory (a thousand members joining at once) then
+#: spreads out instead of livelocking until their deadlines run out.
+_BACKOFF_BASE, _BACKOFF_CAP = 0.0002, 0.02
 
 
 @dataclasses.dataclass
@@ -183,6 +190,7 @@ class Store:
         nothing) and the liveness of its ``check`` sessions."""
         state = self.cached(path)
         fresh = False
+        conflicts = 0
         while True:
             if state is None:
                 state, fresh = self._read_raw(path, until), True
@@ -223,6 +231,9 @@ class Store:
                 raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} to a directory write")
             self.drop_spills(spills, until)
             state, fresh = None, False
+            conflicts += 1
+            pause = random.uniform(0, min(_BACKOFF_BASE * 2 ** min(conflicts, 16), _BACKOFF_CAP))
+            realthreads.pause(max(0.0, min(pause, until - time.monotonic())))
 
     def _read_raw(self, path: str, until: float) -> Directory:
         (reply,) = self._run([mg(mkey(b"d", path), b"v c")], until)
