@@ -394,7 +394,7 @@ class PostgreSQL(Kind):
             f'test -d {data} || {bindir}/initdb -D {data} -U postgres --auth=trust --encoding=UTF8 '
             f'--locale=C >/dev/null || exit 1; '
             f'exec {bindir}/postgres -D {data} -p {member.port} -c listen_addresses={HOST} '
-            f'-c unix_socket_directories={member.directory} -c max_connections=400 '
+            f'-c unix_socket_directories={member.directory} -c max_connections=2200 '
             f"-c log_min_messages=warning"
         )
         argv = ["sh", "-c", script]
@@ -433,7 +433,7 @@ class MariaDB(Kind):
             "mariadbd", "--no-defaults", f"--datadir={data}", f"--port={member.port}",
             f"--bind-address={HOST}", f"--socket={member.directory / 'mysqld.sock'}",
             f"--pid-file={member.directory / 'mysqld.pid'}", "--user=root",
-            "--max-connections=600",
+            "--max-connections=3000",
         ]  # fmt: skip
 
     def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
