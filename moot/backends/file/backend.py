@@ -8,10 +8,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import weakref
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
+from moot.backends._support import fork
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
 from moot.backends.file.dirs import Dir, Dirs, reap, scan, subdir_prefixes
 from moot.backends.file.format import (
@@ -94,7 +94,7 @@ class FileBackend(Backend):
             self.close()
             raise ConnectionLost(f"cannot use {self._root!r} as a file backend: {exc.strerror or exc}") from exc
         self._dispatcher = Dispatcher("moot-file-watch")
-        _LIVE.add(self)
+        fork.track(self)
 
     def close(self) -> None:
         if self._closed:
@@ -110,7 +110,7 @@ class FileBackend(Backend):
             self._spares.close()
             self._dirs.close()
             self._sessions.close()
-        _LIVE.discard(self)
+        fork.untrack(self)
         if self._dispatcher is not None:
             self._dispatcher.close()
         if self._watcher is not None:
@@ -412,14 +412,5 @@ class FileBackend(Backend):
         return watch
 
 
-_LIVE: weakref.WeakSet[FileBackend] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    Inotify.after_fork_in_child()
-    for backend in list(_LIVE):
-        backend._abandon()
-    _LIVE.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+#: A forked child forgets the parent's inotify instance (its backends: :mod:`moot.backends._support.fork`).
+os.register_at_fork(after_in_child=Inotify.after_fork_in_child)

@@ -6,15 +6,14 @@ import builtins
 import contextlib
 import logging
 import math
-import os
 import re
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 
 from moot import realthreads
+from moot.backends._support import fork
 from moot.backends._support.tls import option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.memcached.dirs import Directory, check_prefix, record, split_key
@@ -34,20 +33,6 @@ from moot.errors import (
 from moot.url import BackendURL, option_float
 
 log = logging.getLogger("moot.backends.memcached")
-
-#: Connected backends, so that a forked child forgets them all (docs/design/memcached.md, "Fork").
-_CONNECTED: weakref.WeakSet[MemcachedBackend] = weakref.WeakSet()
-
-
-def _forget_in_child() -> None:
-    for backend in list(_CONNECTED):
-        try:
-            backend.forget_after_fork()
-        except Exception:  # the fork itself must go on
-            log.debug("forgetting a memcached backend after fork failed", exc_info=True)
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
 
 #: memcached reads an expiry above 30 days as a Unix time, not a number of seconds.
 _MAX_EXPIRY = 30 * 24 * 3600
@@ -123,7 +108,7 @@ class MemcachedBackend(Backend):
             self._poller = Poller(self._store, self._poll_run, self._dispatcher, self._own_session,
                                   self._own_session_gone, self._poll_interval, self._socket_timeout)
             self._connected = True
-            _CONNECTED.add(self)
+            fork.track(self)
 
     def close(self) -> None:
         if self._closed:
@@ -134,7 +119,7 @@ class MemcachedBackend(Backend):
             except Exception:
                 log.debug("closing the memcached session failed", exc_info=True)
         self._closed = True
-        _CONNECTED.discard(self)
+        fork.untrack(self)
         if self._poller is not None:
             self._poller.close()
         if self._dispatcher is not None:
@@ -150,7 +135,7 @@ class MemcachedBackend(Backend):
         self._connected = False
         self._session = None
         self.granted_ttl = None
-        _CONNECTED.discard(self)
+        fork.untrack(self)
         for pool in (self._pool, self._poll_pool):
             if pool is not None:
                 pool.forget()

@@ -5,16 +5,15 @@ from __future__ import annotations
 import builtins
 import contextlib
 import math
-import os
 import re
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
 
+from moot.backends._support import fork
 from moot.backends._support.tls import option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.mysql import sql
@@ -38,18 +37,6 @@ MYSQL_ALIASES: Mapping[str, str] = {"ssl_ca": "ca_cert", "ssl_cert": "cert", "ss
 _PREFIX = re.compile(r"[A-Za-z0-9_]{0,32}")
 _DATABASE = re.compile(r"[A-Za-z0-9_$-]{1,64}")
 _MAX_TTL = 10 * 365 * 86400.0
-
-#: Connected backends, so that a forked child forgets them all.
-_CONNECTED: weakref.WeakSet[MySQLBackend] = weakref.WeakSet()
-
-
-def _forget_in_child() -> None:
-    for backend in list(_CONNECTED):
-        with contextlib.suppress(Exception):  # the fork itself must go on
-            backend.forget_after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _directory(key: str) -> str:
@@ -124,7 +111,7 @@ class MySQLBackend(Backend):
             self._poller = Poller(self._identity, self._poll_runner(watcher_pool), self._sql["COUNTERS"],
                                   self._sql["RECHECK"], self._dispatcher, self._poll_interval)
             self._watcher_pool = watcher_pool
-            _CONNECTED.add(self)
+            fork.track(self)
 
     def _ensure_tables(self, until: float) -> None:
         """Create the tables if they are missing (a clear error if this user may not)."""
@@ -158,7 +145,7 @@ class MySQLBackend(Backend):
             with contextlib.suppress(Exception):  # never raises; the session then ends by its TTL
                 self.close_session()
         self._closed = True
-        _CONNECTED.discard(self)
+        fork.untrack(self)
         if self._poller is not None:
             self._poller.close(self._socket_timeout)
         if self._dispatcher is not None:
@@ -173,7 +160,7 @@ class MySQLBackend(Backend):
         self._forked = self._closed = True
         self._session = None
         self.granted_ttl = None
-        _CONNECTED.discard(self)
+        fork.untrack(self)
         for pool in (self._pool, getattr(self, "_watcher_pool", None)):
             if pool is not None:
                 pool.forget()

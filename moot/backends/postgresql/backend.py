@@ -7,16 +7,15 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from moot.backends._support import fork
 from moot.backends._support.tls import option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.postgresql import schema
@@ -37,20 +36,6 @@ log = logging.getLogger("moot.backends.postgresql")
 
 #: libpq's spellings of the TLS options (see moot.backends._support.tls).
 POSTGRESQL_ALIASES = {"sslrootcert": "ca_cert", "sslcert": "cert", "sslkey": "key"}
-
-#: Connected backends, so that a forked child forgets them all (docs/design/postgresql.md, "Fork").
-_CONNECTED: weakref.WeakSet[PostgreSQLBackend] = weakref.WeakSet()
-
-
-def _forget_in_child() -> None:
-    for backend in list(_CONNECTED):
-        try:
-            backend.forget_after_fork()
-        except Exception:  # the fork itself must go on
-            log.debug("forgetting a postgresql backend after fork failed", exc_info=True)
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
 
 _MAX_TTL_MS = 10 * 365 * 86400 * 1000
 #: Errors after which the transaction surely did nothing and is tried again.
@@ -173,7 +158,7 @@ class PostgreSQLBackend(Backend):
                                       self._dispatcher, max(timeout, self._socket_timeout))
             self._listener.start(listening)
             self._connected = True
-            _CONNECTED.add(self)
+            fork.track(self)
 
     def close(self) -> None:
         if self._closed:
@@ -184,7 +169,7 @@ class PostgreSQLBackend(Backend):
             except Exception:
                 log.debug("closing the postgresql session failed", exc_info=True)
         self._closed = True
-        _CONNECTED.discard(self)
+        fork.untrack(self)
         if self._listener is not None:
             self._listener.close()
         if self._dispatcher is not None:
@@ -199,7 +184,7 @@ class PostgreSQLBackend(Backend):
         self._connected = False
         self._session = None
         self.granted_ttl = None
-        _CONNECTED.discard(self)
+        fork.untrack(self)
         if self._listener is not None:
             self._listener.forget()
         if self._pool is not None:

@@ -7,15 +7,14 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
 import socket
 import ssl
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from moot.backends._support import fork
 from moot.backends._support.tls import REDIS_ALIASES, option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.redis.listener import _Listener
@@ -34,21 +33,6 @@ from moot.errors import (
 from moot.url import BackendURL, option_float
 
 log = logging.getLogger("moot.backends.redis")
-
-
-#: Connected backends, so that a forked child forgets them all (docs/design/redis.md, "Fork").
-_CONNECTED: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
-
-
-def _forget_in_child() -> None:
-    for backend in list(_CONNECTED):
-        try:
-            backend.forget_after_fork()
-        except Exception:  # the fork itself must go on
-            log.debug("forgetting a redis backend after fork failed", exc_info=True)
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
 
 
 # -- the backend -------------------------------------------------------------------
@@ -133,7 +117,7 @@ class RedisBackend(Backend):
                                        self._dispatcher, listen_timeout)
             self._listener.start(sock)
             self._connected = True
-            _CONNECTED.add(self)
+            fork.track(self)
             if self._service is not None:
                 self._switches = _Listener(self._open_sentinel, self._recheck, self._session_left,
                                            self._session_gone, self._dispatcher, listen_timeout)
@@ -149,7 +133,7 @@ class RedisBackend(Backend):
             except Exception:
                 log.debug("closing the redis session failed", exc_info=True)
         self._closed = True
-        _CONNECTED.discard(self)
+        fork.untrack(self)
         for listener in (self._listener, self._switches):
             if listener is not None:
                 listener.close()
@@ -166,7 +150,7 @@ class RedisBackend(Backend):
         self._connected = False
         self._session, self._notices = None, None
         self.granted_ttl = None
-        _CONNECTED.discard(self)
+        fork.untrack(self)
         for listener in (self._listener, self._switches):
             if listener is not None:
                 listener.forget()
