@@ -24,17 +24,16 @@ from collections.abc import Callable
 
 import psycopg
 
-from moot.backends._support.loop import Poller, Timers, Waker
+from moot.backends._support.loop import Poller, Waker
+from moot.backends._support.rechecks import MARGIN, Rechecks
 from moot.backends.base import CallbackWatch, Dispatcher
 from moot.backends.postgresql.connection import Conn, forget
-from moot.errors import BackendError, CoordinatorClosed
+from moot.errors import CoordinatorClosed
 from moot.realthreads import threading
 
 log = logging.getLogger("moot.backends.postgresql")
 
 _PING_INTERVAL = 5.0  # seconds of silence on the LISTEN connection before it is probed
-_MARGIN = 0.005  # seconds past an owner session's expiry before re-checking its entries
-_RETRY = 0.5  # seconds before a failed re-check is tried again
 #: Seconds after a key or prefix is first watched before its first re-check:
 #: most waits end sooner (their watch is cancelled, so no query is made at
 #: all), and a re-check never delays a notice in that time.
@@ -68,15 +67,14 @@ class Listener:
                  session_left: Callable[[str], float | None], session_gone: Callable[[str], None],
                  dispatcher: Dispatcher, timeout: float):
         self._open = open_conn
-        self._recheck = recheck
-        self._session_left = session_left
         self._session_gone = session_gone
         self._dispatcher = dispatcher
         self._timeout = timeout
         self._lock = threading.Lock()
         self._targets: dict[str, _Target] = {}
-        self._checks: Timers[_Target] = Timers()  # one is current while target.check_at == its time
-        self._session: tuple[str, float] | None = None  # own session id, when to check it is alive
+        self._rechecks: Rechecks[_Target] = Rechecks(
+            self._lock, lambda target: recheck(target.key), lambda target: self._targets.get(target.key) is target,
+            session_left, session_gone, log, "postgresql")
         self._conn: Conn | None = None
         self._waker = Waker()
         self._poller: Poller[str] = Poller()
@@ -133,15 +131,14 @@ class Listener:
             target = found if found is not None else _Target(key)
             if found is None:
                 self._targets[key] = target
-                self._schedule(target, time.monotonic() + _FIRST_CHECK)  # learn when its owners expire
+                self._rechecks.at(target, time.monotonic() + _FIRST_CHECK)  # learn when its owners expire
             target.watches.add(watch)
         self._waker.wake()
         return watch
 
     def watch_session(self, session_id: str | None, deadline: float | None) -> None:
         """Check at ``deadline`` (monotonic) that the own session still exists."""
-        with self._lock:
-            self._session = None if session_id is None or deadline is None else (session_id, deadline)
+        self._rechecks.watch_session(session_id, deadline)
         self._waker.wake()
 
     # -- the listener thread ---------------------------------------------------
@@ -155,7 +152,7 @@ class Listener:
                     log.debug("postgresql LISTEN reconnect failed: %s", type(exc).__name__)
                     self._sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
-                    self._run_checks()
+                    self._rechecks.run()
                     continue
                 self._use(conn)
                 backoff = 0.05
@@ -169,7 +166,7 @@ class Listener:
             except Exception:  # a bug must not end the thread every watch relies on
                 log.exception("postgresql listener failed; reconnecting")
                 self._drop()
-            self._run_checks()
+            self._rechecks.run()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -181,11 +178,9 @@ class Listener:
     def _next_wait(self, now: float) -> float:
         times = [self._last_rx + _PING_INTERVAL]
         with self._lock:
-            first = self._checks.first()
-            if first is not None:
-                times.append(first)
-            if self._session is not None:
-                times.append(self._session[1])
+            first = self._rechecks.next_due()
+        if first is not None:
+            times.append(first)
         return max(0.0, min(times) - now)
 
     def _receive(self) -> None:
@@ -219,7 +214,7 @@ class Listener:
             return
         if payload.startswith("!"):
             with self._lock:
-                mine = self._session is not None and self._session[0] == payload[1:]
+                mine = self._rechecks.own() == payload[1:]
             if mine:
                 self._session_gone(payload[1:])
             return
@@ -228,12 +223,10 @@ class Listener:
         with self._lock:
             targets = [t for t in (self._targets.get(key), self._targets.get(directory(key))) if t is not None]
             watches = [w for t in targets for w in t.watches]
-            own = self._session[0] if self._session else None
-            if ms and owner != own:
-                at = time.monotonic() + max(int(ms), 0) / 1000 + _MARGIN
+            if ms and owner != self._rechecks.own():
+                at = time.monotonic() + max(int(ms), 0) / 1000 + MARGIN
                 for target in targets:
-                    if target.check_at is None or at < target.check_at:
-                        self._schedule(target, at)
+                    self._rechecks.sooner(target, at)
         self._fire(watches)
 
     def _fire(self, watches: list[CallbackWatch]) -> None:
@@ -245,14 +238,8 @@ class Listener:
             watches = [w for t in self._targets.values() for w in t.watches]
             now = time.monotonic()
             for target in self._targets.values():
-                self._schedule(target, now)  # its owners may have changed meanwhile too
+                self._rechecks.at(target, now)  # its owners may have changed meanwhile too
         self._fire(watches)
-
-    def _schedule(self, target: _Target, at: float | None) -> None:
-        """Set when ``target`` is re-checked (lock held)."""
-        target.check_at = at
-        if at is not None:
-            self._checks.push(at, target)
 
     def _drop(self) -> None:
         """Forget the broken connection; every watch fires once it listens again."""
@@ -261,40 +248,3 @@ class Listener:
             with contextlib.suppress(Exception):
                 self._conn.close()
         self._conn = None
-
-    def _run_checks(self) -> None:
-        now = time.monotonic()
-        due: list[_Target] = []
-        with self._lock:
-            for when, target in self._checks.pop_due(now):
-                if target.check_at == when and self._targets.get(target.key) is target:
-                    target.check_at = None
-                    due.append(target)
-            session = self._session if self._session is not None and self._session[1] <= now else None
-        for target in due:
-            at: float | None = time.monotonic() + _RETRY
-            try:
-                ms = self._recheck(target.key)
-            except (BackendError, CoordinatorClosed):
-                pass
-            except Exception:
-                log.exception("postgresql watch re-check failed")
-            else:
-                at = None if ms < 0 else time.monotonic() + ms / 1000 + _MARGIN
-            with self._lock:
-                if target.check_at is None or (at is not None and at < target.check_at):
-                    self._schedule(target, at)
-        if session is not None:
-            self._check_session(session[0])
-
-    def _check_session(self, session_id: str) -> None:
-        try:
-            left = self._session_left(session_id)
-        except (BackendError, CoordinatorClosed):
-            left = _RETRY
-        with self._lock:
-            if self._session is None or self._session[0] != session_id:
-                return
-            self._session = None if left is None else (session_id, time.monotonic() + left + _MARGIN)
-        if left is None:
-            self._session_gone(session_id)

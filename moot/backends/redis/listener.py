@@ -9,13 +9,13 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 
-from moot.backends._support.loop import Poller, Timers, Waker
+from moot.backends._support.loop import Poller, Waker
+from moot.backends._support.rechecks import MARGIN, Rechecks
 from moot.backends.base import CallbackWatch, Dispatcher
 from moot.backends.redis.pool import _wait_set
 from moot.backends.redis.resp import _pack, _Reader, _RespError
 from moot.deadline import remaining
 from moot.errors import (
-    BackendError,
     ConnectionLost,
     CoordinatorClosed,
 )
@@ -24,7 +24,6 @@ from moot.realthreads import threading
 log = logging.getLogger("moot.backends.redis")
 
 _PING_INTERVAL = 5.0  # seconds of silence on the pub/sub connection before it is probed
-_MARGIN = 0.005  # seconds past an owner session's expiry before re-checking its entries
 
 
 _NEW, _PENDING, _LIVE = "new", "pending", "live"
@@ -59,15 +58,15 @@ class _Listener:
                  dispatcher: Dispatcher, timeout: float):
         self._open = open_socket
         self._recheck = recheck
-        self._session_left = session_left
         self._session_gone = session_gone
         self._dispatcher = dispatcher
         self._timeout = timeout
         self._lock = threading.Lock()
         self._targets: dict[bytes, _Target] = {}
         self._dirty: set[bytes] = set()
-        self._checks: Timers[_Target] = Timers()  # re-checks; one is current while target.check_at == its time
-        self._session: tuple[str, float] | None = None  # own session id, when to check it is alive
+        self._rechecks: Rechecks[_Target] = Rechecks(
+            self._lock, self._recheck_target, lambda target: self._targets.get(target.channel) is target,
+            session_left, self._session_ended, log, "redis")
         self._sock: socket.socket | None = None
         self._reader = _Reader()
         self._waker = Waker()
@@ -148,8 +147,7 @@ class _Listener:
 
     def watch_session(self, session_id: str | None, deadline: float | None) -> None:
         """Check at ``deadline`` (monotonic) that the own session still exists."""
-        with self._lock:
-            self._session = None if session_id is None or deadline is None else (session_id, deadline)
+        self._rechecks.watch_session(session_id, deadline)
         self._poke()
 
     def _poke(self) -> None:
@@ -183,7 +181,7 @@ class _Listener:
             except Exception:  # a bug must not end the thread every watch relies on
                 log.exception("redis pub/sub listener failed; reconnecting")
                 self._drop()
-            self._run_checks()
+            self._rechecks.run()
 
     def _sleep(self, seconds: float) -> None:
         if _WAKE in self._poller.poll(seconds):
@@ -219,11 +217,9 @@ class _Listener:
         times = [self._ping_sent + self._timeout if self._ping_sent is not None
                  else self._last_rx + _PING_INTERVAL]
         with self._lock:
-            first = self._checks.first()
-            if first is not None:
-                times.append(first)
-            if self._session is not None:
-                times.append(self._session[1])
+            first = self._rechecks.next_due()
+        if first is not None:
+            times.append(first)
         return max(0.0, min(times) - now)
 
     def _receive(self) -> None:
@@ -287,12 +283,6 @@ class _Listener:
         for watch in watches:
             self._dispatcher.submit(watch.fire)
 
-    def _schedule(self, target: _Target, at: float | None) -> None:
-        """Set when ``target`` is re-checked (lock held)."""
-        target.check_at = at
-        if at is not None:
-            self._checks.push(at, target)
-
     def _on_message(self, channel: bytes, payload: bytes) -> None:
         with self._lock:
             target = self._targets.get(channel)
@@ -300,11 +290,9 @@ class _Listener:
                 return
             watches = list(target.watches)
             owner, _, ms = payload.partition(b":")
-            own = self._session[0].encode() if self._session else None
-            if target.scope is not None and ms and owner != own:
-                at = time.monotonic() + int(ms) / 1000 + _MARGIN
-                if target.check_at is None or at < target.check_at:
-                    self._schedule(target, at)
+            own = self._rechecks.own()
+            if target.scope is not None and ms and owner != (own.encode() if own else None):
+                self._rechecks.sooner(target, time.monotonic() + int(ms) / 1000 + MARGIN)
         self._fire(watches)
 
     def _on_subscribed(self, channel: bytes) -> None:
@@ -315,7 +303,7 @@ class _Listener:
             target.state = _LIVE
             target.live.set()
             if target.scope is not None:
-                self._schedule(target, time.monotonic())
+                self._rechecks.at(target, time.monotonic())
             if not target.watches:
                 self._dirty.add(channel)
             watches = list(target.watches) if target.resync else []
@@ -336,47 +324,16 @@ class _Listener:
                 target.state = _NEW
                 target.live.clear()
                 target.resync = True
-                target.check_at = None
                 self._dirty.add(channel)
-            self._checks.clear()
+            self._rechecks.clear(self._targets.values())
 
-    def _run_checks(self) -> None:
-        now = time.monotonic()
-        due: list[_Target] = []
+    def _recheck_target(self, target: _Target) -> int:
+        assert target.scope is not None  # only targets with a scope are scheduled
+        return self._recheck(target.scope)
+
+    def _session_ended(self, session_id: str) -> None:
+        """The own session is gone: every watch fires (its holds may be gone)."""
         with self._lock:
-            for when, target in self._checks.pop_due(now):
-                if target.check_at == when and self._targets.get(target.channel) is target:
-                    target.check_at = None
-                    due.append(target)
-            session = self._session if self._session is not None and self._session[1] <= now else None
-        for target in due:
-            assert target.scope is not None
-            at: float | None = time.monotonic() + 0.5  # retried if the re-check fails
-            try:
-                ms = self._recheck(target.scope)
-            except (BackendError, CoordinatorClosed):
-                pass
-            except Exception:
-                log.exception("redis watch re-check failed")
-            else:
-                at = None if ms < 0 else time.monotonic() + ms / 1000 + _MARGIN
-            with self._lock:
-                if target.check_at is None or (at is not None and at < target.check_at):
-                    self._schedule(target, at)
-        if session is not None:
-            self._check_session(session[0])
-
-    def _check_session(self, session_id: str) -> None:
-        try:
-            left = self._session_left(session_id)
-        except (BackendError, CoordinatorClosed):
-            left = 0.5
-        with self._lock:
-            if self._session is None or self._session[0] != session_id:
-                return
-            self._session = None if left is None else (session_id, time.monotonic() + left + _MARGIN)
-            watches = [w for t in self._targets.values() for w in t.watches] if left is None else []
-        if left is None:
-            self._fire(watches)
-            self._session_gone(session_id)
-
+            watches = [w for t in self._targets.values() for w in t.watches]
+        self._fire(watches)
+        self._session_gone(session_id)
