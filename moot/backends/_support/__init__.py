@@ -1,3 +1,5 @@
 """What the network backends share, written once: TLS options and contexts
 (:mod:`.tls`), readiness of sockets and the I/O thread's event loop
-(:mod:`.loop`). Nothing here knows an engine's protocol."""
+(:mod:`.loop`), forgetting backends in a forked child (:mod:`.fork`), and
+re-checks at owner expiry (:mod:`.rechecks`). Nothing here knows an
+engine's protocol."""
