@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from moot import realthreads
 from moot.backends._support import fork
+from moot.backends._support.lost import connection_lost
 from moot.backends._support.tls import option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.memcached.dirs import Directory, check_prefix, record, split_key
@@ -166,14 +167,7 @@ class MemcachedBackend(Backend):
 
     def _lost(self, exc: BaseException, started: float) -> ConnectionLost:
         """The ConnectionLost for ``exc``, stating the time really spent."""
-        elapsed = time.monotonic() - started
-        if isinstance(exc, ConnectionRefusedError):
-            what = f"refused the connection ({exc})"
-        elif isinstance(exc, TimeoutError):
-            what = f"did not answer in time ({exc or 'timed out'})"
-        else:
-            what = f"is unreachable ({exc or type(exc).__name__})"
-        return ConnectionLost(f"memcached at {self.url.redacted()} {what}; gave up after {elapsed:.2f}s")
+        return connection_lost(f"memcached at {self.url.redacted()}", exc, started)
 
     @contextlib.contextmanager
     def _translated(self, started: float) -> Iterator[None]:

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from moot.backends._support import fork
+from moot.backends._support.lost import connection_lost
 from moot.backends._support.tls import option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.postgresql import schema
@@ -224,12 +225,8 @@ class PostgreSQLBackend(Backend):
         return f"postgresql at {self.url.redacted()}"
 
     def _lost(self, exc: BaseException, started: float) -> ConnectionLost:
-        elapsed = time.monotonic() - started
-        if isinstance(exc, TimeoutError):
-            what = f"did not answer in time ({exc or 'timed out'})"
-        else:
-            what = f"is unreachable ({str(exc).strip() or type(exc).__name__})"
-        return ConnectionLost(f"{self._where()} {what}; gave up after {elapsed:.2f}s")
+        """The ConnectionLost for ``exc``, stating the time really spent."""
+        return connection_lost(self._where(), exc, started)
 
     def _refused(self, exc: psycopg.Error) -> BackendError:
         """The error for an answer that retrying will not change."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from moot.backends._support import fork
+from moot.backends._support.lost import connection_lost
 from moot.backends._support.tls import REDIS_ALIASES, option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.redis.listener import _Listener
@@ -269,16 +270,8 @@ class RedisBackend(Backend):
 
     def _lost(self, exc: BaseException, started: float) -> ConnectionLost:
         """The ConnectionLost for ``exc``, stating the time really spent."""
-        elapsed = time.monotonic() - started
-        if isinstance(exc, ConnectionRefusedError):
-            what = f"refused the connection ({exc})"
-        elif isinstance(exc, TimeoutError):
-            what = f"did not answer in time ({exc or 'timed out'})"
-        elif isinstance(exc, _RespError | ValueError):
-            what = f"sent a reply that is not RESP ({exc})"
-        else:
-            what = f"is unreachable ({exc or type(exc).__name__})"
-        return ConnectionLost(f"redis at {self.url.redacted()} {what}; gave up after {elapsed:.2f}s")
+        not_resp = f"sent a reply that is not RESP ({exc})" if isinstance(exc, _RespError | ValueError) else None
+        return connection_lost(f"redis at {self.url.redacted()}", exc, started, not_resp)
 
     @contextlib.contextmanager
     def _translated(self, started: float) -> Iterator[None]:
