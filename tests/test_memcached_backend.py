@@ -205,3 +205,42 @@ def test_a_restart_loses_every_session_and_lock_but_tokens_grow(open_backend: Ma
         other.close()
     finally:
         cluster.stop()
+
+
+def _burn_cas_to(url: str, target: int) -> None:
+    """Advance the server's global CAS counter until the next write gets ``target``."""
+    while True:
+        (reply,) = raw(url, ms(b"test-burn", b"x", b"c"))
+        if reply.cas >= target - 1:
+            assert reply.cas == target - 1, "overshot: the test's own writes took more CAS values than planned"
+            return
+
+
+def test_a_write_planned_before_a_restart_is_not_applied_after_it(open_backend: MakeBackend) -> None:
+    """memcached's CAS counter starts again at 1 when the server restarts, so
+    a CAS value remembered from before a restart may name a different item
+    after it. A change planned on a directory read before the restart must
+    be planned again on a fresh read, not written over what another process
+    wrote since (here: the other's live membership, which the stale write
+    would erase while its session stays up)."""
+    cluster = servers.start_cluster("memcached", size=1)
+    try:
+        url = cluster.url
+        stale = open_backend(url, ttl=30.0)
+        for _ in range(300):  # the directory's CAS value before the restart: far above what one write after it gets
+            raw(url, ms(b"test-burn", b"x"))
+        stale.create("ns-restart/members/a", b"a")  # cached, with its CAS value
+        (before,) = raw(url, mg(b"moot:d:ns-restart/members/", b"c"))
+        cluster.kill(cluster.members[0])
+        cluster.restart(cluster.members[0])  # empty, counting CAS values from 1 again
+        fresh = open_backend(url, ttl=30.0)
+        assert fresh.create("ns-restart/members/b", b"b", ephemeral=True) is not None
+        _burn_cas_to(url, before.cas)
+        assert fresh.create("ns-restart/members/c", b"c") is not None  # the directory now has the old CAS value
+        (after,) = raw(url, mg(b"moot:d:ns-restart/members/", b"c"))
+        assert after.cas == before.cas
+        assert stale.create("ns-restart/members/d", b"d") is not None
+        listed = {e.key.rsplit("/", 1)[1] for e in fresh.list("ns-restart/members/")}
+        assert listed == {"b", "c", "d"}
+    finally:
+        cluster.stop()

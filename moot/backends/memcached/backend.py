@@ -18,7 +18,7 @@ from moot.backends._support.lost import connection_lost
 from moot.backends._support.tls import option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.memcached.dirs import Directory, check_prefix, record, split_key
-from moot.backends.memcached.meta import MetaError, Reply, md, mg, ms
+from moot.backends.memcached.meta import MetaError, Replies, md, mg, ms
 from moot.backends.memcached.poller import Poller
 from moot.backends.memcached.pool import LoginRefused, Pool, dial
 from moot.backends.memcached.store import Plan, Store, session_key
@@ -94,11 +94,14 @@ class MemcachedBackend(Backend):
         with bounded(started + timeout), self._translated(started):
             until = started + remaining(timeout)
             self._pool = Pool(lambda until: self._dial(until, socket), self._max_connections)
-            (version,) = self._pool.run(b"version\r\n", 1, until)
-            if isinstance(version, MetaError) and "unauthenticated" in str(version):
-                raise BackendError(f"memcached at {self.url.redacted()} asks for a login (it runs with -Y): "
-                                   "give user:password in the URL")
-            (meta,) = self._pool.run(b"mn\r\n", 1, until)
+            try:
+                (version,), _ = self._pool.run(b"version\r\n", 1, until)
+            except MetaError as exc:
+                if "unauthenticated" in str(exc):
+                    raise BackendError(f"memcached at {self.url.redacted()} asks for a login (it runs with -Y): "
+                                       "give user:password in the URL") from None
+                raise
+            (meta,), _ = self._pool.run(b"mn\r\n", 1, until)
             if isinstance(meta, MetaError) or isinstance(version, MetaError) or meta.code != b"MN":
                 raise BackendError(f"memcached at {self.url.redacted()} does not speak the meta protocol: "
                                    "moot needs memcached 1.6 or newer")
@@ -151,7 +154,7 @@ class MemcachedBackend(Backend):
         return f"memcached {' '.join(f.decode(errors='replace') for f in reply.flags)} at {self._host}:{self._port}"
 
     # -- connections ------------------------------------------------------
-    def _dial(self, until: float, module: object) -> socket.socket:
+    def _dial(self, until: float, module: object) -> tuple[socket.socket, str]:
         return dial(module, (self._host, self._port), self._tls, self.url.username, self.url.password,
                     min(until, time.monotonic() + self._connect_timeout), self.url.redacted())
 
@@ -181,14 +184,15 @@ class MemcachedBackend(Backend):
         except OSError as exc:
             raise self._lost(exc, started) from None
 
-    def _run(self, commands: Sequence[bytes], until: float) -> list[Reply]:
-        return self._run_on(self._pool, commands, until)
+    def _run(self, commands: Sequence[bytes], until: float, server: str | None = None) -> Replies:
+        return self._run_on(self._pool, commands, until, server)
 
-    def _poll_run(self, commands: Sequence[bytes], until: float) -> list[Reply]:
-        return self._run_on(self._poll_pool, commands, until)
+    def _poll_run(self, commands: Sequence[bytes], until: float, server: str | None = None) -> Replies:
+        return self._run_on(self._poll_pool, commands, until, server)
 
-    def _run_on(self, pool: Pool | None, commands: Sequence[bytes], until: float) -> list[Reply]:
-        """The replies to ``commands``, sent as one pipeline within ``until``;
+    def _run_on(self, pool: Pool | None, commands: Sequence[bytes], until: float, server: str | None) -> Replies:
+        """The replies to ``commands``, sent as one pipeline within ``until``
+        (with ``server``: only to that server run, else ServerChanged);
         ConnectionLost if the server cannot be reached in time, BackendError
         for an error reply."""
         self._check_open()
@@ -196,17 +200,20 @@ class MemcachedBackend(Backend):
             raise CoordinatorClosed("this memcached backend is not connected")
         started = time.monotonic()
         try:
-            replies = pool.run(b"".join(commands), len(commands), until)
+            replies, reached = pool.run(b"".join(commands), len(commands), until, server)
         except (OSError, MetaError, LoginRefused) as exc:
             if self._closed:
                 raise CoordinatorClosed("this memcached backend is closed") from None
             if isinstance(exc, OSError):
                 raise self._lost(exc, started) from None
             raise BackendError(f"memcached at {self.url.redacted()}: {exc}") from None
+        done = Replies()
         for reply in replies:
             if isinstance(reply, MetaError):
                 raise self._refused(reply)
-        return replies  # type: ignore[return-value]
+            done.append(reply)
+        done.server = reached
+        return done
 
     def _refused(self, error: MetaError) -> BackendError:
         text = str(error)

@@ -95,16 +95,18 @@ def record(version: int, seq: int | None, owner: str | None, value: bytes) -> Re
 
 @dataclasses.dataclass(slots=True)
 class Directory:
-    """One directory item as read (``cas`` 0: the item does not exist)."""
+    """One directory item as read (``cas`` 0: the item does not exist), and
+    the server run that ``cas`` came from (CAS values restart with the server)."""
 
     path: str
     counter: int = 0
     entries: dict[str, Record] = dataclasses.field(default_factory=dict)
     subdirs: frozenset[str] = frozenset()
     cas: int = 0
+    server: str = ""
 
     def copy(self) -> Directory:
-        return Directory(self.path, self.counter, dict(self.entries), self.subdirs, self.cas)
+        return Directory(self.path, self.counter, dict(self.entries), self.subdirs, self.cas, self.server)
 
     def bump(self) -> int:
         """Advance the counter: the next version or seq, at least the

@@ -3,8 +3,9 @@ replies, and one bounded request/reply exchange on a socket.
 
 Only what the backend sends is built here: ``mg`` (get), ``ms`` (set, add
 or replace, optionally compared with a CAS value), ``md`` (delete,
-optionally compared) and the plain ``version``. Every command gets exactly
-one reply (no ``q`` flag), so a pipeline of N commands is read as N replies.
+optionally compared), the plain ``version``, and ``stats`` once per new
+connection (:func:`server_instance`). Every meta command gets exactly one
+reply (no ``q`` flag), so a pipeline of N commands is read as N replies.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ class Reply:
         if token is None:
             raise MetaError(f"memcached sent no CAS value with {self.code!r}")
         return int(token)
+
+
+class Replies(list[Reply]):
+    """The replies to one pipeline, and :attr:`server`: the server instance
+    that sent them (see :func:`server_instance`)."""
+
+    server: str = ""
 
 
 def mg(key: bytes, flags: bytes = b"") -> bytes:
@@ -80,6 +88,31 @@ def _parse(buf: bytearray, pos: int) -> tuple[Reply | MetaError, int]:
     if code in (b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR"):
         return MetaError(line.decode(errors="replace")), pos
     raise MetaError(f"memcached sent an unexpected reply {line[:60]!r}")
+
+
+def server_instance(sock: socket.socket, until: float) -> str:
+    """Which run of the server ``sock`` talks to: its pid and start time,
+    from ``stats``. CAS values count from 1 again in each run, so a CAS
+    value means something only together with the run that issued it."""
+    sock.settimeout(left(until))
+    sock.sendall(b"stats\r\n")
+    buf = bytearray()
+    while not buf.endswith(b"END\r\n"):
+        if buf.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")) and buf.endswith(b"\r\n"):
+            raise MetaError(bytes(buf).strip().decode(errors="replace"))
+        sock.settimeout(left(until))
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionResetError("the server closed the connection")
+        buf += data
+        if len(buf) > 1 << 20:
+            raise MetaError("memcached sent more than 1 MiB of stats")
+    stats = dict(line.split(b" ")[1:3] for line in bytes(buf).split(b"\r\n") if line.startswith(b"STAT "))
+    try:
+        started = int(stats[b"time"]) - int(stats[b"uptime"])
+        return f"{int(stats[b'pid'])}@{started}"
+    except (KeyError, ValueError):
+        raise MetaError("memcached's stats name no pid, time and uptime") from None
 
 
 def left(until: float, cap: float | None = None) -> float:

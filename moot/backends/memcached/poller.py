@@ -5,7 +5,8 @@ its watchers at once.
 A round is ONE pipeline, whatever is watched: the CAS value of every
 watched directory item (no value is sent) and the session item of every
 owner of an entry there (plus this object's own session). Only directories
-whose CAS value moved, or that hold an entry of a session found gone, are
+whose CAS value moved (or came from another server run: the server restarted),
+or that hold an entry of a session found gone, are
 read again (a second round trip); a watch fires when the live entries it
 covers differ from what it last saw (a prefix watch: any entry directly
 under it; a key watch: that entry's version, or its presence). Rounds
@@ -49,7 +50,7 @@ class _Target:
         self.path = seen.path
         self.prefix: set[CallbackWatch] = set()
         self.keys: dict[str, set[CallbackWatch]] = {}
-        self.cas = seen.cas
+        self.cas = (seen.server, seen.cas)
         self.versions = seen.versions()
         self.owners = seen.owners()
 
@@ -65,7 +66,7 @@ class _Target:
             for leaf, watches in self.keys.items():
                 if versions.get(leaf) != self.versions.get(leaf):
                     woken |= watches
-        self.cas, self.versions, self.owners = seen.cas, versions, seen.owners()
+        self.cas, self.versions, self.owners = (seen.server, seen.cas), versions, seen.owners()
         return woken
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from moot.backends._support.loop import readable
-from moot.backends.memcached.meta import MetaError, Reply, exchange, left
+from moot.backends.memcached.meta import MetaError, Reply, exchange, left, server_instance
 from moot.realthreads import threading
 
 log = logging.getLogger("moot.backends.memcached")
@@ -23,10 +23,11 @@ class LoginRefused(Exception):
 
 
 def dial(module: Any, address: tuple[str, int], tls: ssl.SSLContext | None, username: str | None,
-         password: str | None, until: float, where: str) -> socket.socket:
+         password: str | None, until: float, where: str) -> tuple[socket.socket, str]:
     """A new connection made with the socket ``module`` (the application's,
     or the OS's for the poller's real thread), TLS if ``tls``, and the
-    login if the server asks for one, all within ``until``."""
+    login if the server asks for one, all within ``until``; and the server
+    run it reached (:func:`~moot.backends.memcached.meta.server_instance`)."""
     sock: socket.socket = module.create_connection(address, timeout=left(until))
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -35,7 +36,7 @@ def dial(module: Any, address: tuple[str, int], tls: ssl.SSLContext | None, user
             sock = tls.wrap_socket(sock, server_hostname=address[0])
         if username is not None or password is not None:
             _login(sock, f"{username or ''} {password or ''}".encode(), until, where)
-        return sock
+        return sock, server_instance(sock, until)
     except BaseException:
         sock.close()
         raise
@@ -57,24 +58,37 @@ class NoConnection(TimeoutError):
     """Every pooled connection stayed busy until the call's deadline."""
 
 
+class ServerChanged(Exception):
+    """The pipeline was to run on the server run named, and the connection
+    at hand reaches another (the server restarted): nothing was sent."""
+
+
 class Pool:
     """At most ``size`` connections, each opened by ``open_socket(until)``.
     A connection is kept for the next call unless anything went wrong on it
     (a reply is never awaited twice, and a command whose reply was lost is
     never sent again on it)."""
 
-    def __init__(self, open_socket: Callable[[float], socket.socket], size: int):
+    def __init__(self, open_socket: Callable[[float], tuple[socket.socket, str]], size: int):
         self._open = open_socket
         self._size = size
         self._lock = threading.Lock()  # real (see moot.realthreads), held for no I/O
         self._idle: list[socket.socket] = []
         self._open_count = 0  # connections open or being opened
-        self._all: set[socket.socket] = set()
+        self._all: dict[socket.socket, str] = {}  # every open connection: the server run it reaches
         self._closed = False
 
-    def run(self, payload: bytes, count: int, until: float) -> list[Reply | MetaError]:
-        """The ``count`` replies to ``payload``, all within ``until`` (monotonic)."""
+    def run(self, payload: bytes, count: int, until: float,
+            server: str | None = None) -> tuple[list[Reply | MetaError], str]:
+        """The ``count`` replies to ``payload`` (error replies as MetaError
+        values), all within ``until`` (monotonic), and the server run that
+        sent them. With ``server``, only on a connection to that server run,
+        else ServerChanged, before sending."""
         sock = self._checkout(until)
+        reached = self._all.get(sock, "")
+        if server is not None and reached != server:
+            self._checkin(sock)
+            raise ServerChanged(f"the connection reaches server run {reached}, not {server}")
         try:
             replies = exchange(sock, payload, count, until)
         except BaseException:
@@ -82,14 +96,17 @@ class Pool:
             raise
         if any(isinstance(r, MetaError) and not str(r).startswith("SERVER_ERROR") for r in replies):
             self._discard(sock)  # after a client error the server may have skipped bytes
-            return replies
+        else:
+            self._checkin(sock)
+        return replies, reached
+
+    def _checkin(self, sock: socket.socket) -> None:
         with self._lock:
             keep = not self._closed
             if keep:
                 self._idle.append(sock)
         if not keep:
             self._discard(sock)
-        return replies
 
     def _checkout(self, until: float) -> socket.socket:
         pause = 0.0005
@@ -113,19 +130,19 @@ class Pool:
             time.sleep(max(0.0, min(pause, until - time.monotonic())))
             pause = min(pause * 2, 0.02)
         try:
-            sock = self._open(until)
+            sock, server = self._open(until)
         except BaseException:
             with self._lock:
                 self._open_count -= 1
             raise
         with self._lock:
-            self._all.add(sock)
+            self._all[sock] = server
         return sock
 
     def _discard(self, sock: socket.socket) -> None:
         with self._lock:
             if sock in self._all:
-                self._all.discard(sock)
+                del self._all[sock]
                 self._open_count -= 1
         with contextlib.suppress(OSError):
             sock.close()
@@ -145,4 +162,4 @@ class Pool:
         for sock in list(self._all):
             with contextlib.suppress(OSError):
                 sock.close()
-        self._all, self._idle = set(), []
+        self._all, self._idle = {}, []

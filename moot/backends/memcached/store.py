@@ -16,6 +16,12 @@ item with the CAS value it was planned on. A conflict re-reads and plans
 again, until the caller's deadline. An outcome that writes nothing (a key
 that exists, a version that does not match) is only ever decided on a
 fresh read, never on the cache.
+
+memcached counts CAS values from 1 again after a restart, so a CAS value
+read before a restart may name another write after it. Every directory
+remembers the server run its CAS value came from, and a write compared
+with it is sent only on a connection to that same run (a connection never
+outlives its server): otherwise the change is planned again on a fresh read.
 """
 
 from __future__ import annotations
@@ -25,17 +31,22 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from moot import realthreads
 from moot.backends.memcached.dirs import Directory, decode, mkey, parent, spill_key
-from moot.backends.memcached.meta import Reply, md, mg, ms
+from moot.backends.memcached.meta import Replies, Reply, md, mg, ms
+from moot.backends.memcached.pool import ServerChanged
 from moot.errors import BackendError
 from moot.realthreads import threading
 
-#: Sends commands (one pipeline) and returns their replies, bounded by ``until``;
-#: raises ConnectionLost or BackendError (an error reply) itself.
-Runner = Callable[[Sequence[bytes], float], list[Reply]]
+
+class Runner(Protocol):
+    """Sends commands (one pipeline) and returns their replies, bounded by
+    ``until``; raises ConnectionLost or BackendError (an error reply) itself.
+    With ``server``, sends only to that server run, else raises ServerChanged."""
+
+    def __call__(self, commands: Sequence[bytes], until: float, server: str | None = None) -> Replies: ...
 
 _CACHED_DIRS = 1024
 _DEAD_SESSIONS = 8192
@@ -137,6 +148,7 @@ class Store:
         found = {}
         for path, reply in zip(paths, replies, strict=False):
             directory = Directory(path) if reply.code == b"EN" else decode(path, _value(reply), reply.cas)
+            directory.server = replies.server
             self._remember(directory)
             found[path] = directory
         unknown = sorted({o for d in found.values() for o in d.owners()} - set(alive))
@@ -150,22 +162,29 @@ class Store:
         if not directories:
             return
         cleaned = [self.without_dead(d) for d in directories]
-        replies = (run or self._run)([ms(mkey(b"d", d.path), d.encode(), b"c C%d" % d.cas) for d in cleaned], until)
+        servers = {d.server for d in cleaned}
+        if len(servers) != 1:
+            return  # read in different server runs: the next reader purges
+        try:
+            replies = (run or self._run)([ms(mkey(b"d", d.path), d.encode(), b"c C%d" % d.cas) for d in cleaned],
+                                         until, servers.pop())
+        except ServerChanged:
+            return
         garbage = []
         for old, new, reply in zip(directories, cleaned, replies, strict=True):
             if reply.code == b"HD":
-                new.cas = reply.cas
+                new.cas, new.server = reply.cas, replies.server
                 self._remember(new)
                 self._committed(new)
                 garbage += _replaced_spills(old, new)
         self.drop_spills(garbage, until, run)
 
     def probe(self, paths: Sequence[str], sessions: Sequence[str], until: float,
-              run: Runner) -> tuple[dict[str, int], dict[str, bool]]:
-        """The CAS value of each directory item (0: absent) and whether each
-        session is alive: one round trip, no values sent."""
+              run: Runner) -> tuple[dict[str, tuple[str, int]], dict[str, bool]]:
+        """The server run and CAS value of each directory item (0: absent)
+        and whether each session is alive: one round trip, no values sent."""
         replies = run([mg(mkey(b"d", p), b"c") for p in paths] + [mg(session_key(s)) for s in sessions], until)
-        cas = {p: 0 if r.code == b"EN" else r.cas for p, r in zip(paths, replies, strict=False)}
+        cas = {p: (replies.server, 0 if r.code == b"EN" else r.cas) for p, r in zip(paths, replies, strict=False)}
         return cas, self._alive(sessions, replies[len(paths):])
 
     def load(self, directories: Iterable[Directory], until: float) -> dict[tuple[str, str], bytes] | None:
@@ -214,7 +233,13 @@ class Store:
                     self._run(writes, until)
                 mode = b"c ME" if attempt.new.cas == 0 else b"c C%d" % attempt.new.cas
                 commands.append(ms(mkey(b"d", path), attempt.new.encode(), mode))
-            replies = self._run(commands, until)
+            try:
+                replies = self._run(commands, until, None if attempt.new is None or attempt.new.cas == 0
+                                    else attempt.new.server)
+            except ServerChanged:  # planned on a read from before a restart
+                self.drop_spills(spills, until)
+                state, fresh = None, False
+                continue
             alive = self._alive(attempt.check, replies[:len(attempt.check)])
             if attempt.new is None:
                 if attempt.again_if_dead and not all(alive.values()):
@@ -222,7 +247,7 @@ class Store:
                 return attempt, alive
             reply = replies[-1]
             if reply.code == b"HD":
-                attempt.new.cas = reply.cas
+                attempt.new.cas, attempt.new.server = reply.cas, replies.server
                 self._remember(attempt.new)
                 self._committed(attempt.new)
                 self.drop_spills(_replaced_spills(stored, attempt.new), until)
@@ -236,8 +261,10 @@ class Store:
             realthreads.pause(max(0.0, min(pause, until - time.monotonic())))
 
     def _read_raw(self, path: str, until: float) -> Directory:
-        (reply,) = self._run([mg(mkey(b"d", path), b"v c")], until)
+        replies = self._run([mg(mkey(b"d", path), b"v c")], until)
+        (reply,) = replies
         directory = Directory(path) if reply.code == b"EN" else decode(path, _value(reply), reply.cas)
+        directory.server = replies.server
         self._remember(directory)
         return directory
 
