@@ -212,9 +212,11 @@ class Coordinator:
         with self.session.bounded():
             return all_groups(self.session)
 
-    def election(self, name: str) -> Election:
-        """The leader election ``name``."""
-        return Election(self.session, name)
+    def election(self, name: str, on_lost: Callable[[Election], None] | None = None) -> Election:
+        """The leader election ``name``; ``on_lost(election)`` is called (on
+        the callback thread) if this coordinator's leadership is lost with
+        its session."""
+        return Election(self.session, name, on_lost)
 
     def rwlock(self, name: str, timeout: float | None = None,
                on_lost: Callable[[RWLock], None] | None = None) -> RWLock:

@@ -55,7 +55,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from moot import deadline, names, realthreads
+from moot import deadline, names, realthreads, waits
 from moot.backends.base import Backend, Dispatcher, Entry
 from moot.errors import (
     ConnectionLost,
@@ -151,6 +151,7 @@ class Session:
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by close(), the watchdog and the backend's session listener
         self._session_ok = realthreads.Event()  # waited on by application threads
+        self._session_wakes: set[waits.Wake] = set()  # of steps waiting for a session (session_steps)
         self._session_lock = threading.Lock()
         self._epoch = 0  # bumped whenever the session is given up: holds of older epochs are lost
         self._valid_until = 0.0  # monotonic instant until which the session is trusted
@@ -325,13 +326,27 @@ class Session:
 
     def wait_for_session(self, until: float | None) -> bool:
         """Block until a live session exists (after a loss); False on deadline."""
-        while True:
-            remaining = _WAIT_SLICE if until is None else min(_WAIT_SLICE, until - time.monotonic())
-            if self._session_ok.wait(max(0.0, remaining)):
-                return True
-            self.check_open()
-            if until is not None and time.monotonic() >= until:
-                return False
+        return waits.run(waits.Plan(self.session_steps(until), None))
+
+    def session_steps(self, until: float | None) -> waits.Steps[bool]:
+        """:func:`wait_for_session` as steps (:mod:`moot.waits`), for either API."""
+        if self._session_ok.is_set():
+            return True
+        wake = waits.Wake()
+        with self._session_lock:
+            self._session_wakes.add(wake)
+        try:
+            while not self._session_ok.is_set():
+                remaining = _WAIT_SLICE if until is None else min(_WAIT_SLICE, until - time.monotonic())
+                if (yield waits.Wait(wake, max(0.0, remaining))):
+                    continue
+                self.check_open()
+                if until is not None and time.monotonic() >= until:
+                    return False
+            return True
+        finally:
+            with self._session_lock:
+                self._session_wakes.discard(wake)
 
     def _begin_session(self, sent: float) -> None:
         """Open a session (``sent``: when the request left) and trust it."""
@@ -340,6 +355,9 @@ class Session:
             self._lapsed = False
             self._trust(sent)
             self._session_ok.set()
+            wakes = list(self._session_wakes)
+        for wake in wakes:
+            wake.set()
 
     def _renewed(self, sent: float) -> bool:
         """A renewal sent at ``sent`` succeeded: trust the session longer,

@@ -8,10 +8,11 @@ session TTL (at once on file://).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
-from moot import names
+from moot import names, waits
 from moot.backends.base import Entry, Watch
 from moot.recipes import queue
 from moot.recipes.hold import Hold
@@ -23,6 +24,12 @@ log = logging.getLogger("moot.election")
 LEADER = "leader"
 
 
+def _already(result: bool) -> waits.Steps[bool]:
+    """Steps that wait for nothing."""
+    return result
+    yield  # a generator
+
+
 class Election(Hold):
     """The election ``name``; see the module docstring. A leadership is a
     hold of the election's queue: served at its head, fenced, bound to the
@@ -30,9 +37,9 @@ class Election(Hold):
 
     kind = "election"
 
-    def __init__(self, session: Session, name: str):
+    def __init__(self, session: Session, name: str, on_lost: Callable[[Election], None] | None = None):
         name = names.check_name(name, "election name")
-        super().__init__(session, name, session.key("election", names.segment(name), "q") + "/", None, None)
+        super().__init__(session, name, session.key("election", names.segment(name), "q") + "/", None, on_lost)
         self._callbacks: list[Callable[[str | None], None]] = []
         self._watch: Watch | None = None
         self._last_leader: str | None = None
@@ -51,10 +58,13 @@ class Election(Hold):
         once if already leading), False if ``timeout`` ran out, or at once
         with ``blocking=False`` if another candidate is ahead (the candidacy
         is then withdrawn)."""
+        return waits.run(self.campaign_plan(timeout, blocking))
+
+    def campaign_plan(self, timeout: float | None = None, blocking: bool = True) -> waits.Plan[bool]:
+        """:meth:`campaign` as a plan (:mod:`moot.waits`) for :mod:`moot.aio`."""
         if self._entry is not None:
-            check_timeout(timeout)
-            return True
-        return self._acquire(LEADER, blocking, timeout, queue.predecessor)
+            return waits.Plan(_already(True), check_timeout(timeout))
+        return self._acquire_plan(LEADER, blocking, timeout, queue.predecessor)
 
     @within_timeout
     def leader(self) -> str | None:
@@ -94,9 +104,14 @@ class Election(Hold):
         for callback in callbacks:
             callback(current)
 
-    def stop_watching(self) -> None:
-        """Stop the ``on_change`` callbacks."""
+    def stop_watching(self, callback: Callable[[str | None], None] | None = None) -> None:
+        """Stop the ``on_change`` callbacks (only ``callback``, if given)."""
         with self._mutex:
+            if callback is not None:
+                with contextlib.suppress(ValueError):
+                    self._callbacks.remove(callback)
+                if self._callbacks:
+                    return
             watch, self._watch = self._watch, None
             self._callbacks.clear()
         if watch is not None:
@@ -107,6 +122,9 @@ class Election(Hold):
         log.warning("moot: leadership of election %r (token %s) lost with the session of %s", self.name,
                     lost.seq, self._session.member_id)
         self._session.run_callback(self._check_leader)
+        if self._on_lost is not None:
+            callback = self._on_lost
+            self._session.run_callback(lambda: callback(self))
 
     def session_closing(self) -> None:
         self.stop_watching()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from moot import deadline as call_deadline
+from moot import waits
 from moot.backends.base import Entry
 from moot.errors import LockError
 from moot.realthreads import threading
@@ -61,7 +61,18 @@ class Hold:
         ``timeout``, default the object's) to be served by ``blocker``; the
         hold is installed and bound to the session in one step (see
         :func:`moot.recipes.queue.wait_turn`). LockError if already held."""
+        return waits.run(self._acquire_plan(mode, blocking, timeout, blocker))
+
+    def _acquire_plan(self, mode: str, blocking: bool, timeout: float | None,
+                      blocker: queue.Blocker) -> waits.Plan[bool]:
+        """:meth:`_acquire` as a plan (:mod:`moot.waits`), for either API; an
+        acquisition nobody will see is released."""
         deadline = check_timeout(self._timeout if timeout is None else timeout)
+        return waits.Plan(self._acquire_steps(mode, blocking, deadline, blocker), deadline,
+                          lambda held: self.release() if held else None)
+
+    def _acquire_steps(self, mode: str, blocking: bool, deadline: float | None,
+                       blocker: queue.Blocker) -> waits.Steps[bool]:
         self._session.check_open()
         if self._entry is not None:
             raise LockError(f"{self.kind} {self.name!r} is already held by this object (not reentrant"
@@ -75,9 +86,8 @@ class Hold:
                 self._held_at = time.monotonic()
                 self._installed(mode)
 
-        with call_deadline.bounded(deadline):
-            entry = queue.wait_turn(self._session, self._prefix, queue.encode(self._session.member_id, mode),
-                                    deadline, blocker, blocking, holder=self, install=install)
+        entry = yield from queue.wait_turn(self._session, self._prefix, queue.encode(self._session.member_id, mode),
+                                           deadline, blocker, blocking, holder=self, install=install)
         if entry is None:
             if blocking:
                 self._session.metrics.count("timeouts", self.kind)

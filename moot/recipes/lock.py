@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from moot import names
+from moot import names, waits
 from moot.backends.base import Entry, Watch
 from moot.errors import LockTimeout
 from moot.recipes import queue
@@ -165,7 +165,11 @@ class Lock(Hold):
         ``timeout`` (seconds, None = forever) defaults to the one given to
         ``coord.lock()``. Raises LockError if this object already holds it.
         """
-        return self._acquire(EXCLUSIVE, blocking, timeout, queue.predecessor)
+        return waits.run(self.acquire_plan(blocking, timeout))
+
+    def acquire_plan(self, blocking: bool = True, timeout: float | None = None) -> waits.Plan[bool]:
+        """:meth:`acquire` as a plan (:mod:`moot.waits`) for :mod:`moot.aio`."""
+        return self._acquire_plan(EXCLUSIVE, blocking, timeout, queue.predecessor)
 
     def __enter__(self) -> Lock:
         if not self.acquire(timeout=self._timeout):

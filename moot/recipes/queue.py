@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from moot import deadline as call_deadline
-from moot import realthreads
 from moot.backends.base import Entry, Watch
 from moot.errors import ConnectionLost, SessionExpired
 from moot.session import CLEANUP_GRACE, Session, SessionListener
+from moot.waits import Steps, Wait, Wake
 
 
 #: Given my entry and the live queue sorted by seq, return None if I am
@@ -115,8 +115,9 @@ Install = Callable[[Entry, int], None]
 
 def wait_turn(session: Session, prefix: str, value: bytes, deadline: float | None,
               blocker: Blocker = predecessor, blocking: bool = True, *,
-              holder: SessionListener, install: Install) -> Entry | None:
-    """Queue up under ``prefix`` and wait until ``blocker`` says I am served.
+              holder: SessionListener, install: Install) -> Steps[Entry | None]:
+    """The steps (:mod:`moot.waits`) that queue up under ``prefix`` and wait
+    until ``blocker`` says I am served.
 
     Once served, ``install(entry, epoch)`` runs and ``holder`` is bound to
     the session in one step, and only if the session the entry was made in
@@ -126,11 +127,12 @@ def wait_turn(session: Session, prefix: str, value: bytes, deadline: float | Non
     once. If the session is lost while waiting, waits for the next session
     and queues up again (at the back: the old place died with the session).
     While the engine cannot be reached a blocking call retries until its
-    deadline; a non-blocking one raises ConnectionLost at once.
+    deadline; a non-blocking one raises ConnectionLost at once. Closing the
+    steps while waiting (a cancelled task) withdraws my entry.
     """
     while True:
         session.check_open()
-        if not session.wait_for_session(deadline if blocking else time.monotonic()):
+        if not (yield from session.session_steps(deadline if blocking else time.monotonic())):
             if not blocking:
                 raise ConnectionLost(f"no live session with {session.url} right now (reconnecting); "
                                      "try again later")
@@ -143,11 +145,11 @@ def wait_turn(session: Session, prefix: str, value: bytes, deadline: float | Non
         except ConnectionLost:
             if not blocking:
                 raise
-            if not _pause(session, realthreads.Event(), deadline):
+            if not (yield from _pause(session, deadline)):
                 return None
             continue
         try:
-            outcome = wait_served(session, prefix, mine, entries, deadline, blocker, blocking)
+            outcome = yield from wait_served(session, prefix, mine, entries, deadline, blocker, blocking)
             if outcome is Outcome.SERVED and _before_bind is not None:
                 _before_bind()
             if outcome is Outcome.SERVED and session.bind(holder, epoch, functools.partial(install, mine, epoch)):
@@ -175,13 +177,13 @@ def leave(session: Session, mine: Entry) -> None:
 
 
 def wait_served(session: Session, prefix: str, mine: Entry, entries: list[Entry], deadline: float | None,
-                blocker: Blocker, blocking: bool = True) -> Outcome:
-    """Wait until ``blocker`` says my (existing) entry is served, starting from
+                blocker: Blocker, blocking: bool = True) -> Steps[Outcome]:
+    """Steps that wait until ``blocker`` says my (existing) entry is served, starting from
     the queue as read in ``entries``. Leaves the entry in place whatever the
     outcome. While the backend cannot be reached the wait keeps my place and
     retries until the deadline (the heartbeat decides if the session is lost);
     a non-blocking call raises ConnectionLost instead."""
-    woken: realthreads.threading.Event | None = None  # made on the first wait: most acquires never wait
+    woken: Wake | None = None  # made on the first wait: most acquires never wait
     session_id = session.id
     queue = ordered(entries)
     while True:
@@ -196,14 +198,13 @@ def wait_served(session: Session, prefix: str, mine: Entry, entries: list[Entry]
                 continue
             if not blocking:
                 return Outcome.TIMEOUT
-            woken = woken or realthreads.Event()
+            woken = woken or Wake()
             woken.clear()
-            fresh = _wait_for_change(session, prefix, watched, woken, deadline, session_id)
+            fresh = yield from _wait_for_change(session, prefix, watched, woken, deadline, session_id)
         except ConnectionLost:
             if not blocking:
                 raise
-            woken = woken or realthreads.Event()
-            if not _pause(session, woken, deadline):
+            if not (yield from _pause(session, deadline)):
                 return Outcome.TIMEOUT
             continue
         if fresh is None:
@@ -213,8 +214,8 @@ def wait_served(session: Session, prefix: str, mine: Entry, entries: list[Entry]
         queue = fresh
 
 
-def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], woken: realthreads.threading.Event,
-                     deadline: float | None, session_id: str | None) -> list[Entry] | Signal | None:
+def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], woken: Wake,
+                     deadline: float | None, session_id: str | None) -> Steps[list[Entry] | Signal | None]:
     """Wait until one of ``watched`` changes or goes; return the queue read
     afresh, None on deadline, or SESSION_ENDED if my session ended meanwhile."""
     watches: list[Watch] = []
@@ -232,9 +233,9 @@ def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], wo
             if any(versions.get(entry.key) != entry.version for entry in watched):
                 return fresh
         remaining = None if deadline is None else deadline - time.monotonic()
-        while not woken.wait(_slice(remaining)):
+        while not (yield Wait(woken, _slice(remaining))):
             session.check_open()
-            if not session.wait_for_session(deadline):
+            if not (yield from session.session_steps(deadline)):
                 return None
             if session.id != session_id:
                 return Signal.SESSION_ENDED
@@ -247,13 +248,13 @@ def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], wo
     return ordered(session.backend.list(prefix))
 
 
-def _pause(session: Session, woken: realthreads.threading.Event, deadline: float | None) -> bool:
+def _pause(session: Session, deadline: float | None) -> Steps[bool]:
     """Back off briefly after a failed round trip; False once the deadline passed."""
     session.check_open()
     pause = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
     if pause <= 0:
         return False
-    woken.wait(pause)
+    yield Wait(None, pause)
     return True
 
 

@@ -66,7 +66,7 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 
-from moot import names
+from moot import names, waits
 from moot.backends.base import Entry
 from moot.errors import LockError, LockTimeout, SessionExpired, UpgradeConflict
 from moot.recipes import lock, queue
@@ -110,11 +110,19 @@ class RWLock(Hold):
         """Take a shared hold; True once held, False if not (non-blocking, or
         timeout ran out). ``timeout`` defaults to the one given to
         ``coord.rwlock()``. Raises LockError if this object already holds it."""
-        return self._acquire(SHARED, blocking, timeout, self._reader_blocker)
+        return waits.run(self.read_plan(blocking, timeout))
 
     def acquire_write(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take an exclusive hold; like :meth:`acquire_read` otherwise."""
-        return self._acquire(EXCLUSIVE, blocking, timeout, queue.predecessor)
+        return waits.run(self.write_plan(blocking, timeout))
+
+    def read_plan(self, blocking: bool = True, timeout: float | None = None) -> waits.Plan[bool]:
+        """:meth:`acquire_read` as a plan (:mod:`moot.waits`) for :mod:`moot.aio`."""
+        return self._acquire_plan(SHARED, blocking, timeout, self._reader_blocker)
+
+    def write_plan(self, blocking: bool = True, timeout: float | None = None) -> waits.Plan[bool]:
+        """:meth:`acquire_write` as a plan (:mod:`moot.waits`) for :mod:`moot.aio`."""
+        return self._acquire_plan(EXCLUSIVE, blocking, timeout, queue.predecessor)
 
     _reentry_hint = "; use upgrade() to go from shared to exclusive"
 
@@ -157,7 +165,17 @@ class RWLock(Hold):
         still holding shared. Raises UpgradeConflict at once if another holder
         is upgrading (the shared hold is kept), LockError if not held, and
         SessionExpired if the hold is lost with the session meanwhile."""
+        return waits.run(self.upgrade_plan(timeout))
+
+    def upgrade_plan(self, timeout: float | None = None) -> waits.Plan[bool]:
+        """:meth:`upgrade` as a plan (:mod:`moot.waits`) for :mod:`moot.aio`.
+        An upgrade served after its caller was cancelled stays exclusive
+        (``mode`` says so): a hold is never given up behind the holder's back."""
         deadline = check_timeout(self._timeout if timeout is None else timeout)
+        return waits.Plan(self._upgrade_steps(deadline), deadline)
+
+    def _upgrade_steps(self, deadline: float | None) -> waits.Steps[bool]:
+        """:meth:`upgrade` as steps (:mod:`moot.waits`), for either API."""
         self._session.check_open()
         with self._mutex:
             owner, mode = self._entry, self._mode
@@ -168,8 +186,8 @@ class RWLock(Hold):
         value = queue.encode(self._session.member_id, MARKER, owner=owner.key, granted=False)
         marker, entries = self._session.enqueue(self._prefix, value)
         try:
-            outcome = queue.wait_served(self._session, self._prefix, marker, entries, deadline,
-                                        self._upgrade_blocker(owner))
+            outcome = yield from queue.wait_served(self._session, self._prefix, marker, entries, deadline,
+                                                   self._upgrade_blocker(owner))
         except _HoldEnded:
             outcome = queue.Outcome.GONE
         except BaseException:

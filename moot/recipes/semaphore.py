@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from moot import names
+from moot import names, waits
 from moot.backends.base import Entry
 from moot.errors import InvalidArgument, LockError, LockTimeout, SemaphoreLimitMismatch
 from moot.recipes import queue
@@ -99,7 +99,11 @@ class Semaphore(Hold):
         given to ``coord.semaphore()``. Raises SemaphoreLimitMismatch if the
         semaphore is used with another limit, LockError if this object
         already holds it."""
-        return self._acquire(MODE, blocking, timeout, self._blocker())
+        return waits.run(self.acquire_plan(blocking, timeout))
+
+    def acquire_plan(self, blocking: bool = True, timeout: float | None = None) -> waits.Plan[bool]:
+        """:meth:`acquire` as a plan (:mod:`moot.waits`) for :mod:`moot.aio`."""
+        return self._acquire_plan(MODE, blocking, timeout, self._blocker())
 
     def _blocker(self) -> queue.Blocker:
         waited = False
