@@ -27,6 +27,10 @@ from moot.url import parse_url
 KINDS = ["memory", "file", "redis", "zookeeper", "etcd", "postgresql", "mysql", "memcached"]
 SERVER_KINDS = {"redis", "zookeeper", "etcd", "postgresql", "mysql", "memcached"}
 
+#: Conformance modules whose test bodies run twice: through the blocking API
+#: and through moot.aio (behind tests/aio_bridge.py's blocking face).
+BOTH_APIS = {"test_lock", "test_group", "test_election", "test_rwlock", "test_semaphore"}
+
 #: Short session TTL used by tests so that expiry-based tests stay fast.
 TEST_TTL = 2.0
 
@@ -48,6 +52,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if metafunc.definition.get_closest_marker("network"):
             kinds = [kind for kind in kinds if kind in SERVER_KINDS]  # a server at the other end of a socket
         metafunc.parametrize("backend", kinds, ids=kinds, indirect=True)
+    if "connect" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_APIS:
+        metafunc.parametrize("api", ["sync", "async"], indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +115,14 @@ Connect = Callable[..., moot.Coordinator]
 
 
 @pytest.fixture
-def connect(url: str, namespace: str) -> Iterator[Connect]:
+def api(request: pytest.FixtureRequest) -> str:
+    """The API a test's coordinators use: ``sync``, or ``async`` (moot.aio
+    behind tests/aio_bridge.py) for the modules in :data:`BOTH_APIS`."""
+    return str(getattr(request, "param", "sync"))
+
+
+@pytest.fixture
+def connect(url: str, namespace: str, api: str) -> Iterator[Connect]:
     """``connect(member_id=None, **options)``: a coordinator on the backend
     under test, in this test's own namespace, closed after the test."""
     opened: list[moot.Coordinator] = []
@@ -117,7 +130,12 @@ def connect(url: str, namespace: str) -> Iterator[Connect]:
     def make(member_id: str | None = None, **options: Any) -> moot.Coordinator:
         options.setdefault("ttl", TEST_TTL)
         options.setdefault("namespace", namespace)
-        coord = moot.connect(url, member_id=member_id, **options)
+        if api == "async":
+            from tests import aio_bridge
+
+            coord: moot.Coordinator = aio_bridge.connect(url, member_id=member_id, **options)
+        else:
+            coord = moot.connect(url, member_id=member_id, **options)
         opened.append(coord)
         return coord
 

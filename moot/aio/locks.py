@@ -1,0 +1,168 @@
+"""Async locks, shared/exclusive locks and semaphores: the sync recipes'
+holds (same queue, same guarantees, same errors), acquired through
+:meth:`Driver.drive <moot.aio.driver.Driver.drive>` so that waiting holds
+no thread and a cancelled acquire withdraws cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any
+
+from moot.aio.driver import Driver
+from moot.aio.notices import LostNotice, OnLoop
+from moot.errors import LockTimeout
+from moot.recipes.hold import Hold
+from moot.recipes.lock import Lock
+from moot.recipes.queue import Waiter
+from moot.recipes.rwlock import RWLock
+from moot.recipes.semaphore import Semaphore, SemaphoreInfo
+
+
+class _AsyncHold:
+    """What every async hold shares: its state (no round trip), release,
+    and the lost notice."""
+
+    def __init__(self, make: Callable[[Callable[[Any], None]], Hold], driver: Driver, on_loop: OnLoop,
+                 timeout: float | None, on_lost: Callable[[Any], object] | None):
+        """``make(on_lost)``: the sync hold, told to call ``on_lost`` on a loss."""
+        self._notice = LostNotice(on_loop, self, on_lost)
+        self._sync = make(self._notice.from_thread)
+        self._driver = driver
+        self._timeout = timeout
+
+    @property
+    def name(self) -> str:
+        return self._sync.name
+
+    @property
+    def token(self) -> int | None:
+        """Fencing token of the current hold (None when not held)."""
+        return self._sync.token
+
+    @property
+    def is_held(self) -> bool:
+        """True while held and the session is trusted (no round trip; see the sync recipe)."""
+        return self._sync.is_held
+
+    @property
+    def since(self) -> float | None:
+        return self._sync.since
+
+    async def release(self) -> bool:
+        """Release the hold; True if it was held (never raises for one that is gone)."""
+        return await self._driver.call(self._sync.release)
+
+    async def wait_lost(self) -> None:
+        """Return once the current hold is lost with the session (not on
+        release): for a task that must stop work the moment it no longer holds."""
+        await self._notice.wait()
+
+
+class AsyncLock(_AsyncHold):
+    """An exclusive, FIFO, fenced lock (``coord.lock(name)``); see :class:`moot.Lock`."""
+
+    _sync: Lock
+
+    def __repr__(self) -> str:
+        return repr(self._sync).replace("<moot.Lock", "<moot.aio.AsyncLock", 1)
+
+    async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock; True once held, False if not (non-blocking, or
+        ``timeout`` ran out). Cancelling the task withdraws from the queue."""
+        plan = self._sync.acquire_plan(blocking, timeout)
+        self._notice.reset()
+        return await self._driver.drive(plan)
+
+    async def __aenter__(self) -> AsyncLock:
+        if not await self.acquire(timeout=self._timeout):
+            raise LockTimeout(f"lock {self.name!r} not acquired within {self._timeout}s")
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.release()
+
+
+class AsyncRWLock(_AsyncHold):
+    """A shared/exclusive lock (``coord.rwlock(name)``); see :class:`moot.RWLock`."""
+
+    _sync: RWLock
+
+    def __repr__(self) -> str:
+        return repr(self._sync).replace("<moot.RWLock", "<moot.aio.AsyncRWLock", 1)
+
+    @property
+    def mode(self) -> str | None:
+        """``"shared"``, ``"exclusive"``, or None when not held."""
+        return self._sync.mode
+
+    async def acquire_read(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        plan = self._sync.read_plan(blocking, timeout)
+        self._notice.reset()
+        return await self._driver.drive(plan)
+
+    async def acquire_write(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        plan = self._sync.write_plan(blocking, timeout)
+        self._notice.reset()
+        return await self._driver.drive(plan)
+
+    async def upgrade(self, timeout: float | None = None) -> bool:
+        """Shared to exclusive, keeping the shared hold meanwhile; see :meth:`moot.RWLock.upgrade`."""
+        return await self._driver.drive(self._sync.upgrade_plan(timeout))
+
+    @contextlib.asynccontextmanager
+    async def read(self, timeout: float | None = None) -> AsyncIterator[AsyncRWLock]:
+        """``async with rw.read():`` a shared hold for the block; LockTimeout if not acquired in time."""
+        wait = self._timeout if timeout is None else timeout
+        if not await self.acquire_read(timeout=wait):
+            raise LockTimeout(f"rwlock {self.name!r} (shared) not acquired within {wait}s")
+        try:
+            yield self
+        finally:
+            await self.release()
+
+    @contextlib.asynccontextmanager
+    async def write(self, timeout: float | None = None) -> AsyncIterator[AsyncRWLock]:
+        """``async with rw.write():`` an exclusive hold for the block."""
+        wait = self._timeout if timeout is None else timeout
+        if not await self.acquire_write(timeout=wait):
+            raise LockTimeout(f"rwlock {self.name!r} (exclusive) not acquired within {wait}s")
+        try:
+            yield self
+        finally:
+            await self.release()
+
+
+class AsyncSemaphore(_AsyncHold):
+    """A counting semaphore (``coord.semaphore(name, limit)``); see :class:`moot.Semaphore`."""
+
+    _sync: Semaphore
+
+    def __repr__(self) -> str:
+        return repr(self._sync).replace("<moot.Semaphore", "<moot.aio.AsyncSemaphore", 1)
+
+    @property
+    def limit(self) -> int:
+        return self._sync.limit
+
+    async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        plan = self._sync.acquire_plan(blocking, timeout)
+        self._notice.reset()
+        return await self._driver.drive(plan)
+
+    async def info(self) -> SemaphoreInfo:
+        return await self._driver.call(self._sync.info)
+
+    async def holders(self) -> list[Waiter]:
+        return await self._driver.call(self._sync.holders)
+
+    async def __aenter__(self) -> AsyncSemaphore:
+        if not await self.acquire(timeout=self._timeout):
+            raise LockTimeout(f"semaphore {self.name!r} not acquired within {self._timeout}s")
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.release()
