@@ -3,9 +3,11 @@ body checks both: every call a test makes on a bridged coordinator (and on
 the locks, groups, elections and watches it returns) is awaited on one event
 loop running on its own thread, through :mod:`moot.aio` only.
 
-The loop runs in debug mode with ``slow_callback_duration`` at 5 ms, and
-every slow callback it reports is recorded (:func:`slow_callbacks`): a moot
-call that blocked the loop on I/O or on a wait would show up there.
+The loop runs in debug mode with ``slow_callback_duration`` at 5 ms; the
+slow callbacks it reports are counted for the run's summary. Its thread is
+watched by a :class:`tests.loop_guard.LoopGuard`: a moot call that did I/O
+or waited on the loop's thread fails the test that made it (the ``connect``
+fixture checks after each test).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import moot
 import moot.aio
 from moot.aio.coordinator import AsyncCoordinator
+from tests.loop_guard import LoopGuard
 
 #: Longest a loop callback may run before asyncio's debug mode reports it.
 SLOW_CALLBACK = 0.005
@@ -28,15 +32,22 @@ _BRIDGED = (moot.aio.AsyncCoordinator, moot.aio.AsyncLock, moot.aio.AsyncRWLock,
             moot.aio.AsyncGroup, moot.aio.AsyncGroupWatch, moot.aio.AsyncElection)
 
 
-class _SlowCallbacks(logging.Handler):
+class SlowCallbacks(logging.Handler):
+    """Collects asyncio's debug-mode reports of slow callbacks (and their durations)."""
+
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.seen: list[str] = []
+        self.seen: list[float] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if "took" in message and "seconds" in message:
-            self.seen.append(message)
+        found = re.search(r" took (\d+\.\d+) seconds$", message)
+        if message.startswith("Executing") and found:
+            self.seen.append(float(found.group(1)))
+
+
+#: (where, slow callbacks reported, longest in seconds) for the run's summary.
+STALLS: list[tuple[str, int, float]] = []
 
 
 class LoopThread:
@@ -46,10 +57,12 @@ class LoopThread:
         self.loop = asyncio.new_event_loop()
         self.loop.set_debug(True)
         self.loop.slow_callback_duration = SLOW_CALLBACK
-        self.slow = _SlowCallbacks()
+        self.slow = SlowCallbacks()
         logging.getLogger("asyncio").addHandler(self.slow)
         self._thread = threading.Thread(target=self.loop.run_forever, name="aio-bridge-loop", daemon=True)
         self._thread.start()
+        self.guard = LoopGuard()
+        self.guard.install(self.loop)
 
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
@@ -67,9 +80,12 @@ def loop_thread() -> LoopThread:
         return _loop
 
 
-def slow_callbacks() -> list[str]:
-    """asyncio's slow-callback reports so far on the bridge's loop."""
-    return list(loop_thread().slow.seen)
+def summary() -> tuple[str, int, float] | None:
+    """The bridge loop's slow-callback figures, if it ran."""
+    if _loop is None:
+        return None
+    seen = _loop.slow.seen
+    return ("async conformance runs (bridge loop)", len(seen), max(seen, default=0.0))
 
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

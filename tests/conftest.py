@@ -22,6 +22,7 @@ import moot
 from moot import coordinator
 from moot.backends.base import Backend
 from moot.url import parse_url
+from tests import aio_bridge
 
 #: Every backend kind the conformance suite runs on.
 KINDS = ["memory", "file", "redis", "zookeeper", "etcd", "postgresql", "mysql", "memcached"]
@@ -131,17 +132,20 @@ def connect(url: str, namespace: str, api: str) -> Iterator[Connect]:
         options.setdefault("ttl", TEST_TTL)
         options.setdefault("namespace", namespace)
         if api == "async":
-            from tests import aio_bridge
-
             coord: moot.Coordinator = aio_bridge.connect(url, member_id=member_id, **options)
         else:
             coord = moot.connect(url, member_id=member_id, **options)
         opened.append(coord)
         return coord
 
+    if api == "async":
+        aio_bridge.loop_thread().guard.take()
     yield make
     for coord in opened:
         coord.close()
+    if api == "async":
+        violations = aio_bridge.loop_thread().guard.take()
+        assert not violations, "moot blocked the event loop:\n" + "\n".join(violations)
 
 
 MakeBackend = Callable[..., Backend]
@@ -192,3 +196,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         reason = EXPECTED.get(str(kind), {}).get(item.nodeid.split("[", 1)[0])
         if reason is not None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"expected difference on {kind}: {reason}"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """asyncio's slow-callback reports (over 5 ms) where moot.aio ran in debug
+    mode; moot's own I/O and waits on a loop's thread fail the tests instead."""
+    rows = list(aio_bridge.STALLS)
+    bridge = aio_bridge.summary()
+    if bridge is not None:
+        rows.append(bridge)
+    if not rows:
+        return
+    terminalreporter.section("asyncio debug mode: slow callbacks (> 5 ms)")
+    for where, count, longest in rows:
+        terminalreporter.write_line(f"{where}: {count} reported, longest {longest * 1000:.1f} ms")
