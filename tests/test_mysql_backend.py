@@ -2,8 +2,8 @@
 tables made on first use (by clients racing to make them, and for a user
 that may not: the statements to run), keys that never collide (bytes, no
 hashing, case kept) up to InnoDB's key limit and refused past it, expired
-owners reaped by the client that needs the key and by watchers at the
-owner's expiry, a several-host URL that moves past a dead host, a server
+owners reaped by the client that needs the key, by an enqueue that sees
+them and by watchers at the owner's expiry, a several-host URL that moves past a dead host, a server
 crash and restart, and bad URLs refused before any I/O.
 
 The server is ``$MOOT_TEST_MYSQL_URL`` if set, else one started by
@@ -145,6 +145,20 @@ def test_an_expired_owner_is_reaped_by_the_client_that_needs_its_key(
         assert cursor.fetchone()[0] == 1
     made = other.create(f"{prefix}k", b"new", ephemeral=True)
     assert made is not None and made.value == b"new"
+
+
+def test_an_enqueue_that_sees_dead_entries_removes_them(
+        make: Make, admin: pymysql.connections.Connection, prefix: str) -> None:
+    owner, other = make(ttl=TTL), make(ttl=10.0)
+    dead, _ = owner.enqueue(f"{prefix}q/", b"a")
+    owner.forget_after_fork()  # as if its process died: no refresh, no close
+    wait_until(lambda: other.get(dead.key) is None, what="the owner's expiry")
+    mine, queue = other.enqueue(f"{prefix}q/", b"b")  # nobody watches: only the enqueue can remove it
+    assert [entry.key for entry in queue] == [mine.key] and mine.seq is not None and dead.seq is not None
+    assert mine.seq > dead.seq
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM moot_entries WHERE k = %s", (dead.key.encode(),))
+        assert cursor.fetchone()[0] == 0
 
 
 def test_a_watcher_is_woken_just_after_the_owner_expires(make: Make, prefix: str) -> None:

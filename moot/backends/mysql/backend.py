@@ -17,8 +17,8 @@ from moot.backends._support import fork
 from moot.backends._support.tls import option_names, tls_context
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
 from moot.backends.mysql import sql
-from moot.backends.mysql.poller import Poller, local_write
-from moot.backends.mysql.pool import Pool, Refused, Unanswered
+from moot.backends.mysql.poller import Poller, Run, local_write
+from moot.backends.mysql.pool import Pool, Refused, Result, Unanswered
 from moot.deadline import bounded, remaining
 from moot.errors import (
     BackendError,
@@ -133,8 +133,8 @@ class MySQLBackend(Backend):
                     "and grant SELECT, INSERT, UPDATE, DELETE on them") from None
             raise
 
-    def _poll_runner(self, pool: Pool) -> Callable[[str, list[Any]], list[list[tuple[Any, ...]]]]:
-        def run(statement: str, args: list[Any]) -> list[list[tuple[Any, ...]]]:
+    def _poll_runner(self, pool: Pool) -> Run:
+        def run(statement: str, args: list[Any]) -> builtins.list[Result]:
             return pool.run(statement, args, time.monotonic() + self._socket_timeout)
         return run
 
@@ -183,8 +183,7 @@ class MySQLBackend(Backend):
             raise CoordinatorClosed("this mysql backend is closed")
 
     # -- one batch per call ------------------------------------------------------
-    def _call(self, statement: str, args: builtins.list[Any], until: float | None = None) \
-            -> builtins.list[builtins.list[tuple[Any, ...]]]:
+    def _call(self, statement: str, args: Any, until: float | None = None) -> builtins.list[Result]:
         """The result sets of ``statement``: one round trip within the caller's
         deadline bounded by ``socket_timeout``; only moot errors come out."""
         self._check_open()
@@ -291,10 +290,10 @@ class MySQLBackend(Backend):
     def delete(self, key: str, version: int | None = None) -> bool:
         raw, directory = self._key(key), _directory(key).encode()
         at = None if version is None else int(version)
-        (hit, counter), = self._call(self._sql["DELETE"], [raw, directory, at])[-1]
-        if not int(hit):
+        _, advance, deleted, _ = self._call(self._sql["DELETE"], {"k": raw, "dir": directory, "version": at})
+        if not deleted.affected:
             return False
-        self._wrote(directory, counter)
+        self._wrote(directory, advance.insert_id)
         return True
 
     def list(self, prefix: str) -> builtins.list[Entry]:
@@ -302,26 +301,38 @@ class MySQLBackend(Backend):
         return [_entry(row) for row in self._call(self._sql["LIST"], [raw, raw + b"\xff"])[-1]]
 
     def _sequential(self, name: str, prefix: str, value: bytes, ephemeral: bool) \
-            -> tuple[Entry, builtins.list[builtins.list[tuple[Any, ...]]]]:
+            -> tuple[Entry, builtins.list[Result]]:
         owner = self._owner(ephemeral)
         directory = self._key(prefix)
         if len(directory) + 20 > sql.MAX_KEY_BYTES:
             raise InvalidArgument(f"a mysql key is at most {sql.MAX_KEY_BYTES} bytes; this prefix leaves no room")
-        results = self._call(self._sql[name], [directory, bytes(value), owner])
-        (alive, counter), = results[-1 if name == "SEQUENTIAL" else -2]
-        if not int(alive):
+        results = self._call(self._sql[name], {"dir": directory, "v": bytes(value), "owner": owner})
+        _, advance, inserted = results[:3]
+        if not inserted.affected:
             raise SessionExpired("the mysql session expired")
-        self._wrote(directory, counter)
-        seq = int(counter)
+        seq = int(advance.insert_id)
+        self._wrote(directory, seq)
         return Entry(f"{prefix}{seq:020d}", bytes(value), seq, seq, owner), results
 
     def create_sequential(self, prefix: str, value: bytes, *, ephemeral: bool = True) -> Entry:
         return self._sequential("SEQUENTIAL", prefix, value, ephemeral)[0]
 
     def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, builtins.list[Entry]]:
-        """One round trip: create the entry, then read the queue."""
+        """One round trip: create the entry, then read the queue. Dead entries
+        seen there (their owner session ended) are deleted by one more round
+        trip, as a watcher's re-check does."""
         mine, results = self._sequential("ENQUEUE", prefix, value, True)
-        return mine, [_entry(row) for row in results[-1]]
+        rows = results[-1]
+        if not all(int(row[5]) for row in rows):
+            with contextlib.suppress(ConnectionLost, BackendError):  # the poller's re-check tries again
+                self._recheck(prefix.encode())
+        return mine, [_entry(row[:5]) for row in rows if int(row[5])]
+
+    def _recheck(self, directory: bytes) -> None:
+        """Delete the dead entries directly under ``directory`` (advancing its counter if any went)."""
+        removed, _, counter = self._call(self._sql["RECHECK"], [directory])[-1][0]
+        if int(removed) and counter is not None:
+            self._wrote(directory, counter)
 
     def watch(self, key: str, callback: Callable[[], None]) -> Watch:
         self._check_open()

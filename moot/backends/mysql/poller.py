@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from moot.backends.base import CallbackWatch, Dispatcher
@@ -36,7 +36,7 @@ RETRY_CHECK = 0.5
 #: Directories per polling statement.
 CHUNK = 500
 
-Run = Callable[[str, list[Any]], list[list[tuple[Any, ...]]]]
+Run = Callable[[str, list[Any]], Sequence[Sequence[tuple[Any, ...]]]]
 
 #: Pollers of this process, by database, for the fast path (see :func:`local_write`).
 _LOCAL: dict[tuple[object, ...], weakref.WeakSet[Poller]] = {}

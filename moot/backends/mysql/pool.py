@@ -190,9 +190,10 @@ class Pool:
         with contextlib.suppress(Exception):
             conn.raw._force_close()
 
-    def run(self, statement: str, args: tuple[Any, ...] | list[Any], until: float) -> list[list[tuple[Any, ...]]]:
-        """The rows of every result set of ``statement`` (one batch, one round
-        trip), sent again after a rollback-and-retry error until ``until``."""
+    def run(self, statement: str, args: Any, until: float) -> list[Result]:
+        """The result of every statement of ``statement`` (one batch, one round
+        trip; ``args`` a sequence for ``%s``, a mapping for ``%(name)s``), sent
+        again after a rollback-and-retry error until ``until``."""
         pause = 0.001
         while True:
             conn = self._checkout(until)
@@ -253,15 +254,29 @@ class Pool:
         self._open, self._idle = set(), []
 
 
-def _execute(raw: Any, statement: str, args: tuple[Any, ...] | list[Any]) -> list[list[tuple[Any, ...]]]:
-    """The rows of each result set of ``statement`` (a statement without rows gives []).
-    On an error the cursor is left as it is: closing it would read on, for
-    results that will never come."""
-    results: list[list[tuple[Any, ...]]] = []
+class Result(list[tuple[Any, ...]]):
+    """The rows of one statement's result (none for a statement without rows),
+    with what the server said of it in its OK packet: ``affected`` (rows
+    changed; rows matched for an UPDATE, as connections ask for found rows)
+    and ``insert_id`` (``LAST_INSERT_ID()`` after the statement, 0 if unset)."""
+
+    affected = 0
+    insert_id = 0
+
+
+def _execute(raw: Any, statement: str, args: Any) -> list[Result]:
+    """One :class:`Result` per statement of ``statement``. On an error the
+    cursor is left as it is: closing it would read on, for results that will
+    never come."""
+    results: list[Result] = []
     cursor = raw.cursor()
     cursor.execute(statement, args or None)
     while True:
-        results.append(list(cursor.fetchall()) if cursor.description is not None else [])
+        result = Result(cursor.fetchall() if cursor.description is not None else ())
+        if cursor.description is None:
+            result.affected = max(0, cursor.rowcount)
+            result.insert_id = cursor.lastrowid or 0
+        results.append(result)
         if not cursor.nextset():
             break
     cursor.close()

@@ -17,9 +17,12 @@ An entry whose owner session has expired is absent to every statement
 (the :data:`ALIVE` condition); the write that needs its place, and the
 re-check of a watched directory, delete it in their own transaction.
 
-Each batch that writes sets its inputs as user variables, runs one
-transaction (``START TRANSACTION`` ... ``COMMIT``) and reads its answer
-after the ``COMMIT``, so no row lock is held while a result is sent.
+Each batch that writes runs one transaction (``START TRANSACTION`` ...
+``COMMIT``) and its answer is read after the ``COMMIT``, so no row lock is
+held while a result is sent: from the OK packets of its statements (rows
+affected, ``LAST_INSERT_ID``) for :data:`DELETE` and :data:`SEQUENTIAL`
+(the two writes of an acquire+release: four statements each), from a final
+SELECT for the others.
 """
 
 from __future__ import annotations
@@ -112,35 +115,44 @@ SELECT seq, owner INTO @seq, @owner FROM {{t}}entries WHERE k = @k;
 COMMIT;
 SELECT @hit, @n, @seq, @owner"""
 
-#: -> (done, counter); version NULL deletes at any version
-DELETE = f"""SET @now = {NOW_US}, @k = %s, @dir = %s, @version = %s;
-START TRANSACTION;
-{_LOCK_DIR};
-SELECT COUNT(*) INTO @hit FROM {{t}}entries e WHERE e.k = @k AND (@version IS NULL OR e.version = @version)
-  AND {ALIVE.replace('{now}', '@now')};
-{_BUMP.format(t="{t}", cond="@hit > 0")};
-{_N};
-DELETE FROM {{t}}entries WHERE k = @k AND @hit > 0;
-COMMIT;
-SELECT @hit, @n"""
+#: Advance the directory's counter (made if absent) and lock its row: first
+#: in every write transaction (one lock order). ``LAST_INSERT_ID(expr)``
+#: hands the new value back in the statement's OK packet (``insert_id``)
+#: and to ``LAST_INSERT_ID()`` in the statements after it, with no SELECT.
+ADVANCE = (f"INSERT INTO {{t}}counters (dir, n) VALUES (%(dir)s, LAST_INSERT_ID({NOW_US})) "
+           f"ON DUPLICATE KEY UPDATE n = LAST_INSERT_ID(GREATEST(n + 1, {NOW_US}))")
 
-#: -> (owner alive, seq); the dead entries of the directory go in the same transaction.
-SEQUENTIAL = f"""SET @now = {NOW_US}, @dir = %s, @v = %s, @owner = %s;
-START TRANSACTION;
-SET @alive = {_OWNER_ALIVE};
-INSERT INTO {{t}}counters (dir, n) SELECT @dir, @now FROM DUAL WHERE @alive
-  ON DUPLICATE KEY UPDATE n = GREATEST(n + 1, @now);
-DELETE e FROM {{t}}entries e WHERE e.k >= @dir AND e.k < CONCAT(@dir, x'ff') AND e.dir = @dir AND {_DEAD} AND @alive;
-{_N};
+#: Results: [start, advance (insert_id: the counter), delete (affected: 1 if
+#: a live entry went), commit]. The counter advances even if nothing was
+#: deleted (a spurious wake-up for watchers; the counter only has to grow).
+#: ``version`` NULL deletes at any version.
+DELETE = f"""START TRANSACTION;
+{ADVANCE};
+DELETE e FROM {{t}}entries e WHERE e.k = %(k)s AND (%(version)s IS NULL OR e.version = %(version)s)
+  AND {ALIVE.replace('{now}', NOW_US)};
+COMMIT"""
+
+#: Results: [start, advance (insert_id: the seq), insert (affected: 0 if the
+#: owner session is gone), commit]. The seq is the counter just advanced; the
+#: entry is made only if its owner lives (or it has none).
+SEQUENTIAL = f"""START TRANSACTION;
+{ADVANCE};
 INSERT INTO {{t}}entries (k, dir, value, version, seq, owner)
-  SELECT CONCAT(@dir, LPAD(@n, 20, '0')), @dir, @v, @n, @n, @owner FROM DUAL WHERE @alive;
-COMMIT;
-SELECT @alive, @n"""
+  SELECT CONCAT(%(dir)s, LPAD(LAST_INSERT_ID(), 20, '0')), %(dir)s, %(v)s, LAST_INSERT_ID(), LAST_INSERT_ID(),
+    %(owner)s FROM DUAL
+  WHERE %(owner)s IS NULL OR EXISTS (SELECT 1 FROM {{t}}sessions WHERE id = %(owner)s AND expires_us > {NOW_US});
+COMMIT"""
 
-#: SEQUENTIAL, then the live entries under the directory (``enqueue``).
-ENQUEUE = SEQUENTIAL + f""";
-SELECT {_FIELDS} FROM {{t}}entries e WHERE e.k >= @dir AND e.k < CONCAT(@dir, x'ff')
-  AND {ALIVE.replace('{now}', NOW_US)} ORDER BY e.k"""
+#: Every entry under a directory with whether it lives (its owner session
+#: joined, not a subquery per row), sorted by key.
+ENTRIES = (f"SELECT {_FIELDS}, e.owner IS NULL OR s.expires_us > {NOW_US} FROM {{t}}entries e "
+           "LEFT JOIN {t}sessions s ON s.id = e.owner "
+           "WHERE e.k >= %(dir)s AND e.k < CONCAT(%(dir)s, x'ff') ORDER BY e.k")
+
+#: SEQUENTIAL, then every entry under the directory (``enqueue``): the
+#: caller drops the dead ones from the answer and, if there are any, has
+#: them deleted (:data:`RECHECK`): writes in the common case stay two rows.
+ENQUEUE = SEQUENTIAL + ";\n" + ENTRIES
 
 OPEN_SESSION = f"""INSERT INTO {{t}}sessions (id, ttl_us, expires_us) VALUES (%s, %s, {NOW_US} + %s);
 DELETE FROM {{t}}sessions WHERE expires_us < {NOW_US} - 3600000000 LIMIT 100"""
