@@ -56,6 +56,14 @@ class Driver:
         self._closed = True
         self._pool.shutdown(wait=False)
 
+    def submit(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` on a worker thread, from any thread, not waiting for
+        it (a finalizer's cleanup); dropped once closed (closing the
+        coordinator ended everything it would clean)."""
+        if not self._closed:
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile
+                self._pool.submit(fn)
+
     def _executor(self) -> concurrent.futures.Executor | None:
         return None if self._closed else self._pool
 

@@ -38,6 +38,11 @@ class AsyncElection:
         return self._sync.is_leader
 
     @property
+    def is_held(self) -> bool:
+        """The same as :attr:`is_leader` (leadership is a hold)."""
+        return self._sync.is_held
+
+    @property
     def token(self) -> int | None:
         """Fencing token of the current leadership (None when not leading)."""
         return self._sync.token

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -19,11 +21,14 @@ LEFT = "left"
 
 @dataclasses.dataclass(frozen=True)
 class GroupEvent:
-    """A member ``joined`` (with its :class:`moot.Member`) or ``left``."""
+    """``member`` :data:`JOINED` or :data:`LEFT` (then: as last seen)."""
 
     kind: str
-    member_id: str
-    member: Member | None = None
+    member: Member
+
+    @property
+    def member_id(self) -> str:
+        return self.member.member_id
 
 
 class AsyncGroupWatch:
@@ -32,12 +37,14 @@ class AsyncGroupWatch:
     ``async for event in group.watch():`` starts it on the first iteration;
     ``watch = await group.watch(on_join=…, on_leave=…)`` starts it at once
     and runs the callbacks on the loop instead. Either way, in order, and
-    ``await watch.cancel()`` (or leaving ``async with``) stops it."""
+    ``await watch.cancel()`` (or leaving ``async with``) stops it; so does
+    dropping the last reference to it (an iteration left with ``break``)."""
 
     def __init__(self, group: AsyncGroup, on_join: Callable[[Member], object] | None,
-                 on_leave: Callable[[str], object] | None):
+                 on_leave: Callable[[Member], object] | None, existing: bool):
         self._group = group
         self._on_join, self._on_leave = on_join, on_leave
+        self._existing = existing
         self._events: asyncio.Queue[GroupEvent] = asyncio.Queue()
         self._sync: GroupWatch | None = None
         self._starting: asyncio.Future[None] | None = None
@@ -45,29 +52,34 @@ class AsyncGroupWatch:
     async def _start(self) -> AsyncGroupWatch:
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._register())
-        await asyncio.shield(self._starting)
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        except Exception:
+            if self._starting is starting:
+                self._starting = None  # the next use tries again
+            raise
         return self
 
     async def _register(self) -> None:
         on_loop = self._group._on_loop
+        me = weakref.ref(self)  # the callbacks must not keep a dropped watch alive
 
-        def joined(member: Member) -> None:  # on the coordinator's callback thread
-            on_loop.soon(self._deliver, GroupEvent(JOINED, member.member_id, member))
+        def relay(kind: str, member: Member) -> None:  # on the coordinator's callback thread, in order
+            on_loop.soon(_deliver_to, me, GroupEvent(kind, member))
 
-        def left(member_id: str) -> None:
-            on_loop.soon(self._deliver, GroupEvent(LEFT, member_id))
-
-        self._sync = await self._group._driver.call(self._group._sync.watch, joined, left)
+        self._sync = await self._group._driver.call(self._group._sync.watch, functools.partial(relay, JOINED),
+                                                    functools.partial(relay, LEFT), self._existing)
+        weakref.finalize(self, self._group._driver.submit, self._sync.cancel)
 
     def _deliver(self, event: GroupEvent) -> object:
         if self._on_join is None and self._on_leave is None:
             self._events.put_nowait(event)
             return None
         if event.kind == JOINED and self._on_join is not None:
-            assert event.member is not None
             return self._on_join(event.member)
         if event.kind == LEFT and self._on_leave is not None:
-            return self._on_leave(event.member_id)
+            return self._on_leave(event.member)
         return None
 
     def __await__(self) -> Any:
@@ -93,6 +105,11 @@ class AsyncGroupWatch:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.cancel()
+
+
+def _deliver_to(watch: weakref.ref[AsyncGroupWatch], event: GroupEvent) -> object:
+    live = watch()
+    return None if live is None else live._deliver(event)
 
 
 class AsyncGroup:
@@ -150,6 +167,8 @@ class AsyncGroup:
         await self._driver.call(self._sync.delete)
 
     def watch(self, on_join: Callable[[Member], object] | None = None,
-              on_leave: Callable[[str], object] | None = None) -> AsyncGroupWatch:
-        """Membership changes after the watch starts; see :class:`AsyncGroupWatch`."""
-        return AsyncGroupWatch(self, on_join, on_leave)
+              on_leave: Callable[[Member], object] | None = None, existing: bool = False) -> AsyncGroupWatch:
+        """Membership changes after the watch starts (with ``existing``: the
+        members present first), in the order :class:`moot.recipes.group.GroupWatch`
+        states; see :class:`AsyncGroupWatch`."""
+        return AsyncGroupWatch(self, on_join, on_leave, existing)

@@ -59,6 +59,8 @@ class LostNotice:
         self._on_loop.soon(self._deliver)
 
     def _deliver(self) -> object:
+        if getattr(self._owner, "is_held", False):
+            return None  # about an earlier hold: a loss is reported only after its hold was dropped
         self._lost.set()
         return None if self._on_lost is None else self._on_lost(self._owner)
 

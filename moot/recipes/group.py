@@ -57,34 +57,42 @@ def _decode(member_id: str, entry: Entry, last_seen: float) -> Member:
 
 
 class GroupWatch:
-    """A registered group watch; ``cancel()`` stops its callbacks."""
+    """A registered group watch; ``cancel()`` stops its callbacks.
+
+    Callbacks run one at a time on the coordinator's callback thread, in
+    order: for each change seen, the members that left (by member id), then
+    those that joined (by member id). Both get a :class:`Member`: the member
+    that left as it was last seen (its ``last_seen`` is when this watch last
+    saw it listed). A member whose record now belongs to another session
+    (it lost its session and joined again) is reported as leaving, then
+    joining."""
 
     def __init__(self, group: Group, on_join: Callable[[Member], None] | None,
-                 on_leave: Callable[[str], None] | None):
+                 on_leave: Callable[[Member], None] | None, existing: bool = False):
         self._group = group
         self._on_join = on_join
         self._on_leave = on_leave
-        self._known = group._member_entries()
+        self._known = {} if existing else group._member_entries()
+        self._known_at = time.time()
         self._mutex = threading.Lock()
         self._cancelled = False
         session = group._session
         self._watch = session.backend.watch(group._members_prefix, lambda: session.run_callback(self._refresh))
-        self._refresh()  # a change between the snapshot and the watch is not lost
+        session.run_callback(self._refresh)  # a change between the snapshot and the watch is not lost
 
     def _refresh(self) -> None:
         with self._mutex:
             if self._cancelled:
                 return
+            before, seen_at = self._known, self._known_at
             current = self._group._member_entries()
-            # A member whose entry now belongs to another session left and
-            # came back (e.g. it lost its session and rejoined): report both.
-            left = [m for m, e in self._known.items() if m not in current or current[m].owner != e.owner]
-            joined = [m for m, e in current.items() if m not in self._known or self._known[m].owner != e.owner]
-            self._known = current
-        now = time.time()
+            now = time.time()
+            left = sorted(m for m, e in before.items() if m not in current or current[m].owner != e.owner)
+            joined = sorted(m for m, e in current.items() if m not in before or before[m].owner != e.owner)
+            self._known, self._known_at = current, now
         for member_id in left:
             if self._on_leave is not None:
-                self._on_leave(member_id)
+                self._on_leave(_decode(member_id, before[member_id], seen_at))
         for member_id in joined:
             if self._on_join is not None:
                 self._on_join(_decode(member_id, current[member_id], now))
@@ -241,11 +249,14 @@ class Group:
 
     @within_timeout
     def watch(self, on_join: Callable[[Member], None] | None = None,
-              on_leave: Callable[[str], None] | None = None) -> GroupWatch:
-        """Call ``on_join(member)`` / ``on_leave(member_id)`` for changes after
-        this call, on the coordinator's callback thread, in order."""
+              on_leave: Callable[[Member], None] | None = None, existing: bool = False) -> GroupWatch:
+        """Call ``on_join(member)`` / ``on_leave(member)`` for changes after
+        this call, on the coordinator's callback thread, in the order
+        :class:`GroupWatch` states. With ``existing``, ``on_join`` is first
+        called for every member already in the group (so a view built from
+        the callbacks alone misses nobody)."""
         self._session.check_open()
-        return GroupWatch(self, on_join, on_leave)
+        return GroupWatch(self, on_join, on_leave, existing)
 
     @within_timeout
     def delete(self) -> None:

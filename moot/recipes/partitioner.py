@@ -186,9 +186,9 @@ class Partitioner:
         with self._updating:
             self._replace({**self._weights, member.member_id: member_weight(member)})
 
-    def _on_leave(self, member_id: str) -> None:
+    def _on_leave(self, member: Member) -> None:
         with self._updating:
-            self._replace({m: w for m, w in self._weights.items() if m != member_id})
+            self._replace({m: w for m, w in self._weights.items() if m != member.member_id})
 
     def _replace(self, weights: dict[str, float]) -> frozenset[str]:
         """Install new weights (``self._updating`` held); if the ring changed,

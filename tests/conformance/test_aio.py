@@ -12,10 +12,12 @@ modules listed in ``tests/conftest.py``'s BOTH_APIS.)
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -152,6 +154,32 @@ def test_a_cancel_racing_the_handoff_never_half_acquires(aconnect: Connect) -> N
                 await waiter.release()
                 outcomes["held"] += 1
             assert await a.lock_info("x") is None, outcomes
+        await a.close()
+        await b.close()
+
+    run(body)
+
+
+def test_a_watch_left_with_break_stops_once_dropped(aconnect: Connect) -> None:
+    """``async for`` cannot tell an iterator it was left: dropping the last
+    reference to the watch stops it (nothing keeps queueing events)."""
+
+    async def body() -> None:
+        a, b = await aconnect("a"), await aconnect("b")
+        await b.group("g").join()
+        watch = a.group("g").watch(existing=True)
+        async for event in watch:
+            assert event.member_id == "b"
+            break
+        else:
+            raise AssertionError("no event")
+        sync = watch._sync
+        assert sync is not None and not sync._cancelled
+        dropped = weakref.ref(watch)
+        del watch
+        gc.collect()
+        assert dropped() is None
+        await until(lambda: _true(sync._cancelled), "the dropped watch to be cancelled (on a worker thread)")
         await a.close()
         await b.close()
 

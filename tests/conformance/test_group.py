@@ -99,7 +99,7 @@ def test_watch_reports_joins_and_leaves(connect: Connect) -> None:
     observer.group("g").create()
     events: queue.Queue[tuple[str, str]] = queue.Queue()
     watch = observer.group("g").watch(on_join=lambda m: events.put(("join", m.member_id)),
-                                      on_leave=lambda member_id: events.put(("leave", member_id)))
+                                      on_leave=lambda m: events.put(("leave", m.member_id)))
     a.group("g").join()
     assert events.get(timeout=20) == ("join", "a")
     b.group("g").join()
@@ -111,9 +111,24 @@ def test_watch_reports_joins_and_leaves(connect: Connect) -> None:
     b.group("g").join()
     # Nothing more arrives once cancelled (checked on a later, known event).
     fresh: queue.Queue[str] = queue.Queue()
-    observer.group("g").watch(on_leave=fresh.put)
+    observer.group("g").watch(on_leave=lambda m: fresh.put(m.member_id))
     b.group("g").leave()
     assert fresh.get(timeout=20) == "b"
+    assert events.empty()
+
+
+def test_watch_can_start_with_the_present_members_and_reports_members_both_ways(connect: Connect) -> None:
+    observer, a, b = connect("observer"), connect("a"), connect("b")
+    b.group("g").join({"n": 2})
+    a.group("g").join({"n": 1})
+    events: queue.Queue[tuple[str, str, object]] = queue.Queue()
+    observer.group("g").watch(on_join=lambda m: events.put(("join", m.member_id, m.capabilities)),
+                              on_leave=lambda m: events.put(("leave", m.member_id, m.capabilities)),
+                              existing=True)
+    assert events.get(timeout=20) == ("join", "a", {"n": 1})  # present ones first, by member id
+    assert events.get(timeout=20) == ("join", "b", {"n": 2})
+    a.group("g").leave()
+    assert events.get(timeout=20) == ("leave", "a", {"n": 1})  # a Member, as last seen
     assert events.empty()
 
 
