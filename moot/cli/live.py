@@ -9,12 +9,12 @@ import time
 from typing import Any, TextIO
 
 import moot
-from moot.cli.output import compact_json, one_line
+from moot.cli.output import compact_json, one_line, printable
 from moot.cli.views import Cancellable, View
 
 #: Fields that change with the clock alone: a view whose other fields are
 #: unchanged has not changed.
-VOLATILE = frozenset({"held_for", "waiting_for", "last_seen"})
+VOLATILE = frozenset({"held_for", "waiting_for", "leading_for", "last_seen"})
 #: Seconds between two looks at the stop flag set by SIGINT/SIGTERM.
 STOP_CHECK = 0.1
 #: Re-reads, at most, to cover the names that newly appeared in a read.
@@ -138,13 +138,14 @@ class LiveView:
 
     def _show(self, data: Any) -> None:
         clock = time.strftime("%H:%M:%S")
+        title = printable(self.view.title)
         if self.fmt == "json":
             self.out.write(compact_json({"time": round(time.time(), 3), **self.view.event(data)}) + "\n")
         elif self.fmt == "text":
-            self.out.write(f"-- {clock} {self.view.title}\n{self.view.text(data)}\n\n")
+            self.out.write(f"-- {clock} {title}\n{self.view.text(data)}\n\n")
         else:
             trouble = f"  [{one_line(self._trouble)}; retrying]" if self._trouble else ""
-            self.out.write(f"\x1b[H\x1b[2Jmoot watch {self.view.title}  on {self.coord.url} "
-                           f"(namespace {self.coord.namespace})  {clock}  Ctrl-C to stop{trouble}\n\n"
+            self.out.write(f"\x1b[H\x1b[2Jmoot watch {title}  on {printable(self.coord.url)} "
+                           f"(namespace {printable(self.coord.namespace)})  {clock}  Ctrl-C to stop{trouble}\n\n"
                            f"{self.view.text(data)}\n")
         self.out.flush()

@@ -4,6 +4,7 @@ messages with the URL's password scrubbed out."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,12 +37,53 @@ def elapsed(since: float | None, now: float) -> float | None:
     return None if since is None else round(max(0.0, now - since), 3)
 
 
+#: Characters shown escaped: controls (a newline or an escape sequence would
+#: break the table or drive the terminal), format characters (zero-width
+#: joiners, bidirectional overrides that reorder what follows), line and
+#: paragraph separators, lone surrogates.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print in a table cell or a header: every control or
+    format character as a Python escape (``\\n``, ``\\x1b``, ``\\u202e``), and
+    a backslash as ``\\\\`` so an escape and the same characters typed in a
+    name differ. Other characters (accents, CJK, emoji) are kept."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(char) in _ESCAPED_CATEGORIES:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` (already :func:`printable`) takes on a terminal: two
+    for wide and full-width characters (CJK, most emoji), none for combining
+    marks, one for the others."""
+    if text.isascii():
+        return len(text)
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned columns separated by two spaces; ``None`` cells print as ``-``."""
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in cells)
+    """Left-aligned columns separated by two spaces, aligned by display width;
+    ``None`` cells print as ``-``; every cell goes through :func:`printable`."""
+    cells = [[printable(str(h)) for h in headers]] + [
+        ["-" if c is None else printable(str(c)) for c in row] for row in rows]
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c + " " * (w - display_width(c)) for c, w in zip(row, widths, strict=True))
+                     .rstrip() for row in cells)
 
 
 def _json_default(value: object) -> object:
