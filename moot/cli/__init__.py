@@ -9,9 +9,10 @@ Output is a table for people, or JSON with ``--json`` for scripts. Errors are
 one line on stderr (moot's messages never contain a password); the exit
 status says what kind of error it was (see ``EPILOG``).
 
-Each view (locks, groups, one group's members, one election's leader) is
-written once in :mod:`moot.cli.views` and printed either once (``moot locks``,
-``moot groups``, ``moot members``, ``moot leader``) or live (``moot watch``):
+Each view (locks, semaphores, elections, groups, one group's members, one
+election's leader) is written once in :mod:`moot.cli.views` and printed either
+once (``moot locks``, ``moot semaphores``, ``moot elections``, ``moot groups``,
+``moot members``, ``moot leader``) or live (``moot watch``):
 ``moot watch`` keeps its coordinator open and shows the view again whenever
 the backend reports a change to what it shows (the backend's watches, so a
 change appears within milliseconds), and re-reads it every ``--interval``
@@ -20,7 +21,14 @@ update how long each holder and waiter has been there.
 
 The command uses moot's public API (``moot.__all__``) only, plus
 :func:`moot.url.redact` and :func:`moot.url.parse_url` to keep a URL's password
-out of what it prints.
+out of what it prints and to find a file:// URL's directory, and
+:mod:`moot.recipes.listing` (through ``coord.session``) for what the
+coordinator does not list itself: elections, and watches on one semaphore or
+election.
+
+A file:// directory is only read: a directory that does not exist is an
+error (exit status 1), never created, so a mistyped path is reported instead
+of becoming a new, empty backend.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import moot
 from moot.cli.live import LiveView
 from moot.cli.output import one_line, pretty_json, scrub, table, url_secret
 from moot.cli.views import VIEWS, GroupsView, NotFound
-from moot.url import redact
+from moot.url import parse_url, redact
 
 __all__ = ["EXIT_BACKEND", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -60,7 +68,8 @@ DEFAULT_WATCH_INTERVAL = 1.0
 EPILOG = """\
 exit status:
   0  success
-  1  error talking to the backend (unreachable, refused, session lost)
+  1  error talking to the backend (unreachable, refused, session lost,
+     no such file:// directory: moot only reads it, never creates it)
   2  usage error (bad arguments, malformed URL, unknown backend scheme,
      missing client package)
   3  not found (unknown group, election without a leader)
@@ -74,6 +83,7 @@ environment:
 examples:
   moot demo                                   # see locks, groups and an election at work
   moot --url redis://127.0.0.1:6379 locks volume-
+  moot --url redis://127.0.0.1:6379 --json elections
   moot --url file:///var/lib/app/coord --json members conductors
   moot watch locks volume-                    # live view until Ctrl-C
   moot --json watch group conductors          # one JSON object per change
@@ -165,13 +175,45 @@ def resolve_url(args: argparse.Namespace) -> str:
     return str(args.url or moot.default_url())
 
 
+class NoSuchDirectory(moot.MootError):
+    """A file:// URL names a directory that does not exist (exit status 1):
+    the CLI only reads, so it never creates one."""
+
+
+def check_file_directory(url: str, *, default: bool) -> None:
+    """Raise :class:`NoSuchDirectory` if ``url`` is a file:// URL whose
+    directory does not exist (or is not a directory); other URLs, and
+    malformed ones (``moot.connect`` words those), pass. ``default``: the URL
+    is moot's default, not one the user gave."""
+    try:
+        parsed = parse_url(url)
+    except moot.MootError:
+        return
+    if parsed.scheme != "file" or not os.path.isabs(parsed.path):
+        return
+    path = os.path.normpath(parsed.path)
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise NoSuchDirectory(f"{path!r} is not a directory (file:// needs one)")
+    if default:
+        raise NoSuchDirectory(f"nothing on this host has used moot's default file:// directory {path!r} yet "
+                              "(moot only reads it, so it does not create it); give the backend with --url "
+                              "or $MOOT_URL")
+    raise NoSuchDirectory(f"no directory {path!r}: the path is mistyped, or nothing has used this file:// "
+                          "backend yet (moot only reads it, so it does not create it)")
+
+
 def open_coordinator(args: argparse.Namespace) -> moot.Coordinator:
-    """A read-only coordinator: joins nothing, short TTL, bounded connect time."""
+    """A read-only coordinator: joins nothing, short TTL, bounded connect time;
+    on file://, only over a directory that already exists."""
+    url = resolve_url(args)
+    check_file_directory(url, default=not (args.url or os.environ.get("MOOT_URL")))
     options: dict[str, Any] = {"ttl": CLI_TTL, "timeout": args.timeout}
     if args.namespace:
         options["namespace"] = args.namespace
     member_id = f"moot-cli-{socket.gethostname()}-{os.getpid()}"
-    return moot.connect(resolve_url(args), member_id=member_id, **options)
+    return moot.connect(url, member_id=member_id, **options)
 
 
 def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -208,7 +250,7 @@ def _positive(kind: Callable[[str], float] | Callable[[str], int]) -> Callable[[
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moot", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Look at locks, groups and elections on a moot backend.")
+        description="Look at locks, semaphores, groups and elections on a moot backend.")
     parser.add_argument("--version", action="version", version=f"moot {moot.__version__}")
     _common_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -235,17 +277,28 @@ def build_parser() -> argparse.ArgumentParser:
     # The views printed once: each takes its TARGET (a prefix or a name) as ``target``.
     locks = add("locks", cmd_show, "locks held or waited for: holder, token, held for, waiters", view="locks")
     locks.add_argument("target", nargs="?", default="", metavar="PREFIX", help="only locks whose name starts so")
+    semaphores = add("semaphores", cmd_show, "semaphores held or waited for: limit, holders, tokens, waiters",
+                     view="semaphores")
+    semaphores.add_argument("target", nargs="?", default="", metavar="PREFIX",
+                            help="only semaphores whose name starts so")
+    elections = add("elections", cmd_show, "elections with a candidate: leader, token, led for, candidates "
+                                           "waiting", view="elections")
+    elections.add_argument("target", nargs="?", default="", metavar="PREFIX",
+                           help="only elections whose name starts so")
     add("groups", cmd_show, "groups and how many live members each has", view="groups", target=None)
     members = add("members", cmd_show, "live members of a group: capabilities, joined, last seen", view="group")
     members.add_argument("target", metavar="GROUP")
     leader = add("leader", cmd_show, "leader of an election and the candidates waiting behind it", view="leader")
     leader.add_argument("target", metavar="NAME")
-    watch = add("watch", cmd_watch, "live view of the locks (default), the groups, one group's members, or "
-                                    "an election's leader, shown again on every change until Ctrl-C")
+    watch = add("watch", cmd_watch, "live view of the locks (default), the semaphores, the elections, the "
+                                    "groups, one group's members, or an election's leader, shown again on "
+                                    "every change until Ctrl-C")
     watch.add_argument("view", nargs="?", choices=tuple(VIEWS), default="locks",
-                       help="what to show: locks [PREFIX] | groups | group NAME | leader NAME")
+                       help="what to show: locks [PREFIX] | semaphores [PREFIX] | elections [PREFIX] | groups "
+                            "| group NAME | leader NAME")
     watch.add_argument("target", nargs="?", default=None, metavar="PREFIX|NAME",
-                       help="locks: only names starting so; group: the group's name; leader: the election's name")
+                       help="locks, semaphores, elections: only names starting so; group: the group's name; "
+                            "leader: the election's name")
     watch.add_argument("--interval", type=_positive(float), default=DEFAULT_WATCH_INTERVAL, metavar="SEC",
                        help="seconds between two re-reads, for new names and durations "
                             f"(default: {DEFAULT_WATCH_INTERVAL:g}); changes show at once")

@@ -1,5 +1,5 @@
-"""The views of the ``moot`` command: locks, groups, one group's members, one
-election's leader.
+"""The views of the ``moot`` command: locks, semaphores, elections, groups,
+one group's members, one election's leader.
 
 Each view is written once and serves both ``moot COMMAND`` (printed once)
 and ``moot watch`` (printed again on every change): it reads the backend
@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 import moot
 from moot.cli.output import age, capabilities_text, elapsed, table
+from moot.recipes import listing
 
 
 class NotFound(Exception):
@@ -261,5 +262,103 @@ class LeaderWatch:
         self._election.stop_watching()
 
 
+class SemaphoresView(View):
+    """Every semaphore held or waited for whose name starts with the prefix:
+    its stored limit, its holders and its waiters in order, each with its
+    member, token and how long it has held or waited."""
+
+    kind = "semaphores"
+    target = "PREFIX"
+
+    def __init__(self, coord: moot.Coordinator, target: str = ""):
+        super().__init__(coord)
+        self.prefix = target
+
+    @property
+    def title(self) -> str:
+        return f"semaphores {self.prefix}*" if self.prefix else "semaphores"
+
+    def read(self) -> list[dict[str, Any]]:
+        infos = [info for info in self.coord.semaphores() if info.name.startswith(self.prefix)]
+        now = time.time()
+
+        def entry(who: moot.Waiter, duration: str) -> dict[str, Any]:
+            return {"member": who.member, "token": who.token, "since": who.since,
+                    duration: elapsed(who.since, now)}
+
+        return [{"name": info.name, "limit": info.limit,
+                 "holders": [entry(h, "held_for") for h in info.holders],
+                 "waiters": [entry(w, "waiting_for") for w in info.waiters]} for info in infos]
+
+    def text(self, data: list[dict[str, Any]]) -> str:
+        if not data:
+            what = f" whose name starts with {self.prefix!r}" if self.prefix else ""
+            return f"no semaphore{what} is held or waited for in namespace {self.coord.namespace!r}"
+        rows: list[list[object]] = []
+        for sem in data:
+            people = [(h, "holds", h["held_for"]) for h in sem["holders"]]
+            people += [(w, f"waits #{place}", w["waiting_for"]) for place, w in enumerate(sem["waiters"], 1)]
+            for row, (who, state, duration) in enumerate(people):
+                first = row == 0
+                rows.append([sem["name"] if first else "", sem["limit"] if first else "", who["member"], state,
+                             who["token"], age(duration)])
+        return table(["SEMAPHORE", "LIMIT", "MEMBER", "STATE", "TOKEN", "FOR"], rows)
+
+    def event(self, data: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"view": self.kind, "prefix": self.prefix, "semaphores": data}
+
+    def names(self, data: list[dict[str, Any]]) -> list[str]:
+        return [sem["name"] for sem in data]
+
+    def watch(self, name: str, wake: Callable[[], None]) -> Cancellable:
+        with self.coord.session.bounded():
+            return listing.watch_semaphore(self.coord.session, name, wake)
+
+
+class ElectionsView(View):
+    """Every election with a candidate whose name starts with the prefix:
+    its leader with its fencing token and how long it has led, and every
+    candidate in order (the leader first)."""
+
+    kind = "elections"
+    target = "PREFIX"
+
+    def __init__(self, coord: moot.Coordinator, target: str = ""):
+        super().__init__(coord)
+        self.prefix = target
+
+    @property
+    def title(self) -> str:
+        return f"elections {self.prefix}*" if self.prefix else "elections"
+
+    def read(self) -> list[dict[str, Any]]:
+        with self.coord.session.bounded():
+            infos = listing.elections(self.coord.session)
+        now = time.time()
+        return [{"name": info.name, "leader": info.leader, "token": info.token, "since": info.since,
+                 "leading_for": elapsed(info.since, now),
+                 "candidates": [c.member for c in info.candidates]}
+                for info in infos if info.name.startswith(self.prefix)]
+
+    def text(self, data: list[dict[str, Any]]) -> str:
+        if not data:
+            what = f" whose name starts with {self.prefix!r}" if self.prefix else ""
+            return f"no election{what} has a candidate in namespace {self.coord.namespace!r}"
+        return table(["ELECTION", "LEADER", "TOKEN", "FOR", "WAITING"],
+                     [[e["name"], e["leader"], e["token"], age(e["leading_for"]),
+                       ", ".join(e["candidates"][1:]) or "-"] for e in data])
+
+    def event(self, data: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"view": self.kind, "prefix": self.prefix, "elections": data}
+
+    def names(self, data: list[dict[str, Any]]) -> list[str]:
+        return [election["name"] for election in data]
+
+    def watch(self, name: str, wake: Callable[[], None]) -> Cancellable:
+        with self.coord.session.bounded():
+            return listing.watch_election(self.coord.session, name, wake)
+
+
 #: ``moot watch VIEW``: every view by its kind.
-VIEWS: dict[str, type[View]] = {view.kind: view for view in (LocksView, GroupsView, MembersView, LeaderView)}
+VIEWS: dict[str, type[View]] = {view.kind: view for view in (
+    LocksView, SemaphoresView, ElectionsView, GroupsView, MembersView, LeaderView)}
