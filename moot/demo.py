@@ -3,8 +3,10 @@ narrated live; then the leader is killed and the others carry on.
 
 Run it with ``moot demo`` or ``python -m moot.demo`` (``--url``,
 ``--workers``, ``--duration``). Without ``--url`` it works in a fresh
-temporary file:// directory, removed at the end. It prints the URL first, so
-``moot --url URL locks`` in another terminal shows the same state.
+temporary file:// directory, removed at the end. It prints the URL first, and
+a ``moot ... watch locks`` command that works as printed from the directory
+the demo was started in (``.venv/bin/moot ...`` after ``make demo``), so that
+another terminal shows the same state live.
 
 Each worker is a separate OS process (``python -m moot.demo worker ...``)
 with its own coordinator (member id ``worker-N``, short session TTL). It joins
@@ -16,7 +18,8 @@ The parent joins nothing: it reads the state every ``POLL_INTERVAL`` seconds
 shows) and prints a line only when something changed. After two thirds of
 the run it sends SIGKILL to the leader (preferably while it holds a lock) and
 shows the new leader, the dead worker's lock handed over and its membership
-gone. At the end it stops every worker and checks that each lock's tokens
+gone (its check line says which locks it held when killed, or that it held
+none). At the end it stops every worker and checks that each lock's tokens
 only ever increased.
 """
 
@@ -33,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -155,6 +159,9 @@ class Narrator:
         self.tokens: dict[str, list[int]] = {name: [] for name in LOCKS}
         self.killed: str | None = None
         self.killed_at = 0.0
+        #: Locks the killed worker held, and waited for, when it was killed.
+        self.killed_held: list[str] = []
+        self.killed_waited: list[str] = []
         self.confirmed = False
 
     def say(self, topic: str, text: str) -> None:
@@ -198,8 +205,23 @@ class Narrator:
             return
         if now.leader not in (None, dead) and dead not in now.members and not now.locks_of(dead):
             self.confirmed = True
+            if self.killed_held:
+                held = " and ".join(self.killed_held)
+                locks = f"{dead}'s lock{'s' if len(self.killed_held) > 1 else ''} {held} freed"
+            else:
+                locks = f"{dead} held no lock when killed (no lock to free)"
+            if self.killed_waited:
+                locks += f", its wait for {' and '.join(self.killed_waited)} dropped"
             self.say("check", f"{time.monotonic() - self.killed_at:.1f}s after the kill: new leader "
-                              f"{now.leader}, {dead}'s locks freed, {dead} gone from the group: OK")
+                              f"{now.leader}, {locks}, {dead} gone from the group: OK")
+
+    def record_kill(self, member: str, now: Snapshot) -> None:
+        """``member`` is being killed; ``now`` is the last look at the state."""
+        self.killed = member
+        self.killed_at = time.monotonic()
+        self.killed_held = [name for name, info in now.locks.items() if info is not None and info.holder == member]
+        self.killed_waited = [name for name, info in now.locks.items()
+                              if info is not None and any(w.member == member for w in info.waiters)]
 
     def summary(self) -> bool:
         """Print what the run showed; False if something was not as promised."""
@@ -242,8 +264,7 @@ class Demo:
         self.narrator.say("KILL", f"SIGKILL to the leader {member} (pid {proc.pid}){holding}")
         proc.kill()
         proc.wait()
-        self.narrator.killed = member
-        self.narrator.killed_at = time.monotonic()
+        self.narrator.record_kill(member, now)
 
     def watch(self, coord: moot.Coordinator) -> bool:
         """Narrate until the end; False if a worker died on its own."""
@@ -284,6 +305,38 @@ class Demo:
                 proc.wait()
 
 
+def moot_command() -> str:
+    """The ``moot`` command of this installation, as a shell word that works
+    from the current directory: ``moot`` if that is what PATH finds, else
+    the script's path (relative when under the current directory, as
+    ``.venv/bin/moot`` after ``make demo``), else ``python -m moot`` with
+    this interpreter."""
+    schemes = [sysconfig.get_default_scheme()]
+    if sysconfig.get_preferred_scheme("user") in sysconfig.get_scheme_names():
+        schemes.append(sysconfig.get_preferred_scheme("user"))
+    for scheme in schemes:
+        script = os.path.join(sysconfig.get_path("scripts", scheme), "moot")
+        if not (os.path.isfile(script) and os.access(script, os.X_OK)):
+            continue
+        on_path = shutil.which("moot")
+        if on_path is not None and os.path.realpath(on_path) == os.path.realpath(script):
+            return "moot"
+        relative = os.path.relpath(script)
+        if not relative.startswith(os.pardir):
+            return shlex.quote(relative if os.sep in relative else os.path.join(os.curdir, relative))
+        return shlex.quote(script)
+    return f"{shlex.quote(sys.executable)} -m moot"
+
+
+def watch_hint(url: str, namespace: str) -> str:
+    """The command that shows the demo's locks live from another terminal
+    (a password in ``url`` shows as ``***``: the line says to put it back)."""
+    shown = redact(url)
+    ns = "" if namespace == "default" else f" --namespace {shlex.quote(namespace)}"
+    command = f"{moot_command()} --url {shlex.quote(shown)}{ns} watch locks"
+    return command + ("   (with the password in place of ***)" if shown != url else "")
+
+
 def run(url: str | None = None, workers: int = 4, duration: float = 20.0, namespace: str = "default",
         out: TextIO | None = None) -> int:
     """Run the demo; returns the exit status (0 when everything went as promised).
@@ -310,13 +363,12 @@ def run(url: str | None = None, workers: int = 4, duration: float = 20.0, namesp
         with moot.connect(url, member_id=f"moot-demo-{os.getpid()}", ttl=WORKER_TTL * 2,
                           namespace=namespace) as coord:
             shown = redact(url)
-            ns = "" if namespace == "default" else f" --namespace {shlex.quote(namespace)}"
             demo.narrator.note(
                 f"moot demo: {workers} worker processes join the group {GROUP!r}, campaign in the election "
                 f"{ELECTION!r} and take turns on the locks {' and '.join(LOCKS)} for {duration:g}s;\n"
                 f"after about {duration * 2 / 3:.0f}s the leader is killed with SIGKILL.\n"
                 f"backend: {shown}\n"
-                f"watch it from another terminal:  moot --url {shlex.quote(shown)}{ns} locks\n")
+                f"watch it from another terminal:  {watch_hint(url, namespace)}\n")
             demo.start_workers()
             healthy = demo.watch(coord)
             demo.narrator.say("stop", "stopping the workers")
