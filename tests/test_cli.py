@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,14 +48,19 @@ def demo_url(tmp_path: Path) -> str:
     return f"file://{tmp_path / 'coord'}"
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "MOOT_URL"}
+#: The checkout: where ``make demo`` runs, and so where the demo's hint must work.
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_moot(*args: str, timeout: float = CLI_BOUND) -> subprocess.CompletedProcess[str]:
+def _env(**extra: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "MOOT_URL"} | extra
+
+
+def run_moot(*args: str, timeout: float = CLI_BOUND, module: str = "moot.cli",
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m moot.cli ARGS`` with no $MOOT_URL inherited."""
-    return subprocess.run([sys.executable, "-m", "moot.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=_env(), check=False)
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=timeout, env=_env() if env is None else env, check=False)
 
 
 def moot_json(url: str, namespace: str, *args: str) -> Any:
@@ -242,9 +248,11 @@ def test_demo_runs_kills_the_leader_and_ends(demo_url: str, namespace: str, wher
 class Running:
     """A ``moot`` command left running; its output lines are read with a bound."""
 
-    def __init__(self, *args: str):
-        self.proc = subprocess.Popen([sys.executable, "-m", "moot.cli", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=_env())
+    def __init__(self, *args: str, argv: list[str] | None = None, cwd: Path | None = None):
+        """Runs ``python -m moot.cli ARGS``, or ``argv`` as given."""
+        command = [sys.executable, "-m", "moot.cli", *args] if argv is None else argv
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=_env(), cwd=cwd)
         self._out: queue.Queue[str | None] = queue.Queue()
         self._err: queue.Queue[str | None] = queue.Queue()
         for stream, lines in ((self.proc.stdout, self._out), (self.proc.stderr, self._err)):
@@ -468,3 +476,263 @@ def test_verbose_log_never_shows_the_password(url: str, backend: str, namespace:
     # mysql: the test server's root has no password, so the one given is refused (exit 1)
     assert done.returncode == {"etcd": 2, "mysql": 1}.get(backend, 0), done.stderr
     assert secret not in done.stdout + done.stderr  # kazoo logs its digest login at DEBUG
+
+
+# -- semaphores, elections, python -m moot, names that are hard to print, file:// reads, the demo's hint --
+def test_semaphores_listed(connect: Connect, url: str, namespace: str) -> None:
+    first, second, third = connect("pool-1"), connect("pool-2"), connect("pool-3")
+    holders = [first.semaphore("workers-pool", 2), second.semaphore("workers-pool", 2)]
+    for sem in holders:
+        assert sem.acquire(timeout=BOUND)
+    other = first.semaphore("other", 1)
+    assert other.acquire(timeout=BOUND)
+    queued = third.semaphore("workers-pool", 2)
+    acquired: list[bool] = []
+    thread = threading.Thread(target=lambda: acquired.append(queued.acquire(timeout=BOUND)))
+    thread.start()
+    try:
+        wait_until(lambda: len(first.semaphore("workers-pool", 2).info().waiters) == 1, what="the waiter queued")
+        waiting_token = first.semaphore("workers-pool", 2).info().waiters[0].token
+        listed = moot_json(url, namespace, "semaphores")
+        assert [sem["name"] for sem in listed] == ["other", "workers-pool"]
+        pool = listed[1]
+        assert pool["limit"] == 2
+        assert [(h["member"], h["token"]) for h in pool["holders"]] == [
+            ("pool-1", holders[0].token), ("pool-2", holders[1].token)]
+        assert all(h["held_for"] >= 0 and h["since"] > 0 for h in pool["holders"])
+        assert [(w["member"], w["token"]) for w in pool["waiters"]] == [("pool-3", waiting_token)]
+        assert pool["waiters"][0]["waiting_for"] >= 0
+        assert [sem["name"] for sem in moot_json(url, namespace, "semaphores", "work")] == ["workers-pool"]
+
+        text = run_moot("--url", url, "--namespace", namespace, "semaphores", "work")
+        assert text.returncode == 0, text.stderr
+        assert [line.split()[:-1] for line in text.stdout.splitlines()] == [  # the last column: how long
+            ["SEMAPHORE", "LIMIT", "MEMBER", "STATE", "TOKEN"],
+            ["workers-pool", "2", "pool-1", "holds", str(holders[0].token)],
+            ["pool-2", "holds", str(holders[1].token)],
+            ["pool-3", "waits", "#1", str(waiting_token)]]
+    finally:
+        holders[0].release()
+        thread.join(BOUND)
+    assert acquired == [True]
+    for sem in (holders[1], queued, other):
+        sem.release()
+    assert moot_json(url, namespace, "semaphores") == []
+    empty = run_moot("--url", url, "--namespace", namespace, "semaphores")
+    assert empty.returncode == 0 and "no semaphore is held or waited for" in empty.stdout, empty.stderr
+
+
+def test_elections_listed(connect: Connect, url: str, namespace: str) -> None:
+    first, second, third = connect("sched-1"), connect("sched-2"), connect("api-1")
+    leading = first.election("scheduler")
+    assert leading.campaign(timeout=BOUND)
+    api = third.election("api")
+    assert api.campaign(timeout=BOUND)
+    following = second.election("scheduler")
+    elected: list[bool] = []
+    thread = threading.Thread(target=lambda: elected.append(following.campaign(BOUND)))
+    thread.start()
+    try:
+        wait_until(lambda: len(first.election("scheduler").candidates()) == 2, what="second candidate")
+        listed = moot_json(url, namespace, "elections")
+        assert [(e["name"], e["leader"], e["token"], e["candidates"]) for e in listed] == [
+            ("api", "api-1", api.token, ["api-1"]),
+            ("scheduler", "sched-1", leading.token, ["sched-1", "sched-2"])]
+        assert all(e["leading_for"] >= 0 and e["since"] > 0 for e in listed)
+        assert [e["name"] for e in moot_json(url, namespace, "elections", "sch")] == ["scheduler"]
+        text = run_moot("--url", url, "--namespace", namespace, "elections")
+        assert text.returncode == 0, text.stderr
+        rows = [line.split() for line in text.stdout.splitlines()]
+        assert rows[0] == ["ELECTION", "LEADER", "TOKEN", "FOR", "WAITING"]
+        assert [row[:3] + row[4:] for row in rows[1:]] == [  # row[3]: how long it has led
+            ["api", "api-1", str(listed[0]["token"]), "-"],
+            ["scheduler", "sched-1", str(leading.token), "sched-2"]]
+    finally:
+        leading.resign()
+        thread.join(BOUND)
+    assert elected == [True]
+    [_, scheduler] = moot_json(url, namespace, "elections")
+    assert (scheduler["leader"], scheduler["token"], scheduler["candidates"]) == (
+        "sched-2", following.token, ["sched-2"])
+    following.resign()
+    api.resign()
+    assert moot_json(url, namespace, "elections") == []
+
+
+def test_watch_semaphores_and_elections(connect: Connect, url: str, namespace: str) -> None:
+    coord = connect("watched-1")
+    base = ["--url", url, "--namespace", namespace, "--json", "watch"]
+    with Running(*base, "semaphores", "--interval", "0.2") as sems, \
+            Running(*base, "elections", "--interval", "0.2") as elections:
+        assert json.loads(sems.line()) | {"time": 0} == {
+            "time": 0, "view": "semaphores", "prefix": "", "semaphores": []}
+        assert json.loads(elections.line())["elections"] == []
+        sem = coord.semaphore("slots", 3)
+        assert sem.acquire(timeout=BOUND)
+        election = coord.election("boss")
+        assert election.campaign(timeout=BOUND)
+        seen = sems.states(lambda s: bool(s["semaphores"]))
+        assert [(s["name"], s["limit"], [h["token"] for h in s["holders"]]) for s in seen[-1]["semaphores"]] == [
+            ("slots", 3, [sem.token])]
+        chosen = elections.states(lambda s: bool(s["elections"]))
+        assert [(e["name"], e["leader"], e["token"]) for e in chosen[-1]["elections"]] == [
+            ("boss", "watched-1", election.token)]
+        sem.release()
+        election.resign()
+        seen += sems.states(lambda s: s["semaphores"] == [])
+        chosen += elections.states(lambda s: s["elections"] == [])
+        assert_each_shows_a_change(seen)
+        assert_each_shows_a_change(chosen)
+        sems.proc.send_signal(signal.SIGTERM)
+        elections.proc.send_signal(signal.SIGTERM)
+        assert (sems.finish(), elections.finish()) == (0, 0)
+
+
+def test_python_dash_m_moot(connect: Connect, url: str, namespace: str) -> None:
+    connect("member-1").group("crew").join()
+    done = run_moot("--url", url, "--namespace", namespace, "--json", "groups", module="moot")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"name": "crew", "members": ["member-1"]}]
+    helped = run_moot("--help", module="moot")
+    assert helped.returncode == 0 and "semaphores" in helped.stdout and "elections" in helped.stdout
+    assert_one_line_error(run_moot("--url", "nosuch://x", "locks", module="moot"), 2)
+
+
+#: Names a table must show on one line each, escaped, and aligned by how wide they print.
+HARD_NAMES = {
+    "escape": "red\x1b[31m\x1b[2J",  # would colour the terminal and clear the screen
+    "newline": "two\nlines\r",
+    "bidi": "abc\u202edcba",  # a right-to-left override reverses what follows it
+    "wide": "ロック-日本",  # two columns per character
+    "combining": "cafe\u0301",  # the accent takes no column
+}
+
+
+def test_tables_escape_control_characters_and_align_wide_ones(connect: Connect, url: str, namespace: str) -> None:
+    from moot.cli.output import display_width
+
+    held = []
+    for kind, name in HARD_NAMES.items():
+        lock = connect(f"{kind}-{name}").lock(name)
+        assert lock.acquire(timeout=BOUND)
+        held.append(lock)
+    done = run_moot("--url", url, "--namespace", namespace, "locks")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 + len(HARD_NAMES), lines  # no name broke a line
+    for line in lines:  # nothing left that a terminal would obey
+        assert all(ch.isprintable() for ch in line), repr(line)
+    assert {"red\\x1b[31m\\x1b[2J", "two\\nlines\\r", "abc\\u202edcba", "ロック-日本", "cafe\u0301"} <= {
+        line.split("  ")[0].strip() for line in lines[1:]}
+    # Every cell starts at the same display column as its header (no cell here has a space).
+    def starts(line: str) -> list[int]:
+        return [display_width(line[:cell.start()]) for cell in re.finditer(r"\S+", line)]
+
+    assert all(starts(line) == starts(lines[0]) for line in lines[1:]), lines
+    # --json keeps the names exactly as given
+    assert sorted(lock["name"] for lock in moot_json(url, namespace, "locks")) == sorted(HARD_NAMES.values())
+    for lock in held:
+        lock.release()
+
+
+def test_table_cells_are_escaped_and_padded_by_display_width() -> None:
+    from moot.cli.output import display_width, printable, table
+
+    assert printable("a\x1bb\nc\u202ed\\e") == "a\\x1bb\\nc\\u202ed\\\\e"
+    assert printable("日本 café") == "日本 café"
+    assert (display_width("日本"), display_width("cafe\u0301"), display_width("abc")) == (4, 4, 3)
+    lines = table(["NAME", "X"], [["日本", "1"], ["cafe\u0301", "2"], ["a\tb", "3"], ["abcdefg", "4"]]).splitlines()
+    assert lines == ["NAME     X", "日本     1", "cafe\u0301     2", "a\\tb     3", "abcdefg  4"]
+
+
+@pytest.mark.parametrize("command", [["locks"], ["--json", "ping"], ["members", "crew"], ["elections"],
+                                     ["watch", "locks", "--duration", "1"]])
+def test_a_missing_file_directory_is_an_error_and_never_created(tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "no-such" / "coord"
+    done = run_moot("--url", f"file://{missing}", "--timeout", "3", *command)
+    assert_one_line_error(done, 1)
+    assert str(missing) in done.stderr and "mistyped" in done.stderr, done.stderr
+    assert not (tmp_path / "no-such").exists()
+    if command[-1] == "ping":
+        answer = json.loads(done.stdout)
+        assert answer["reachable"] is False and "mistyped" in answer["error"], answer
+
+    # moot's default directory ($XDG_RUNTIME_DIR/moot-$USER) is not made either
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    default = run_moot("--timeout", "3", *command, env=_env(XDG_RUNTIME_DIR=str(runtime)))
+    assert_one_line_error(default, 1)
+    assert "--url" in default.stderr and "$MOOT_URL" in default.stderr, default.stderr
+    assert list(runtime.iterdir()) == []
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    assert_one_line_error(run_moot("--url", f"file://{a_file}", "--timeout", "3", *command), 1)
+
+
+def test_an_existing_file_directory_is_read(connect: Connect, url: str, namespace: str) -> None:
+    if not url.startswith("file://"):
+        pytest.skip("file:// only")
+    connect("reader-1").group("crew").join()
+    assert moot_json(url, namespace, "groups") == [{"name": "crew", "members": ["reader-1"]}]
+
+
+def test_demo_hint_works_verbatim_and_check_says_what_it_checked() -> None:
+    demo = Running(argv=[sys.executable, "-m", "moot", "demo", "--duration", "8"], cwd=ROOT)
+    with demo:
+        line = demo.line()
+        while not line.startswith("watch it from another terminal:"):
+            line = demo.line()
+        hint = line.split(":", 1)[1].strip()
+        assert hint.endswith(" watch locks"), hint
+        words = shlex.split(hint)
+        if (ROOT / ".venv" / "bin" / "moot").exists() and Path(sys.executable).parent == ROOT / ".venv" / "bin":
+            assert words[0] == ".venv/bin/moot", hint  # what the README's `make demo` setup gives
+        with Running(argv=words, cwd=ROOT) as watch:  # as printed, from where `make demo` runs
+            header = watch.line()
+            assert re.fullmatch(r"-- \d\d:\d\d:\d\d locks\n", header), header
+            assert watch.line().split() == ["LOCK", "MEMBER", "STATE", "TOKEN", "MODE", "FOR"]
+            watch.proc.send_signal(signal.SIGTERM)
+            assert watch.finish() == 0
+        rest = []
+        while (more := demo._out.get(timeout=120)) is not None:
+            rest.append(more)
+        assert demo.finish() == 0, "".join(rest)
+    out = "".join(rest)
+    kill = re.search(r"SIGKILL to the leader (worker-\d+) \(pid \d+\)(?:, holding (.*))?$", out, re.MULTILINE)
+    check = re.search(r"check +.* new leader worker-\d+, (.*), (worker-\d+) gone from the group: OK$", out,
+                      re.MULTILINE)
+    assert kill is not None and check is not None, out
+    assert check.group(2) == kill.group(1)
+    if kill.group(2):  # it held locks: the check names them
+        held = re.findall(r"(volume-\d) \(token \d+\)", kill.group(2))
+        assert check.group(1).startswith(f"{kill.group(1)}'s lock"), out
+        assert all(name in check.group(1) for name in held), out
+    else:
+        assert "held no lock when killed" in check.group(1), out
+
+
+def test_demo_check_line_for_a_leader_that_held_no_lock() -> None:
+    import io
+
+    from moot.demo import Narrator, Snapshot
+    from moot.recipes.lock import LockInfo
+    from moot.recipes.queue import Waiter
+
+    def narrate(locks_at_kill: dict[str, LockInfo | None]) -> str:
+        out = io.StringIO()
+        narrator = Narrator(out)
+        before = Snapshot(frozenset({"worker-1", "worker-2"}), ("worker-1", "worker-2"), locks_at_kill)
+        narrator.observe(before)
+        narrator.record_kill("worker-1", before)
+        narrator.observe(Snapshot(frozenset({"worker-2"}), ("worker-2",),
+                                  dict.fromkeys(("volume-1", "volume-2"))))
+        assert narrator.confirmed
+        return next(line for line in out.getvalue().splitlines() if " check " in line)
+
+    waiter = Waiter("worker-1", 0.0, 8, "exclusive")
+    free = narrate({"volume-1": LockInfo("volume-1", "worker-2", 7, 0.0, (waiter,)), "volume-2": None})
+    assert "worker-1 held no lock when killed" in free and "its wait for volume-1 dropped" in free, free
+    assert "freed" not in free, free
+    held = narrate({"volume-1": None, "volume-2": LockInfo("volume-2", "worker-1", 9, 0.0, ())})
+    assert "worker-1's lock volume-2 freed" in held and "held no lock" not in held, held
