@@ -1,7 +1,15 @@
 """Async locks, shared/exclusive locks and semaphores: the sync recipes'
 holds (same queue, same guarantees, same errors), acquired through
 :meth:`Driver.drive <moot.aio.driver.Driver.drive>` so that waiting holds
-no thread and a cancelled acquire withdraws cleanly."""
+no thread and a cancelled acquire withdraws cleanly.
+
+One object is one holder, and tasks never wait for one another on it: a
+task's ``acquire()`` while another task holds or is acquiring the same
+object raises :class:`~moot.errors.LockError` saying so (the holding task
+acquiring again does too: not reentrant). Give each task its own object
+(objects with one name exclude each other, and a waiting task holds no
+thread). Threads sharing one blocking :class:`moot.Lock` wait instead, as
+with ``threading.Lock``; see :mod:`moot.recipes.hold`."""
 
 from __future__ import annotations
 

@@ -4,11 +4,39 @@ the session in one step), its queue entry and fencing token, its release, and
 how it learns and reports that its session ended (``is_held`` False, a
 warning, the ``lost`` counter, the ``on_lost`` callback on the coordinator's
 callback thread). Subclasses only say how an entry is served (a blocker) and
-what a hold is called."""
+what a hold is called.
+
+One object, several callers
+---------------------------
+One hold object is one would-be holder, and it may be shared as a
+``threading.Lock`` is (a module-level lock used by every thread):
+
+* Another thread's ``acquire()`` *waits* (honouring ``blocking`` and
+  ``timeout``) until the thread that took the object calls ``release()``,
+  then queues up on the engine and is served in its turn. Threads waiting
+  for one object are let in one at a time, in arrival order. The object is
+  taken from the start of an ``acquire()`` until ``release()``: a hold lost
+  with the session stays taken until its thread calls ``release()`` (as
+  ``with`` does on leaving the block), so no other thread's hold begins
+  while the first one may still be in its critical section.
+* The thread that holds it calling ``acquire()`` again gets
+  :class:`~moot.errors.LockError` (not reentrant: waiting would deadlock).
+* asyncio tasks never wait for one another on one object: a task's
+  ``acquire()`` while another task holds or is acquiring the same
+  :mod:`moot.aio` object raises LockError saying so (give each task its own
+  object; objects with one name exclude each other).
+* ``release()`` may come from any thread, as ``threading.Lock.release()``.
+* A leadership (:class:`~moot.recipes.election.Election`) belongs to the
+  object, not to the thread that campaigned: another thread's
+  ``campaign()`` waits only while a campaign is in progress, and returns
+  True at once if the object leads."""
 
 from __future__ import annotations
 
+import collections
 import logging
+import sys
+import threading as user_threading  # the caller's threads: green ones under eventlet
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -40,6 +68,12 @@ class Hold:
         self._mutex = threading.Lock()
         self.since: float | None = None
         self._held_at = 0.0
+        # Who has taken the object (a thread id or an asyncio task; see the
+        # module docstring), whether its acquire() is still running, and the
+        # threads waiting to take it, in order (all under _mutex).
+        self._user: object | None = None
+        self._acquiring = False
+        self._waiting: collections.deque[tuple[object, waits.Wake]] = collections.deque()
 
     @property
     def token(self) -> int | None:
@@ -66,34 +100,119 @@ class Hold:
     def _acquire_plan(self, mode: str, blocking: bool, timeout: float | None,
                       blocker: queue.Blocker) -> waits.Plan[bool]:
         """:meth:`_acquire` as a plan (:mod:`moot.waits`), for either API; an
-        acquisition nobody will see is released."""
+        acquisition nobody will see is released. Made by the caller (a
+        thread, or a task on its event loop), who is recorded as the user of
+        the object (see the module docstring)."""
         deadline = check_timeout(self._timeout if timeout is None else timeout)
-        return waits.Plan(self._acquire_steps(mode, blocking, deadline, blocker), deadline,
+        who, is_task = _caller()
+        return waits.Plan(self._acquire_steps(who, is_task, mode, blocking, deadline, blocker), deadline,
                           lambda held: self.release() if held else None)
 
-    def _acquire_steps(self, mode: str, blocking: bool, deadline: float | None,
+    def _acquire_steps(self, who: object, is_task: bool, mode: str, blocking: bool, deadline: float | None,
                        blocker: queue.Blocker) -> waits.Steps[bool]:
         self._session.check_open()
-        if self._entry is not None:
-            raise LockError(f"{self.kind} {self.name!r} is already held by this object (not reentrant"
-                            f"{self._reentry_hint})")
         asked = time.monotonic()
+        if not (yield from self._take(who, is_task, blocking, deadline)):
+            if blocking:
+                self._session.metrics.count("timeouts", self.kind)
+            return False
+        served = False
+        try:
+            if self._entry is not None:  # a leadership taken by another thread (see _take)
+                served = True
+                return True
 
-        def install(entry: Entry, epoch: int) -> None:
+            def install(entry: Entry, epoch: int) -> None:
+                with self._mutex:
+                    self._entry, self._epoch = entry, epoch
+                    self.since = time.time()
+                    self._held_at = time.monotonic()
+                    self._installed(mode)
+
+            entry = yield from queue.wait_turn(self._session, self._prefix,
+                                               queue.encode(self._session.member_id, mode),
+                                               deadline, blocker, blocking, holder=self, install=install)
+            served = entry is not None
+        finally:
             with self._mutex:
-                self._entry, self._epoch = entry, epoch
-                self.since = time.time()
-                self._held_at = time.monotonic()
-                self._installed(mode)
-
-        entry = yield from queue.wait_turn(self._session, self._prefix, queue.encode(self._session.member_id, mode),
-                                           deadline, blocker, blocking, holder=self, install=install)
-        if entry is None:
+                self._acquiring = False
+                if (not served or not self._caller_owned) and self._user is who:
+                    self._pass_on()
+        if not served:
             if blocking:
                 self._session.metrics.count("timeouts", self.kind)
             return False
         self._session.metrics.timed("acquisitions", "wait_seconds", self.kind, self._held_at - asked)
         return True
+
+    def _take(self, who: object, is_task: bool, blocking: bool, deadline: float | None) -> waits.Steps[bool]:
+        """Steps that take the object for ``who`` (see the module docstring):
+        True once taken, False if ``blocking`` is False or ``deadline``
+        passed while another thread had it; LockError for a reentry, or for
+        a task while another caller has it."""
+        wake: waits.Wake | None = None
+        taken = False
+        try:
+            while True:
+                with self._mutex:
+                    user = self._user
+                    if user is None or user is who or user == who:
+                        if user is not None and (self._acquiring or self._entry is not None) \
+                                and self._caller_owned:
+                            raise LockError(self._reentry_error(is_task))
+                        self._user, self._acquiring, taken = who, True, True
+                        return True
+                    if is_task:
+                        raise LockError(self._shared_task_error())
+                    if not blocking:
+                        return False
+                    if wake is None:
+                        wake = waits.Wake()
+                        self._waiting.append((who, wake))
+                    wake.clear()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                # In slices, to notice close(): a thread that lost its hold
+                # is no longer bound to the session, and may never release.
+                yield waits.Wait(wake, 1.0 if remaining is None else min(remaining, 1.0))
+                self._session.check_open()
+        finally:
+            if wake is not None:
+                with self._mutex:
+                    if (who, wake) in self._waiting:
+                        self._waiting.remove((who, wake))
+                    elif not taken and self._user is who and not self._acquiring:
+                        self._pass_on()  # handed over just as this wait ended: pass it on
+
+    def _pass_on(self) -> None:
+        """Under the mutex: the object is free; hand it to the first waiting
+        thread (which then finds itself the user), or leave it free."""
+        if self._waiting:
+            user, wake = self._waiting.popleft()
+            self._user = user
+            wake.set()
+        else:
+            self._user = None
+
+    def _reentry_error(self, is_task: bool) -> str:
+        doing = "held" if self._entry is not None else "being acquired"
+        by = "this task" if is_task else "this thread"
+        return (f"{self.kind} {self.name!r} is already {doing} by {by} through this object (not reentrant"
+                f"{self._reentry_hint}); release() it first")
+
+    def _shared_task_error(self) -> str:
+        doing = "held" if self._entry is not None else "being acquired"
+        return (f"{self.kind} {self.name!r} is already {doing} through this object by another asyncio task "
+                f"(or by this one: not reentrant{self._reentry_hint}); one moot.aio object is one holder "
+                "and tasks do not wait for each other on it: give each task its own object (objects with "
+                "the same name exclude each other), or release() it first")
+
+    @property
+    def _caller_owned(self) -> bool:
+        """True if the hold belongs to the caller that took it until its
+        release(); False for a leadership, which belongs to the object."""
+        return self.kind != "election"
 
     #: Appended to the "not reentrant" error (e.g. how to go from shared to exclusive).
     _reentry_hint = ""
@@ -109,12 +228,18 @@ class Hold:
         then deletes the entry as soon as the backend answers again, or the
         session ends: either way the hold is freed)."""
         entry = self._forget()
-        if entry is None:
-            return False
-        self._session.unbind(self)
-        self._session.metrics.timed("releases", "hold_seconds", self.kind, time.monotonic() - self._held_at)
-        with self._session.bounded():
-            return self._session.delete_entry(entry.key)  # seq-named: never made again, no version needed
+        try:
+            if entry is None:
+                return False
+            self._session.unbind(self)
+            self._session.metrics.timed("releases", "hold_seconds", self.kind,
+                                        time.monotonic() - self._held_at)
+            with self._session.bounded():
+                return self._session.delete_entry(entry.key)  # seq-named: never made again, no version needed
+        finally:
+            with self._mutex:
+                if self._user is not None and not self._acquiring:
+                    self._pass_on()  # the next thread waiting for this object goes on
 
     def _forget(self) -> Entry | None:
         """Drop the local state of the hold; return the entry it had."""
@@ -146,3 +271,17 @@ class Hold:
 
     def session_closing(self) -> None:
         self.release()
+
+
+def _caller() -> tuple[object, bool]:
+    """Who calls: the running asyncio task (True), else the calling thread's
+    id (False; a green thread's own id under eventlet)."""
+    aio = sys.modules.get("asyncio")  # no asyncio imported: no task can be running
+    if aio is not None:
+        try:
+            task = aio.current_task()
+        except RuntimeError:  # no running event loop in this thread
+            task = None
+        if task is not None:
+            return task, True
+    return user_threading.get_ident(), False

@@ -145,7 +145,16 @@ class Lock(Hold):
     """An exclusive lock named ``name``; see the module docstring.
 
     One ``Lock`` object is one would-be holder: two objects with the same
-    name exclude each other, even in one process. Not reentrant.
+    name exclude each other, even in one process. Not reentrant: the thread
+    holding it calling ``acquire()`` again raises LockError.
+
+    One object may be shared by several threads, as a module-level
+    ``threading.Lock``: another thread's ``acquire()`` waits (honouring
+    ``blocking`` and ``timeout``) until the object is released, then queues
+    up and is served in its turn; ``release()`` may come from any thread. A
+    hold lost with the session keeps the other threads waiting until its
+    thread calls ``release()``. asyncio tasks sharing one object get
+    LockError instead of waiting. See :mod:`moot.recipes.hold`.
     """
 
     kind = "lock"
