@@ -354,3 +354,63 @@ def test_list_falls_back_to_one_read_per_znode_on_a_server_without_multi_read(
     sent.clear()
     assert backend.list(f"{ns}/g/") == [member, other]
     assert sent == ["GetChildren", "GetData", "GetData"]  # found out once, not asked again
+
+
+# -- kazoo's own log (moot/backends/zookeeper/connection.py _KazooLog) --
+
+KAZOO_NOISE = """
+import logging, socket, sys, threading
+from kazoo.protocol.connection import _CONNECTION_DROP
+from kazoo.protocol.states import KazooState
+import moot
+from moot.backends.zookeeper import ZooKeeperBackend
+from moot.url import parse_url
+
+if sys.argv[2] == "info":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+backend = ZooKeeperBackend(parse_url(sys.argv[1]), {})
+backend.connect(10.0)
+backend.open_session(10.0)
+zk = backend._conn.zk
+states, back = [], threading.Event()
+def listener(state):
+    states.append(state)
+    if KazooState.SUSPENDED in states and state == KazooState.CONNECTED:
+        back.set()
+zk.add_listener(listener)
+zk._call(_CONNECTION_DROP, zk.handler.async_result())  # kazoo reconnects: its warnings
+assert back.wait(20), states
+backend.close()
+with socket.socket() as a, socket.socket() as b:  # bound, never listening: refused
+    a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+    url = "zookeeper://127.0.0.1:%d,127.0.0.1:%d" % (a.getsockname()[1], b.getsockname()[1])
+    try:
+        moot.connect(url, member_id="m", timeout=5)
+    except moot.ConnectionLost as exc:
+        print(exc)
+"""
+
+
+@pytest.mark.multiprocess
+def test_kazoo_warnings_stay_off_stderr_unless_logging_shows_them(zk_url: str) -> None:
+    """A reconnection and a refused connect print nothing on the stderr of a
+    program that configured no logging (kazoo warned once per try: a dozen
+    lines for one outage); moot's error says what happened, once. A program
+    that shows INFO still gets kazoo's lines, under moot's logger."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def run(mode: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-c", KAZOO_NOISE, zk_url, mode], capture_output=True, text=True,
+                              timeout=60, cwd=Path(__file__).resolve().parent.parent)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    quiet = run("default")
+    assert quiet.stderr == ""
+    (message,) = quiet.stdout.splitlines()
+    assert "refused the connection" in message
+    shown = run("info").stderr
+    assert "INFO moot.backends.zookeeper.kazoo: Connection dropped" in shown
+    assert "WARNING moot.backends.zookeeper.kazoo" not in shown

@@ -7,6 +7,9 @@ with ``pip install 'moot[zookeeper]'``. Keys live under the chroot (default
 every znode moot creates readable and writable by that identity only.
 Options: ``ttl`` (the session timeout asked, in seconds) and the
 coordinator's ``timeout`` (the most one call may take, default 10 s).
+kazoo's own log goes to ``moot.backends.zookeeper.kazoo`` with every
+credential hidden and its warnings (one per reconnection try) lowered to
+INFO: moot reports what came of them itself, once.
 
 Guarantees (how they are kept: ``docs/design/zookeeper.md``):
 

@@ -129,19 +129,40 @@ class _Redact(logging.Filter):
         return True
 
 
+class _KazooLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """What kazoo is given as its logger: its warnings arrive as INFO.
+
+    kazoo warns of every step of a reconnection ("Connection dropped: ...
+    Connection refused" once per try, "Transition to CONNECTING", "Session
+    has expired"): a dozen lines for one server restart, on the stderr of
+    an application that configured no logging. moot retries those itself
+    and says what came of it once, in its own words (the ConnectionLost of
+    the call, the heartbeat's and the session's warnings). kazoo's lines
+    stay available to an application that shows INFO (or DEBUG) from
+    ``moot.backends.zookeeper.kazoo``; its errors (a bug in its loop) stay
+    errors."""
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if level == logging.WARNING:
+            level = logging.INFO
+        kwargs.setdefault("stacklevel", 2)  # the record names kazoo's line, not this one
+        super().log(level, msg, *args, **kwargs)
+
+
 _redact = _Redact()
 #: kazoo's own messages go here, with every credential moot gave it hidden.
 _kazoo_log = logging.getLogger("moot.backends.zookeeper.kazoo")
 _kazoo_log.addFilter(_redact)
+_kazoo_adapter = _KazooLog(_kazoo_log, {})
 
 
-def _kazoo_logger(auth: list[tuple[str, str]]) -> logging.Logger:
+def _kazoo_logger(auth: list[tuple[str, str]]) -> logging.LoggerAdapter:  # type: ignore[type-arg]
     for _scheme, credential in auth:
         _redact.secrets.add(credential)
         password = credential.partition(":")[2]
         if password:
             _redact.secrets.add(password)
-    return _kazoo_log
+    return _kazoo_adapter
 
 Result = Any  # a kazoo IAsyncResult
 
