@@ -1,20 +1,49 @@
 # The two commands of the README: `make demo` and `make test`. Both create
-# .venv and install what they need on a fresh machine.
+# .venv and install what they need on a fresh machine: `make demo` moot
+# alone (the demo needs nothing else), `make test` every extra and the dev
+# tools (pytest, ruff, mypy, the clients the tests use).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint bench servers-install clean
+.PHONY: demo test lint docs bench servers-install check-python clean
+
+# Before creating the venv: a Python 3.11+ that can make one. A minimal
+# Debian/Ubuntu has python3 without its venv module's pip (python3-venv):
+# say the one command that installs it rather than show venv's traceback.
+check-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "make: $(PYTHON) not found; moot needs Python 3.11+: $(SUDO)apt-get install python3" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "make: moot needs Python 3.11+, $(PYTHON) is $$($(PYTHON) -V 2>&1); run with PYTHON=python3.11 (or newer)" >&2; \
+	  exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "make: $(PYTHON) cannot create a virtualenv (python3-venv is missing); install it with:" >&2; \
+	  echo "    $(SUDO)apt-get install $(VENV_PACKAGE)" >&2; exit 1; }
+
+# `sudo ` unless already root; python3-venv for the system's python3, else python3.X-venv.
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo 'sudo ')
+VENV_PACKAGE = $(shell if [ "$(PYTHON)" = python3 ]; then echo python3-venv; \
+  else $(PYTHON) -c 'import sys; print("python%d.%d-venv" % sys.version_info[:2])' 2>/dev/null || echo python3-venv; fi)
 
 $(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory check-python
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory check-python
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/moot demo
 
 servers-install:
@@ -26,6 +55,9 @@ lint: $(STAMP)
 
 test: $(STAMP) servers-install lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+docs: $(STAMP)
+	bash scripts/build-docs.sh
 
 clean:
 	rm -rf $(VENV) .servers build *.egg-info
