@@ -49,6 +49,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import time
 import warnings
 import weakref
@@ -182,9 +183,12 @@ class Session:
                 self._begin_session(time.monotonic())
         except MootError as exc:
             self.backend.close()
-            if isinstance(exc, ConnectionLost):
-                raise ConnectionLost(f"cannot connect to {self.url} (gave up after "
-                                     f"{time.monotonic() - started:.2f}s): {exc}") from None
+            if isinstance(exc, ConnectionLost):  # said once: the backend's words often name the URL and time
+                message = str(exc)
+                if not re.search(r"after \d", message):
+                    message += f" (gave up after {time.monotonic() - started:.2f}s)"
+                where = "" if self.url in message else f" to {self.url}"
+                raise ConnectionLost(f"cannot connect{where}: {message}") from None
             raise
         except Exception as exc:  # a client library's own error: name it, hide secrets
             self.backend.close()
