@@ -670,11 +670,11 @@ def test_a_missing_file_directory_is_an_error_and_never_created(tmp_path: Path, 
     assert_one_line_error(run_moot("--url", f"file://{a_file}", "--timeout", "3", *command), 1)
 
 
-def test_an_existing_file_directory_is_read(connect: Connect, url: str, namespace: str) -> None:
-    if not url.startswith("file://"):
-        pytest.skip("file:// only")
-    connect("reader-1").group("crew").join()
-    assert moot_json(url, namespace, "groups") == [{"name": "crew", "members": ["reader-1"]}]
+def test_an_existing_file_directory_is_read(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'moot'}"
+    with moot.connect(url, member_id="reader-1", namespace="cli-read") as coord:
+        coord.group("crew").join()
+        assert moot_json(url, "cli-read", "groups") == [{"name": "crew", "members": ["reader-1"]}]
 
 
 def test_demo_hint_works_verbatim_and_check_says_what_it_checked() -> None:
