@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from moot.backends.base import Backend, Watch
-from moot.errors import DriverNotInstalled, InvalidURL
+from moot.errors import ConfigurationError, InvalidURL, missing_driver
 from moot.recipes.election import Election
 from moot.recipes.group import Group, all_groups
 from moot.recipes.lock import Lock, LockInfo, all_locks, lock_info, watch_lock
@@ -27,7 +27,7 @@ from moot.recipes.rwlock import RWLock
 from moot.recipes.semaphore import Semaphore, SemaphoreInfo, semaphores
 from moot.session import DEFAULT_TIMEOUT, DEFAULT_TTL, Session
 from moot.stats import Stats
-from moot.url import BACKENDS, BackendURL, parse_url
+from moot.url import BACKENDS, BackendURL, did_you_mean, parse_url
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_TTL", "Coordinator", "connect", "default_member_id", "default_url"]
 
@@ -55,14 +55,14 @@ def _load_backend(url: BackendURL, options: dict[str, Any]) -> Backend:
         try:
             importlib.import_module(client)
         except ImportError:
-            raise DriverNotInstalled(
-                f"the {url.scheme}:// backend needs the {client!r} package: pip install 'moot[{extra}]'"
-            ) from None
+            raise missing_driver(f"the {url.scheme}:// backend", client, extra or url.scheme) from None
     cls: type[Backend] = getattr(importlib.import_module(module_name), class_name)
-    unknown = set(options) - CORE_OPTIONS - cls.OPTIONS
+    known_options = CORE_OPTIONS | cls.OPTIONS
+    unknown = sorted(set(options) - known_options)
     if unknown:
-        known = ", ".join(sorted(CORE_OPTIONS | cls.OPTIONS))
-        raise InvalidURL(f"unknown option(s) {', '.join(sorted(unknown))} for {url.scheme}://; known: {known}")
+        hints = "".join(did_you_mean(str(name), known_options) for name in unknown)
+        raise InvalidURL(f"unknown option(s) {', '.join(map(str, unknown))} for {url.scheme}://{hints}; "
+                         f"known: {', '.join(sorted(known_options))}")
     return cls(url, options)
 
 
@@ -76,11 +76,18 @@ def connect(url: str | None = None, member_id: str | None = None, **options: Any
     ``heartbeat`` (default ttl/3), ``initial_reconnect_backoff`` and
     ``max_reconnect_backoff`` (seconds).
     """
-    parsed = parse_url(default_url() if url is None else url)
-    merged: dict[str, Any] = dict(parsed.query)
-    merged.update(options)
-    coordinator = Coordinator(parsed, member_id, merged)
-    coordinator.session.start()
+    try:
+        parsed = parse_url(default_url() if url is None else url)
+        merged: dict[str, Any] = dict(parsed.query)
+        merged.update(options)
+        coordinator = Coordinator(parsed, member_id, merged)
+        coordinator.session.start()
+    except ConfigurationError as exc:
+        if url is not None or not os.environ.get("MOOT_URL"):
+            raise
+        # The URL came from the environment: say so, or the user looks for it in the code.
+        raise type(exc)(f"$MOOT_URL (the backend URL used when none is given): {exc}; fix or unset "
+                        "$MOOT_URL, or pass a URL to moot.connect()") from None
     return coordinator
 
 
@@ -186,6 +193,7 @@ class Coordinator:
     def lock_info(self, name: str) -> LockInfo | None:
         """Who holds lock ``name`` (member, token, since) and who waits, in
         order; None if nobody holds or waits for it."""
+        self.session.check_open()
         with self.session.bounded():
             return lock_info(self.session, name)
 
@@ -199,6 +207,7 @@ class Coordinator:
 
     def locks(self) -> list[LockInfo]:
         """Every lock that is held or waited for in this namespace."""
+        self.session.check_open()
         with self.session.bounded():
             return all_locks(self.session)
 
@@ -209,6 +218,7 @@ class Coordinator:
 
     def groups(self) -> list[str]:
         """Names of every group in this namespace."""
+        self.session.check_open()
         with self.session.bounded():
             return all_groups(self.session)
 
@@ -231,6 +241,7 @@ class Coordinator:
 
     def semaphores(self) -> list[SemaphoreInfo]:
         """Every semaphore in use in this namespace, with holders and waiters."""
+        self.session.check_open()
         with self.session.bounded():
             return semaphores(self.session)
 

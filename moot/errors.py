@@ -7,6 +7,13 @@ never contain a password from a backend URL.
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+import sys
+import urllib.parse
+import urllib.request
+
 
 class MootError(Exception):
     """Root of every error moot raises on purpose."""
@@ -24,10 +31,16 @@ class UnknownBackend(InvalidURL):
     """The URL's scheme names no backend moot knows."""
 
 
+class AuthenticationFailed(ConfigurationError):
+    """The backend refused the credentials (user, password, token) moot gave
+    it. Not retryable: fix the credentials in the URL (or the server's users)."""
+
+
 class DriverNotInstalled(MootError, ImportError):
     """The client library a backend needs is not installed.
 
-    The message names the extra to install, e.g. ``pip install 'moot[redis]'``.
+    The message names the extra of moot to install and the command that
+    installs it where this moot came from (:func:`install_command`).
     """
 
 
@@ -95,3 +108,55 @@ class MemberAlreadyJoined(GroupError):
 
 class NoLiveMember(MemberNotFound):
     """The service group has no live member to offer (``ServiceGroup.pick()``)."""
+
+
+def install_command(extra: str) -> str:
+    """The command that adds ``extra`` to the moot this interpreter runs:
+    from the directory, wheel or VCS URL it was installed from when pip
+    recorded one (a source or editable install), else from the package index."""
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
+    origin = _origin()
+    if origin is not None:
+        url = origin.get("url")
+        if isinstance(url, str):
+            vcs = origin.get("vcs_info")
+            if isinstance(vcs, dict) and isinstance(vcs.get("vcs"), str):
+                ref = vcs.get("commit_id") or vcs.get("requested_revision")
+                where = f"{vcs['vcs']}+{url}" + (f"@{ref}" if isinstance(ref, str) else "")
+                return f"{pip} {shlex.quote(f'moot[{extra}] @ {where}')}"
+            if url.startswith("file://"):
+                path = urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+                if os.path.exists(path):
+                    dir_info = origin.get("dir_info")
+                    editable = isinstance(dir_info, dict) and dir_info.get("editable") is True
+                    return f"{pip} {'-e ' if editable else ''}{shlex.quote(f'{path}[{extra}]')}"
+    return f"{pip} {shlex.quote(f'moot[{extra}]')}"
+
+
+def missing_driver(what: str, package: str, extra: str) -> DriverNotInstalled:
+    """The DriverNotInstalled for ``what`` (e.g. "the redis:// backend")
+    lacking ``package``, saying which extra of moot installs it and how."""
+    return DriverNotInstalled(f"{what} needs the {package!r} package, which is not installed: install the "
+                              f"{extra!r} extra of moot: {install_command(extra)}")
+
+
+def _origin() -> dict[str, object] | None:
+    """pip's record of where the installed moot came from (PEP 610), if any."""
+    try:
+        from importlib import metadata
+
+        # A checkout's own moot.egg-info may come first on sys.path: it records nothing.
+        texts = [dist.read_text("direct_url.json") for dist in metadata.distributions(name="moot")]
+    except Exception:  # unreadable metadata: say nothing about where moot came from
+        texts = []
+    for text in texts:
+        try:
+            origin = json.loads(text or "")
+        except ValueError:
+            continue
+        if isinstance(origin, dict):
+            return origin
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, "pyproject.toml")):  # run from a checkout, not installed
+        return {"url": urllib.parse.urljoin("file:", urllib.request.pathname2url(root)), "dir_info": {}}
+    return None

@@ -9,10 +9,11 @@ a repr or an error message.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from moot.errors import InvalidURL, UnknownBackend
@@ -134,7 +135,7 @@ def parse_url(url: str) -> BackendURL:
                          f"(known schemes: {', '.join(sorted(BACKENDS))})")
     if scheme not in BACKENDS:
         raise UnknownBackend(
-            f"unknown backend scheme {scheme!r} in {shown!r}; "
+            f"unknown backend scheme {scheme!r} in {shown!r}{did_you_mean(scheme, BACKENDS, '://')}; "
             f"known schemes: {', '.join(sorted(BACKENDS))}"
         )
     rest = url.split("://", 1)[1]
@@ -170,6 +171,14 @@ def parse_url(url: str) -> BackendURL:
         query=query,
         raw=url,
     )
+
+
+def did_you_mean(given: str, known: Iterable[str], suffix: str = "") -> str:
+    """``" (did you mean redis://?)"`` for the known word nearest to
+    ``given`` (case aside), or "" if none is near enough."""
+    choices = {word.lower(): word for word in known}
+    near = difflib.get_close_matches(given.lower(), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {choices[near[0]]}{suffix}?)" if near else ""
 
 
 def _shown(value: object) -> str:

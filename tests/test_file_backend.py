@@ -218,7 +218,7 @@ def test_root_is_private_and_bad_urls_fail_clearly(make: Make, root: Path, tmp_p
     with pytest.raises(moot.InvalidURL):
         FileBackend(parse_url("file://somehost/dir"), {}).connect(1)
     (tmp_path / "plain-file").write_text("")
-    with pytest.raises(moot.ConnectionLost):
+    with pytest.raises(moot.ConfigurationError):  # not ConnectionLost: retrying cannot help
         FileBackend(parse_url(f"file://{tmp_path}/plain-file/sub"), {}).connect(1)
 
 

@@ -30,7 +30,7 @@ from redis.crc import key_slot
 
 import moot
 from moot.backends.redis import RedisBackend, dir_key
-from moot.errors import BackendError, ConnectionLost, InvalidURL, SessionExpired
+from moot.errors import ConnectionLost, InvalidURL, SessionExpired
 from moot.url import BACKENDS, parse_url
 from tests.conftest import MakeBackend
 from tests.waiting import wait_event, wait_until
@@ -281,7 +281,7 @@ def test_acl_user(make: Make, raw: redis.Redis, redis_url: str, prefix: str) -> 
         assert backend.session_last_seen(session) is not None and "redis" in backend.ping()
         assert backend.delete(entry.key)
         backend.close_session()
-        with pytest.raises(BackendError) as caught:
+        with pytest.raises(moot.errors.AuthenticationFailed) as caught:  # a ConfigurationError: not retried
             make(f"redis://{user}:wrong-{password}@{hostport}/0")
         assert password not in str(caught.value)
     finally:

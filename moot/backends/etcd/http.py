@@ -15,6 +15,7 @@ from typing import Any
 from moot import deadline
 from moot.backends._support.loop import readable
 from moot.errors import (
+    AuthenticationFailed,
     BackendError,
     ConfigurationError,
     ConnectionLost,
@@ -29,6 +30,7 @@ _Json = dict[str, Any]
 #: gRPC status codes the gateway reports for an engine that is (now) unusable.
 _UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
 _UNAUTHENTICATED = 16
+_FIX_CREDENTIALS = "fix user:password in the URL (etcd://user:password@host:port), or the server's users"
 #: Seconds an idempotent request waits for its first answer before it is
 #: sent again to the next host (doubled at each resend, within the deadline).
 _ATTEMPT = 1.0
@@ -233,6 +235,9 @@ class _Http:
                     continue
                 elapsed = time.monotonic() - started
                 raise ConnectionLost(f"etcd at {self.where()} cannot serve now (after {elapsed:.1f} s): {message}")
+            if code == _UNAUTHENTICATED:  # no credentials given, or refused again after a fresh token
+                raise AuthenticationFailed(f"etcd at {self.where()} refused the request as unauthenticated: "
+                                           f"{message}; {_FIX_CREDENTIALS}")
             if code == 5 and "lease not found" in str(message):
                 raise SessionExpired("the etcd lease of the session is gone (expired or revoked)")
             raise BackendError(f"etcd at {self.where()} refused {path}: {message} (HTTP {resp.status})")
@@ -248,7 +253,8 @@ class _Http:
         except ConnectionLost:
             raise
         except BackendError as exc:
-            raise ConfigurationError(f"the credentials were refused: {exc}") from None
+            raise AuthenticationFailed(f"etcd at {self.where()} refused the credentials of user "
+                                       f"{self._url.username or ''!r}: {exc}; {_FIX_CREDENTIALS}") from None
         self._token = answer["token"]
 
     def open_stream(self, path: str, body: _Json, started: float, end: float) -> tuple[socket.socket, tuple[str, int]]:

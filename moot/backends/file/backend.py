@@ -6,8 +6,11 @@ this package; its guarantees are stated in :mod:`moot.backends.file`.
 from __future__ import annotations
 
 import contextlib
+import errno
+import getpass
 import logging
 import os
+import shlex
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -33,11 +36,25 @@ from moot.backends.file.format import (
 from moot.backends.file.inotify import Inotify
 from moot.backends.file.sessions import Session, Sessions, evict_in
 from moot.backends.file.spares import Spares
-from moot.errors import ConnectionLost, CoordinatorClosed, InvalidURL
+from moot.errors import ConfigurationError, ConnectionLost, CoordinatorClosed, InvalidURL
 from moot.realthreads import threading
 from moot.url import BackendURL
 
 log = logging.getLogger("moot.backends.file")
+
+#: OS errors that may pass by themselves (a full disk, too many open files):
+#: retryable ConnectionLost. Any other error opening the directory (no
+#: permission, read-only file system, not a directory...) is a
+#: ConfigurationError: retrying cannot help.
+_TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO,
+                        errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE})
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name for this uid
+        return str(os.getuid())
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -92,7 +109,14 @@ class FileBackend(Backend):
             self._watcher = Inotify.acquire()
         except OSError as exc:
             self.close()
-            raise ConnectionLost(f"cannot use {self._root!r} as a file backend: {exc.strerror or exc}") from exc
+            if exc.errno in _TRANSIENT:
+                raise ConnectionLost(f"cannot use {self._root!r} as a file backend: {exc.strerror or exc}") from exc
+            raise ConfigurationError(
+                f"cannot use {self._root!r} as a file backend: {exc.strerror or exc}"
+                f"{f' ({exc.filename})' if exc.filename and exc.filename != self._root else ''}; the directory "
+                f"must exist or be creatable, and be writable by this user ({_user()}): choose another path "
+                f"in the URL, or create it with: mkdir -p {shlex.quote(self._root)} && chown {_user()} "
+                f"{shlex.quote(self._root)}") from None
         self._dispatcher = Dispatcher("moot-file-watch")
         fork.track(self)
 

@@ -24,6 +24,7 @@ from moot.backends.memcached.pool import LoginRefused, Pool, dial
 from moot.backends.memcached.store import Plan, Store, session_key
 from moot.deadline import bounded, remaining
 from moot.errors import (
+    AuthenticationFailed,
     BackendError,
     ConnectionLost,
     CoordinatorClosed,
@@ -97,9 +98,8 @@ class MemcachedBackend(Backend):
             try:
                 (version,), _ = self._pool.run(b"version\r\n", 1, until)
             except MetaError as exc:
-                if "unauthenticated" in str(exc):
-                    raise BackendError(f"memcached at {self.url.redacted()} asks for a login (it runs with -Y): "
-                                       "give user:password in the URL") from None
+                if _unauthenticated(exc):
+                    raise self._login_refused("it asks for a login (it runs with -Y)") from None
                 raise
             (meta,), _ = self._pool.run(b"mn\r\n", 1, until)
             if isinstance(meta, MetaError) or isinstance(version, MetaError) or meta.code != b"MN":
@@ -178,8 +178,10 @@ class MemcachedBackend(Backend):
         try:
             yield
         except LoginRefused as exc:
-            raise BackendError(str(exc)) from None
+            raise self._login_refused(str(exc)) from None
         except MetaError as exc:
+            if _unauthenticated(exc):
+                raise self._login_refused(str(exc)) from None
             raise BackendError(f"memcached at {self.url.redacted()} answered: {exc}") from None
         except OSError as exc:
             raise self._lost(exc, started) from None
@@ -206,6 +208,8 @@ class MemcachedBackend(Backend):
                 raise CoordinatorClosed("this memcached backend is closed") from None
             if isinstance(exc, OSError):
                 raise self._lost(exc, started) from None
+            if isinstance(exc, LoginRefused) or _unauthenticated(exc):
+                raise self._login_refused(str(exc)) from None
             raise BackendError(f"memcached at {self.url.redacted()}: {exc}") from None
         done = Replies()
         for reply in replies:
@@ -215,8 +219,17 @@ class MemcachedBackend(Backend):
         done.server = reached
         return done
 
-    def _refused(self, error: MetaError) -> BackendError:
+    def _login_refused(self, cause: str) -> AuthenticationFailed:
+        given = "no credentials" if self.url.username is None and self.url.password is None else \
+            f"user {self.url.username or ''!r} and the URL's password"
+        return AuthenticationFailed(f"memcached at {self.url.redacted()} refused the login ({given}): {cause}; "
+                                    "fix user:password in the URL (memcached://user:password@host:port), or "
+                                    "the server's -Y authfile")
+
+    def _refused(self, error: MetaError) -> BackendError | AuthenticationFailed:
         text = str(error)
+        if _unauthenticated(error):
+            return self._login_refused(text)
         if "out of memory" in text:
             return BackendError(f"memcached at {self.url.redacted()} is full and refuses to store ({text}): give "
                                 "it more memory (-m); run with -M so that it never evicts instead")
@@ -469,3 +482,8 @@ class MemcachedBackend(Backend):
                 return self._store.read([path], until)[path]
 
         return poller.watch(path, leaf, callback, first)
+
+
+def _unauthenticated(error: BaseException) -> bool:
+    """An error reply of a server run with -Y to a connection that has not logged in."""
+    return "unauthenticated" in str(error).lower()

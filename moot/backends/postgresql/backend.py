@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,7 @@ from moot.backends.postgresql.connection import Conn, Pool, connect
 from moot.backends.postgresql.listener import Listener
 from moot.deadline import bounded, remaining
 from moot.errors import (
+    AuthenticationFailed,
     BackendError,
     ConnectionLost,
     CoordinatorClosed,
@@ -40,6 +42,8 @@ POSTGRESQL_ALIASES = {"sslrootcert": "ca_cert", "sslcert": "cert", "sslkey": "ke
 
 _MAX_TTL_MS = 10 * 365 * 86400 * 1000
 #: Errors after which the transaction surely did nothing and is tried again.
+#: A refused login as libpq words it before any SQLSTATE is known.
+_AUTH_TEXT = re.compile(r"password|authentication|no pg_hba\.conf entry|role \".*\" does not exist")
 _RETRIED = ("40P01", "40001")  # deadlock detected, serialization failure
 
 
@@ -228,13 +232,19 @@ class PostgreSQLBackend(Backend):
         """The ConnectionLost for ``exc``, stating the time really spent."""
         return connection_lost(self._where(), exc, started)
 
-    def _refused(self, exc: psycopg.Error) -> BackendError:
+    def _refused(self, exc: psycopg.Error) -> BackendError | AuthenticationFailed:
         """The error for an answer that retrying will not change."""
         if exc.sqlstate == "42501":  # insufficient_privilege
             return BackendError(self._privileges_message(str(exc).strip()))
         if exc.sqlstate == "28P01" or exc.sqlstate == "28000":
-            return BackendError(f"{self._where()} refused the credentials: {str(exc).strip()}")
+            return self._credentials_refused(str(exc))
         return BackendError(f"{self._where()} answered: {str(exc).strip()}")
+
+    def _credentials_refused(self, cause: str) -> AuthenticationFailed:
+        role = self.url.username or "<the default role>"
+        return AuthenticationFailed(f"{self._where()} refused the credentials of role {role!r}: {cause.strip()}; "
+                                    "fix user:password in the URL (postgresql://user:password@host:port/db), or "
+                                    "the server's roles and pg_hba.conf")
 
     def _privileges_message(self, cause: str) -> str:
         role = self.url.username or "<the role moot connects as>"
@@ -254,8 +264,8 @@ class PostgreSQLBackend(Backend):
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and exc.sqlstate is None:
                 text = str(exc)
-                if "password" in text or "authentication" in text:
-                    raise BackendError(f"{self._where()} refused the credentials: {text.strip()}") from None
+                if _AUTH_TEXT.search(text):
+                    raise self._credentials_refused(text) from None
                 raise self._lost(exc, started) from None
             if exc.sqlstate in (schema.SESSION_GONE,):
                 raise SessionExpired("the postgresql session expired") from None

@@ -24,6 +24,7 @@ from moot.backends.redis.resp import _AuthFailed, _exchange, _left, _pack, _Resp
 from moot.backends.redis.scripts import _COMMON, _SCRIPTS, KP, _entry, dir_key, split_key
 from moot.deadline import bounded, remaining
 from moot.errors import (
+    AuthenticationFailed,
     BackendError,
     ConnectionLost,
     CoordinatorClosed,
@@ -194,7 +195,7 @@ class RedisBackend(Backend):
                 return bytes(fields[b"ip"]).decode(), int(fields[b"port"])
             error = ConnectionRefusedError(f"Sentinel {host}:{port} sees the primary of {self._service!r} down")
         if isinstance(error, _AuthFailed):
-            raise ConnectionRefusedError(f"a Sentinel refused the credentials: {error}")
+            raise _AuthFailed(f"a Sentinel refused the credentials (the sentinel_password option): {error}")
         raise error
 
     def _dial(self, host: str, port: int, tls: ssl.SSLContext | None, username: str | None,
@@ -215,6 +216,8 @@ class RedisBackend(Backend):
                 if password is not None and isinstance(replies[0], _RespError):
                     raise _AuthFailed(str(replies[0]))
                 for command, reply in zip(commands, replies, strict=True):
+                    if isinstance(reply, _RespError) and _is_auth_error(reply):
+                        raise _AuthFailed(str(reply))  # the server wants a password the URL lacks
                     if isinstance(reply, _RespError) and command[0] == b"SELECT":
                         raise reply
             sock.settimeout(self._socket_timeout)
@@ -268,6 +271,14 @@ class RedisBackend(Backend):
         if self._closed:
             raise CoordinatorClosed("this redis backend is closed")
 
+    def _refused(self, reply: object) -> AuthenticationFailed:
+        """The error for credentials the server refused (or did not get)."""
+        given = "no password" if self.url.password is None else \
+            f"user {self.url.username or 'default'!r} and the URL's password"
+        return AuthenticationFailed(f"redis at {self.url.redacted()} refused the credentials ({given}): {reply}; "
+                                    "fix user:password in the URL (redis://user:password@host:port), or the "
+                                    "server's users (ACL SETUSER / requirepass)")
+
     def _lost(self, exc: BaseException, started: float) -> ConnectionLost:
         """The ConnectionLost for ``exc``, stating the time really spent."""
         not_resp = f"sent a reply that is not RESP ({exc})" if isinstance(exc, _RespError | ValueError) else None
@@ -279,7 +290,9 @@ class RedisBackend(Backend):
         try:
             yield
         except _AuthFailed as exc:
-            raise BackendError(f"redis at {self.url.redacted()} refused the credentials: {exc}") from None
+            raise self._refused(exc) from None
+        except AuthenticationFailed:  # a ValueError too (ConfigurationError), not a reply that is not RESP
+            raise
         except (OSError, _RespError, ValueError) as exc:
             raise self._lost(exc, started) from None
 
@@ -297,7 +310,9 @@ class RedisBackend(Backend):
         try:
             return pool.run(b"".join(_pack(*c) for c in commands), len(commands), until)
         except _AuthFailed as exc:
-            raise BackendError(f"redis at {self.url.redacted()} refused the credentials: {exc}") from None
+            raise self._refused(exc) from None
+        except AuthenticationFailed:  # a ValueError too (ConfigurationError), not a reply that is not RESP
+            raise
         except (OSError, _RespError, ValueError) as exc:
             if self._closed:
                 raise CoordinatorClosed("this redis backend is closed") from None
@@ -313,12 +328,16 @@ class RedisBackend(Backend):
         if isinstance(reply, _RespError):
             if str(reply).removeprefix("ERR ").startswith("MOOTSESSION"):  # Redis 7 adds the ERR
                 raise SessionExpired("the redis session expired")
+            if _is_auth_error(reply):
+                raise self._refused(reply)
             raise BackendError(f"redis at {self.url.redacted()} answered: {reply}")
         return reply
 
     def _checked(self, reply: object) -> Any:
         """``reply``, or BackendError if it is an error reply."""
         if isinstance(reply, _RespError):
+            if _is_auth_error(reply):
+                raise self._refused(reply)
             raise BackendError(f"redis at {self.url.redacted()} answered: {reply}")
         return reply
 
@@ -469,3 +488,8 @@ class RedisBackend(Backend):
         dkey, directory, leaf = scope
         return int(self._eval("recheck", [dkey], [directory, leaf, session[0] if session else ""]))
 
+
+
+def _is_auth_error(reply: _RespError) -> bool:
+    """An error reply saying the connection is not (or wrongly) authenticated."""
+    return str(reply).startswith(("NOAUTH", "WRONGPASS"))

@@ -36,6 +36,7 @@ from moot.backends.zookeeper.handler import _RealHandler, _SessionLock
 from moot.backends.zookeeper.multiread import MultiReader
 from moot.backends.zookeeper.znodes import _SESSIONS
 from moot.errors import (
+    AuthenticationFailed,
     BackendError,
     ConnectionLost,
     CoordinatorClosed,
@@ -49,6 +50,8 @@ from moot.url import BackendURL
 _DEFAULT_TTL = 10.0
 _DEFAULT_TIMEOUT = 10.0
 _CLOSE_FLOOR = 0.2  # seconds close() always grants the close request, even past a deadline
+
+_FIX_CREDENTIALS = "fix user:password in the URL (zookeeper://user:password@host:port/chroot)"
 
 log = logging.getLogger("moot.backends.zookeeper")
 
@@ -263,7 +266,7 @@ class _Client(Backend):
             self._clients.add(zk)
         started = _call_started.get() or time.monotonic()  # messages state the whole call's time
         zk.start_async()
-        problem: BackendError | None = None
+        problem: BackendError | AuthenticationFailed | None = None
         while not zk.connected:
             try:
                 step = min(0.02, self._left())
@@ -272,7 +275,8 @@ class _Client(Backend):
                                          f"{time.monotonic() - started:.2f}s")
                 break
             if zk.client_state == KeeperState.AUTH_FAILED:
-                problem = BackendError(f"ZooKeeper at {self.url.redacted()} refused the credentials")
+                problem = AuthenticationFailed(f"ZooKeeper at {self.url.redacted()} refused the credentials; "
+                                               f"{_FIX_CREDENTIALS}")
                 break
             if handler.unresolved_rounds:
                 problem = ConnectionLost(f"no host of {self.url.redacted()} resolves to an address; gave up "
@@ -409,10 +413,14 @@ class _Client(Backend):
                 raise SessionExpired("the ZooKeeper session expired") from None
             raise ConnectionLost(f"ZooKeeper at {self.url.redacted()}: session being replaced") from None
         except NoAuthError:
-            raise BackendError(f"ZooKeeper at {self.url.redacted()} denied access: check the credentials "
-                               "and the ACLs of the chroot") from None
+            who = "no credentials" if self.url.username is None else f"user {self.url.username!r}"
+            raise AuthenticationFailed(
+                f"ZooKeeper at {self.url.redacted()} denied access to {who}: moot's znodes there were made "
+                f"by another identity (digest user:password): {_FIX_CREDENTIALS} to theirs, or the ACLs of the "
+                "chroot") from None
         except AuthFailedError:
-            raise BackendError(f"ZooKeeper at {self.url.redacted()} refused the credentials") from None
+            raise AuthenticationFailed(f"ZooKeeper at {self.url.redacted()} refused the credentials; "
+                                       f"{_FIX_CREDENTIALS}") from None
         except KazooException as exc:
             raise BackendError(f"ZooKeeper error {type(exc).__name__}") from None
 
