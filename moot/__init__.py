@@ -10,6 +10,7 @@ coordination engine you already run, chosen by one URL.
 from moot.config import from_config
 from moot.coordinator import Coordinator, connect, default_url
 from moot.errors import (
+    AuthenticationFailed,
     BackendError,
     ConfigurationError,
     ConnectionLost,
@@ -46,6 +47,7 @@ from moot.values import RawValue
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthenticationFailed",
     "BackendError",
     "ConfigurationError",
     "ConnectionLost",

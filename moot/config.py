@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from moot.coordinator import Coordinator, connect
-from moot.errors import ConfigurationError, DriverNotInstalled
+from moot.errors import ConfigurationError, missing_driver
 
 log = logging.getLogger("moot.config")
 
@@ -164,8 +164,7 @@ def _oslo() -> Any:
     try:
         return importlib.import_module("oslo_config.cfg")
     except ImportError:
-        raise DriverNotInstalled("oslo.config support needs the oslo.config package: "
-                                 "pip install 'moot[oslo]'") from None
+        raise missing_driver("oslo.config support", "oslo.config", "oslo") from None
 
 
 def register_opts(conf: Any, group: str = "coordination") -> None:

@@ -17,7 +17,7 @@ names are never labels. Several coordinators enabled on one registry add up
 into the same series. Histograms use the buckets of :data:`moot.stats.BUCKETS`.
 
 Without ``prometheus_client`` installed, :func:`enable` and :func:`serve`
-raise :class:`moot.DriverNotInstalled` naming ``pip install 'moot[metrics]'``;
+raise :class:`moot.DriverNotInstalled` saying how to install moot's ``metrics`` extra;
 importing this module never needs it.
 """
 
@@ -29,7 +29,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from moot.errors import DriverNotInstalled
+from moot.errors import missing_driver
 from moot.stats import BUCKETS, HISTOGRAMS, Observer, Stats
 from moot.url import BACKENDS
 
@@ -75,14 +75,11 @@ METRICS: dict[str, Metric] = {
                                                   "for a whole TTL", "coordinator"),
 }
 
-_MISSING = "moot.metrics needs the 'prometheus_client' package: pip install 'moot[metrics]'"
-
-
 def _client() -> Any:
     try:
         return importlib.import_module("prometheus_client")
     except ImportError:
-        raise DriverNotInstalled(_MISSING) from None
+        raise missing_driver("moot.metrics", "prometheus_client", "metrics") from None
 
 
 def backend_label(coord: Coordinator) -> str:

@@ -121,6 +121,17 @@ def test_postgresql_refused_credentials(server: Callable[[str], str]) -> None:
     assert "secret-pw" not in str(caught.value) and role in str(caught.value)
 
 
+def test_mysql_refused_credentials(server: Callable[[str], str]) -> None:
+    url = server("mysql")
+    user = f"nobody_{uuid.uuid4().hex[:8]}"  # no such user: the server refuses the login
+    bad = url.replace("root@", f"{user}:secret-pw@", 1)
+    assert bad != url
+    with pytest.raises(AuthenticationFailed) as caught:
+        moot.connect(bad, timeout=5)
+    assert "secret-pw" not in str(caught.value) and "user:password" in str(caught.value)
+    assert not isinstance(caught.value, moot.ConnectionLost | moot.BackendError)
+
+
 @pytest.fixture
 def memcached_with_logins(tmp_path: Path) -> Iterator[str]:
     """A memcached of the test's own that wants a login (-Y); its address."""

@@ -213,7 +213,8 @@ def open_coordinator(args: argparse.Namespace) -> moot.Coordinator:
     if args.namespace:
         options["namespace"] = args.namespace
     member_id = f"moot-cli-{socket.gethostname()}-{os.getpid()}"
-    return moot.connect(url, member_id=member_id, **options)
+    # None when the URL is $MOOT_URL's: moot.connect then names $MOOT_URL in its errors.
+    return moot.connect(args.url or None, member_id=member_id, **options)
 
 
 def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

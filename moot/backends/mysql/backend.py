@@ -21,6 +21,7 @@ from moot.backends.mysql.poller import Poller, Run, local_write
 from moot.backends.mysql.pool import Pool, Refused, Result, Unanswered
 from moot.deadline import bounded, remaining
 from moot.errors import (
+    AuthenticationFailed,
     BackendError,
     ConnectionLost,
     CoordinatorClosed,
@@ -196,7 +197,12 @@ class MySQLBackend(Backend):
         try:
             return pool.run(statement, args, until)
         except Refused as exc:
-            raise BackendError(f"mysql at {self.url.redacted()} refused the credentials or database: {exc}") from None
+            code, message = exc.args
+            if code == 1044:
+                raise AuthenticationFailed(f"mysql at {self.url.redacted()} refused the database: {message}; grant "
+                                           "the user access to it (or name another database in the URL)") from None
+            raise AuthenticationFailed(f"mysql at {self.url.redacted()} refused the credentials: {message}; fix "
+                                       "user:password in the URL (mysql://user:password@host:port/db)") from None
         except Unanswered as exc:
             if self._closed:
                 raise CoordinatorClosed("this mysql backend is closed") from None

@@ -34,8 +34,8 @@ from moot.realthreads import green, original, threading
 RETRY = frozenset({1213, 1205, 1047})
 #: Client-side codes: the connection failed or the server went away mid-call.
 GONE = frozenset({2003, 2006, 2013, 2055})
-#: Access denied: retrying cannot help.
-DENIED = frozenset({1044, 1045, 1698})
+#: Access denied (to the database: 1044; wrong credentials or auth plugin: the others): retrying cannot help.
+DENIED = frozenset({1044, 1045, 1251, 1698})
 
 
 #: Connections inherited across fork() and forgotten: kept so that they are never finalized.
@@ -43,7 +43,8 @@ _ORPHANS: list[_Conn] = []
 
 
 class Refused(Exception):
-    """The server refused the credentials or the database (never retried)."""
+    """The server refused the credentials or the database (never retried):
+    ``args`` are the server's error code and message."""
 
 
 class Unanswered(Exception):
@@ -129,7 +130,7 @@ class Pool:
                 conn = self._dial(index, until)
             except pymysql.err.OperationalError as exc:
                 if exc.args and exc.args[0] in DENIED:
-                    raise Refused(str(exc.args[1] if len(exc.args) > 1 else exc)) from None
+                    raise Refused(exc.args[0], str(exc.args[1] if len(exc.args) > 1 else exc)) from None
                 error = exc
             except (OSError, ssl.SSLError) as exc:
                 error = exc
