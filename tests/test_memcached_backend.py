@@ -244,3 +244,31 @@ def test_a_write_planned_before_a_restart_is_not_applied_after_it(open_backend: 
         assert listed == {"b", "c", "d"}
     finally:
         cluster.stop()
+
+
+def test_a_watch_added_during_a_poll_round_does_not_break_the_round(make: Make) -> None:
+    """A round reads the watched directories' CAS values, then compares them
+    with the ones it noted before: a watch added meanwhile (a thousand waiters
+    queueing at once) must wait for the next round, not fail this one (a
+    failed round is retried only after a pause, so every watch was late)."""
+    backend = make(ttl=30.0)
+    backend.open_session(30.0)
+    backend.create("ns-poll/a/k", b"1")
+    backend.create("ns-poll/b/k", b"1")
+    backend.watch("ns-poll/a/k", lambda: None)
+    poller = backend._poller
+    assert poller is not None
+    probe = poller._store.probe
+    added = []
+
+    def probe_and_add(*args: object, **kwargs: object) -> object:
+        if not added:
+            added.append(backend.watch("ns-poll/b/k", lambda: None))
+        return probe(*args, **kwargs)  # type: ignore[arg-type]
+
+    poller._store.probe = probe_and_add  # type: ignore[method-assign]
+    try:
+        poller._round()
+    finally:
+        poller._store.probe = probe  # type: ignore[method-assign]
+    assert added

@@ -188,9 +188,9 @@ class Poller:
         now_cas, alive = self._store.probe(list(cas), sessions, until, self._run)
         if own is not None and not alive[own]:
             self._own_session_gone(own)
-        with self._lock:
-            stale = [path for path, t in self._targets.items()
-                     if now_cas.get(path, t.cas) != cas[path] or any(self._store.is_dead(o) for o in t.owners)]
+        with self._lock:  # a target added during the probe was read when it was added: next round
+            stale = [path for path, t in self._targets.items() if path in cas and (
+                     now_cas[path] != cas[path] or any(self._store.is_dead(o) for o in t.owners))]
         if not stale:
             return False
         seen = self._store.read(stale, until, self._run)
