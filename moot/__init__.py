@@ -35,6 +35,7 @@ from moot.errors import (
 )
 from moot.recipes.election import Election
 from moot.recipes.group import Group, GroupWatch, Member
+from moot.recipes.hold import Held
 from moot.recipes.lock import Lock, LockInfo
 from moot.recipes.partitioner import Partitioner
 from moot.recipes.queue import Waiter
@@ -60,6 +61,7 @@ __all__ = [
     "GroupNotEmpty",
     "GroupNotFound",
     "GroupWatch",
+    "Held",
     "InvalidArgument",
     "InvalidName",
     "InvalidURL",

@@ -29,7 +29,7 @@ from tests.loop_guard import LoopGuard
 #: Longest a loop callback may run before asyncio's debug mode reports it.
 SLOW_CALLBACK = 0.005
 _BRIDGED = (moot.aio.AsyncCoordinator, moot.aio.AsyncLock, moot.aio.AsyncRWLock, moot.aio.AsyncSemaphore,
-            moot.aio.AsyncGroup, moot.aio.AsyncGroupWatch, moot.aio.AsyncElection)
+            moot.aio.AsyncGroup, moot.aio.AsyncGroupWatch, moot.aio.AsyncElection, moot.aio.AsyncHeld)
 
 
 class SlowCallbacks(logging.Handler):
@@ -102,7 +102,7 @@ def _bridged(value: Any) -> Any:
     bridge = getattr(value, "_test_bridge", None)
     if bridge is None:
         bridge = Bridge(value)
-        value._test_bridge = bridge
+        object.__setattr__(value, "_test_bridge", bridge)  # frozen dataclasses (AsyncHeld) too
     return bridge
 
 

@@ -174,7 +174,7 @@ def test_leader_and_candidates(connect: Connect, url: str, namespace: str) -> No
     leading = first.election("scheduler")
     assert leading.campaign(timeout=BOUND)
     elected: list[bool] = []
-    thread = threading.Thread(target=lambda: elected.append(second.election("scheduler").campaign(BOUND)))
+    thread = threading.Thread(target=lambda: elected.append(bool(second.election("scheduler").campaign(BOUND))))
     thread.start()
     try:
         wait_until(lambda: len(first.election("scheduler").candidates()) == 2, what="second candidate")
@@ -374,7 +374,7 @@ def test_watch_leader_shows_each_new_leader(connect: Connect, url: str, namespac
     first, second = connect("scheduler-1"), connect("scheduler-2")
     leading, following = first.election("scheduler"), second.election("scheduler")
     elected: list[bool] = []
-    thread = threading.Thread(target=lambda: elected.append(following.campaign(BOUND)))
+    thread = threading.Thread(target=lambda: elected.append(bool(following.campaign(BOUND))))
     with Running("--url", url, "--namespace", namespace, "--json", "watch", "leader", "scheduler",
                  "--interval", NO_POLLING) as watch:
         assert json.loads(watch.line()) | {"time": 0} == {
@@ -530,7 +530,7 @@ def test_elections_listed(connect: Connect, url: str, namespace: str) -> None:
     assert api.campaign(timeout=BOUND)
     following = second.election("scheduler")
     elected: list[bool] = []
-    thread = threading.Thread(target=lambda: elected.append(following.campaign(BOUND)))
+    thread = threading.Thread(target=lambda: elected.append(bool(following.campaign(BOUND))))
     thread.start()
     try:
         wait_until(lambda: len(first.election("scheduler").candidates()) == 2, what="second candidate")

@@ -213,9 +213,9 @@ def test_election_shared_by_threads_leads_for_all(connect: Connect) -> None:
     assert blocker.campaign()
     election = coord.election("e")
     results: list[object] = []
-    first = _start(lambda: results.append(("first", election.campaign(timeout=BOUND))))
+    first = _start(lambda: results.append(("first", bool(election.campaign(timeout=BOUND)))))
     wait_until(lambda: election.candidates() == ["rival", "me"], what="first campaign queued")
-    second = _start(lambda: results.append(("second", election.campaign(timeout=BOUND))))
+    second = _start(lambda: results.append(("second", bool(election.campaign(timeout=BOUND)))))
     second.join(0.3)
     assert second.is_alive()  # waits for the campaign in progress, not a second candidacy
     assert election.candidates() == ["rival", "me"]
@@ -224,9 +224,9 @@ def test_election_shared_by_threads_leads_for_all(connect: Connect) -> None:
     second.join(BOUND)
     assert sorted(results) == [("first", True), ("second", True)]
     assert election.is_leader and election.candidates() == ["me"]
-    # Leading, any thread's campaign() is True at once.
+    # Leading, any thread's campaign() gives the leadership at once.
     late: list[bool] = []
-    thread = _start(lambda: late.append(election.campaign(blocking=False)))
+    thread = _start(lambda: late.append(bool(election.campaign(blocking=False))))
     thread.join(BOUND)
     assert late == [True]
 

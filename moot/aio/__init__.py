@@ -14,7 +14,7 @@ waiting for a lock holds no thread, and cancelling it (directly or through
 from moot.aio.coordinator import DEFAULT_THREADS, AsyncCoordinator, connect
 from moot.aio.election import AsyncElection
 from moot.aio.group import AsyncGroup, AsyncGroupWatch, GroupEvent
-from moot.aio.locks import AsyncLock, AsyncRWLock, AsyncSemaphore
+from moot.aio.locks import AsyncHeld, AsyncLock, AsyncRWLock, AsyncSemaphore
 
 __all__ = [
     "DEFAULT_THREADS",
@@ -22,6 +22,7 @@ __all__ = [
     "AsyncElection",
     "AsyncGroup",
     "AsyncGroupWatch",
+    "AsyncHeld",
     "AsyncLock",
     "AsyncRWLock",
     "AsyncSemaphore",

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Literal
 
 from moot.aio.driver import Driver
+from moot.aio.locks import AsyncHeld
 from moot.aio.notices import LostNotice, OnLoop
 from moot.recipes.election import Election
 
@@ -47,12 +49,13 @@ class AsyncElection:
         """Fencing token of the current leadership (None when not leading)."""
         return self._sync.token
 
-    async def campaign(self, timeout: float | None = None, blocking: bool = True) -> bool:
-        """Stand and wait until elected; see :meth:`moot.Election.campaign`.
-        Cancelling the task withdraws the candidacy."""
+    async def campaign(self, timeout: float | None = None, blocking: bool = True) -> AsyncHeld | Literal[False]:
+        """Stand and wait until elected: the leadership (its ``token`` an
+        int), or False; see :meth:`moot.Election.campaign`. Cancelling the
+        task withdraws the candidacy."""
         plan = self._sync.campaign_plan(timeout, blocking)
         self._notice.reset()
-        return await self._driver.drive(plan)
+        return AsyncHeld(self._sync.held(), self._driver) if await self._driver.drive(plan) else False
 
     async def resign(self) -> bool:
         return await self._driver.call(self._sync.resign)

@@ -14,6 +14,7 @@ with ``threading.Lock``; see :mod:`moot.recipes.hold`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
@@ -21,11 +22,41 @@ from typing import Any
 from moot.aio.driver import Driver
 from moot.aio.notices import LostNotice, OnLoop
 from moot.errors import LockTimeout
-from moot.recipes.hold import Hold
+from moot.recipes.hold import Held, Hold
 from moot.recipes.lock import Lock
 from moot.recipes.queue import Waiter
 from moot.recipes.rwlock import RWLock
 from moot.recipes.semaphore import Semaphore, SemaphoreInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class AsyncHeld:
+    """One acquisition, as ``async with coord.lock(name) as held:`` and a
+    successful ``await election.campaign()`` give it: ``token`` is an int;
+    see :class:`moot.recipes.hold.Held`."""
+
+    held: Held = dataclasses.field(repr=False)
+    driver: Driver = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.held.name
+
+    @property
+    def token(self) -> int:
+        return self.held.token
+
+    @property
+    def since(self) -> float:
+        return self.held.since
+
+    @property
+    def is_held(self) -> bool:
+        return self.held.is_held
+
+    async def release(self) -> bool:
+        """Release this acquisition; True if it was still held."""
+        return await self.driver.call(self.held.release)
 
 
 class _AsyncHold:
@@ -83,10 +114,11 @@ class AsyncLock(_AsyncHold):
         self._notice.reset()
         return await self._driver.drive(plan)
 
-    async def __aenter__(self) -> AsyncLock:
+    async def __aenter__(self) -> AsyncHeld:
+        """``async with coord.lock(name) as held:``: ``held.token`` is an int."""
         if not await self.acquire(timeout=self._timeout):
             raise LockTimeout(f"lock {self.name!r} not acquired within {self._timeout}s")
-        return self
+        return AsyncHeld(self._sync.held(), self._driver)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

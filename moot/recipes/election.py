@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 from moot import names, waits
 from moot.backends.base import Entry, Watch
 from moot.recipes import queue
-from moot.recipes.hold import Hold
+from moot.recipes.hold import Held, Hold
 from moot.session import Session, check_timeout, within_timeout
 
 log = logging.getLogger("moot.election")
@@ -53,12 +54,13 @@ class Election(Hold):
         round trip; turns False on time, like ``Lock.is_held``)."""
         return self.is_held
 
-    def campaign(self, timeout: float | None = None, blocking: bool = True) -> bool:
-        """Stand for leadership and wait until elected: True once leading (at
-        once if already leading), False if ``timeout`` ran out, or at once
-        with ``blocking=False`` if another candidate is ahead (the candidacy
-        is then withdrawn)."""
-        return waits.run(self.campaign_plan(timeout, blocking))
+    def campaign(self, timeout: float | None = None, blocking: bool = True) -> Held | Literal[False]:
+        """Stand for leadership and wait until elected: the leadership once
+        leading (a true :class:`~moot.recipes.hold.Held` whose ``token`` is
+        an int; at once if already leading), False if ``timeout`` ran out,
+        or at once with ``blocking=False`` if another candidate is ahead
+        (the candidacy is then withdrawn)."""
+        return self.held() if waits.run(self.campaign_plan(timeout, blocking)) else False
 
     def campaign_plan(self, timeout: float | None = None, blocking: bool = True) -> waits.Plan[bool]:
         """:meth:`campaign` as a plan (:mod:`moot.waits`) for :mod:`moot.aio`."""

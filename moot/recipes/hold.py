@@ -34,6 +34,7 @@ One hold object is one would-be holder, and it may be shared as a
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import sys
 import threading as user_threading  # the caller's threads: green ones under eventlet
@@ -47,6 +48,30 @@ from moot.errors import LockError
 from moot.realthreads import threading
 from moot.recipes import queue
 from moot.session import Session, check_timeout
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """One acquisition: what ``with coord.lock(name) as held:`` and a
+    successful ``election.campaign()`` give. Its ``token`` is an int (the
+    fencing token of this acquisition, kept after it ends); ``is_held``
+    says whether it is still held (no round trip)."""
+
+    name: str
+    token: int
+    since: float
+    hold: Hold = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def is_held(self) -> bool:
+        return self.hold.is_held and self.hold.token == self.token
+
+    def release(self) -> bool:
+        """Release this acquisition; True if it was still held (never raises
+        for one that is gone, like :meth:`Hold.release`)."""
+        if self.hold.token != self.token:
+            return False
+        return self.hold.release()
 
 
 class Hold:
@@ -64,6 +89,7 @@ class Hold:
         self._timeout = timeout
         self._on_lost = on_lost
         self._entry: Entry | None = None
+        self._last: Held | None = None  # the latest acquisition, kept after it ends
         self._epoch = -1  # the coordinator's session epoch the hold was served in
         self._mutex = threading.Lock()
         self.since: float | None = None
@@ -80,6 +106,14 @@ class Hold:
         """Fencing token of the current hold (None when not held)."""
         entry = self._entry
         return entry.seq if entry is not None else None
+
+    def held(self) -> Held:
+        """The latest acquisition (its token an int), e.g. right after a
+        successful ``acquire()``; LockError if this object never acquired."""
+        last = self._last
+        if last is None:
+            raise LockError(f"{self.kind} {self.name!r} was never acquired by this object")
+        return last
 
     @property
     def is_held(self) -> bool:
@@ -127,6 +161,7 @@ class Hold:
                     self._entry, self._epoch = entry, epoch
                     self.since = time.time()
                     self._held_at = time.monotonic()
+                    self._last = Held(self.name, entry.seq or 0, self.since, self)
                     self._installed(mode)
 
             entry = yield from queue.wait_turn(self._session, self._prefix,

@@ -37,7 +37,7 @@ from moot import names, waits
 from moot.backends.base import Entry, Watch
 from moot.errors import LockTimeout
 from moot.recipes import queue
-from moot.recipes.hold import Hold
+from moot.recipes.hold import Held, Hold
 from moot.recipes.queue import Waiter
 from moot.session import Session
 
@@ -180,10 +180,12 @@ class Lock(Hold):
         """:meth:`acquire` as a plan (:mod:`moot.waits`) for :mod:`moot.aio`."""
         return self._acquire_plan(EXCLUSIVE, blocking, timeout, queue.predecessor)
 
-    def __enter__(self) -> Lock:
+    def __enter__(self) -> Held:
+        """``with coord.lock(name) as held:``: ``held`` is this acquisition
+        (:class:`~moot.recipes.hold.Held`: ``held.token`` is an int)."""
         if not self.acquire(timeout=self._timeout):
             raise LockTimeout(f"lock {self.name!r} not acquired within {self._timeout}s")
-        return self
+        return self.held()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
