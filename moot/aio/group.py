@@ -37,8 +37,9 @@ class AsyncGroupWatch:
     ``async for event in group.watch():`` starts it on the first iteration;
     ``watch = await group.watch(on_join=…, on_leave=…)`` starts it at once
     and runs the callbacks on the loop instead. Either way, in order, and
-    ``await watch.cancel()`` (or leaving ``async with``) stops it; so does
-    dropping the last reference to it (an iteration left with ``break``)."""
+    ``await watch.cancel()`` (or leaving ``async with``) stops it; an
+    iterated watch also stops once no longer referenced (an iteration left
+    with ``break``), a watch with callbacks only when cancelled."""
 
     def __init__(self, group: AsyncGroup, on_join: Callable[[Member], object] | None,
                  on_leave: Callable[[Member], object] | None, existing: bool):
@@ -63,14 +64,19 @@ class AsyncGroupWatch:
 
     async def _register(self) -> None:
         on_loop = self._group._on_loop
-        me = weakref.ref(self)  # the callbacks must not keep a dropped watch alive
+        iterated = self._on_join is None and self._on_leave is None
+        # An iterated watch is held weakly, so that one left with break stops once
+        # dropped; a watch with callbacks runs until cancelled, kept or not (as the
+        # blocking API's does).
+        me: Callable[[], AsyncGroupWatch | None] = weakref.ref(self) if iterated else (lambda: self)
 
         def relay(kind: str, member: Member) -> None:  # on the coordinator's callback thread, in order
             on_loop.soon(_deliver_to, me, GroupEvent(kind, member))
 
         self._sync = await self._group._driver.call(self._group._sync.watch, functools.partial(relay, JOINED),
                                                     functools.partial(relay, LEFT), self._existing)
-        weakref.finalize(self, self._group._driver.submit, self._sync.cancel)
+        if iterated:
+            weakref.finalize(self, self._group._driver.submit, self._sync.cancel)
 
     def _deliver(self, event: GroupEvent) -> object:
         if self._on_join is None and self._on_leave is None:
@@ -107,7 +113,7 @@ class AsyncGroupWatch:
         await self.cancel()
 
 
-def _deliver_to(watch: weakref.ref[AsyncGroupWatch], event: GroupEvent) -> object:
+def _deliver_to(watch: Callable[[], AsyncGroupWatch | None], event: GroupEvent) -> object:
     live = watch()
     return None if live is None else live._deliver(event)
 

@@ -76,13 +76,9 @@ class View(abc.ABC):
         """Call ``wake()`` after changes to ``name`` until cancelled."""
 
 
-class LocksView(View):
-    """Every lock whose name starts with the prefix: its holders (one
-    exclusive, or several shared) and its waiters in order, each with its
-    member, token, mode, and how long it has held or waited. ``holder``,
-    ``token``, ``mode``, ``since`` and ``held_for`` repeat the first holder."""
+class PrefixView(View):
+    """A view of every lock, semaphore or election whose name starts with a prefix."""
 
-    kind = "locks"
     target = "PREFIX"
 
     def __init__(self, coord: moot.Coordinator, target: str = ""):
@@ -91,15 +87,30 @@ class LocksView(View):
 
     @property
     def title(self) -> str:
-        return f"locks {self.prefix}*" if self.prefix else "locks"
+        return f"{self.kind} {self.prefix}*" if self.prefix else self.kind
+
+
+def waiter_entry(who: moot.Waiter, duration: str, now: float, mode: bool = False) -> dict[str, Any]:
+    """A holder (``duration`` "held_for") or a waiter ("waiting_for") as JSON-able data."""
+    entry = {"member": who.member, "token": who.token, **({"mode": who.mode} if mode else {}), "since": who.since,
+             duration: elapsed(who.since, now)}
+    return entry
+
+
+class LocksView(PrefixView):
+    """Every lock whose name starts with the prefix: its holders (one
+    exclusive, or several shared) and its waiters in order, each with its
+    member, token, mode, and how long it has held or waited. ``holder``,
+    ``token``, ``mode``, ``since`` and ``held_for`` repeat the first holder."""
+
+    kind = "locks"
 
     def read(self) -> list[dict[str, Any]]:
         infos = [info for info in self.coord.locks() if info.name.startswith(self.prefix)]
         now = time.time()
 
         def entry(who: moot.Waiter, duration: str) -> dict[str, Any]:
-            return {"member": who.member, "token": who.token, "mode": who.mode, "since": who.since,
-                    duration: elapsed(who.since, now)}
+            return waiter_entry(who, duration, now, mode=True)
 
         return [{
             "name": info.name,
@@ -262,29 +273,19 @@ class LeaderWatch:
         self._election.stop_watching()
 
 
-class SemaphoresView(View):
+class SemaphoresView(PrefixView):
     """Every semaphore held or waited for whose name starts with the prefix:
     its stored limit, its holders and its waiters in order, each with its
     member, token and how long it has held or waited."""
 
     kind = "semaphores"
-    target = "PREFIX"
-
-    def __init__(self, coord: moot.Coordinator, target: str = ""):
-        super().__init__(coord)
-        self.prefix = target
-
-    @property
-    def title(self) -> str:
-        return f"semaphores {self.prefix}*" if self.prefix else "semaphores"
 
     def read(self) -> list[dict[str, Any]]:
         infos = [info for info in self.coord.semaphores() if info.name.startswith(self.prefix)]
         now = time.time()
 
         def entry(who: moot.Waiter, duration: str) -> dict[str, Any]:
-            return {"member": who.member, "token": who.token, "since": who.since,
-                    duration: elapsed(who.since, now)}
+            return waiter_entry(who, duration, now)
 
         return [{"name": info.name, "limit": info.limit,
                  "holders": [entry(h, "held_for") for h in info.holders],
@@ -315,21 +316,12 @@ class SemaphoresView(View):
             return listing.watch_semaphore(self.coord.session, name, wake)
 
 
-class ElectionsView(View):
+class ElectionsView(PrefixView):
     """Every election with a candidate whose name starts with the prefix:
     its leader with its fencing token and how long it has led, and every
     candidate in order (the leader first)."""
 
     kind = "elections"
-    target = "PREFIX"
-
-    def __init__(self, coord: moot.Coordinator, target: str = ""):
-        super().__init__(coord)
-        self.prefix = target
-
-    @property
-    def title(self) -> str:
-        return f"elections {self.prefix}*" if self.prefix else "elections"
 
     def read(self) -> list[dict[str, Any]]:
         with self.coord.session.bounded():
