@@ -54,7 +54,7 @@ class AsyncElection:
         int), or False; see :meth:`moot.Election.campaign`. Cancelling the
         task withdraws the candidacy."""
         plan = self._sync.campaign_plan(timeout, blocking)
-        self._notice.reset()
+        self._notice.reset()  # a new leadership: an earlier one's loss is forgotten
         return AsyncHeld(self._sync.held(), self._driver) if await self._driver.drive(plan) else False
 
     async def resign(self) -> bool:

@@ -27,6 +27,7 @@ from moot.recipes.lock import Lock
 from moot.recipes.queue import Waiter
 from moot.recipes.rwlock import RWLock
 from moot.recipes.semaphore import Semaphore, SemaphoreInfo
+from moot.waits import Plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,11 @@ class _AsyncHold:
         release): for a task that must stop work the moment it no longer holds."""
         await self._notice.wait()
 
+    async def _acquire(self, plan: Plan[bool]) -> bool:
+        """Drive an acquisition (a new hold: an earlier one's loss is forgotten)."""
+        self._notice.reset()
+        return await self._driver.drive(plan)
+
 
 class AsyncLock(_AsyncHold):
     """An exclusive, FIFO, fenced lock (``coord.lock(name)``); see :class:`moot.Lock`."""
@@ -110,9 +116,7 @@ class AsyncLock(_AsyncHold):
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take the lock; True once held, False if not (non-blocking, or
         ``timeout`` ran out). Cancelling the task withdraws from the queue."""
-        plan = self._sync.acquire_plan(blocking, timeout)
-        self._notice.reset()
-        return await self._driver.drive(plan)
+        return await self._acquire(self._sync.acquire_plan(blocking, timeout))
 
     async def __aenter__(self) -> AsyncHeld:
         """``async with coord.lock(name) as held:``: ``held.token`` is an int."""
@@ -139,36 +143,29 @@ class AsyncRWLock(_AsyncHold):
         return self._sync.mode
 
     async def acquire_read(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        plan = self._sync.read_plan(blocking, timeout)
-        self._notice.reset()
-        return await self._driver.drive(plan)
+        return await self._acquire(self._sync.read_plan(blocking, timeout))
 
     async def acquire_write(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        plan = self._sync.write_plan(blocking, timeout)
-        self._notice.reset()
-        return await self._driver.drive(plan)
+        return await self._acquire(self._sync.write_plan(blocking, timeout))
 
     async def upgrade(self, timeout: float | None = None) -> bool:
         """Shared to exclusive, keeping the shared hold meanwhile; see :meth:`moot.RWLock.upgrade`."""
         return await self._driver.drive(self._sync.upgrade_plan(timeout))
 
-    @contextlib.asynccontextmanager
-    async def read(self, timeout: float | None = None) -> AsyncIterator[AsyncRWLock]:
+    def read(self, timeout: float | None = None) -> contextlib.AbstractAsyncContextManager[AsyncRWLock]:
         """``async with rw.read():`` a shared hold for the block; LockTimeout if not acquired in time."""
-        wait = self._timeout if timeout is None else timeout
-        if not await self.acquire_read(timeout=wait):
-            raise LockTimeout(f"rwlock {self.name!r} (shared) not acquired within {wait}s")
-        try:
-            yield self
-        finally:
-            await self.release()
+        return self._held("shared", self._sync.read_plan, timeout)
+
+    def write(self, timeout: float | None = None) -> contextlib.AbstractAsyncContextManager[AsyncRWLock]:
+        """``async with rw.write():`` an exclusive hold for the block."""
+        return self._held("exclusive", self._sync.write_plan, timeout)
 
     @contextlib.asynccontextmanager
-    async def write(self, timeout: float | None = None) -> AsyncIterator[AsyncRWLock]:
-        """``async with rw.write():`` an exclusive hold for the block."""
+    async def _held(self, mode: str, plan: Callable[[bool, float | None], Plan[bool]],
+                    timeout: float | None) -> AsyncIterator[AsyncRWLock]:
         wait = self._timeout if timeout is None else timeout
-        if not await self.acquire_write(timeout=wait):
-            raise LockTimeout(f"rwlock {self.name!r} (exclusive) not acquired within {wait}s")
+        if not await self._acquire(plan(True, wait)):
+            raise LockTimeout(f"rwlock {self.name!r} ({mode}) not acquired within {wait}s")
         try:
             yield self
         finally:
@@ -188,9 +185,7 @@ class AsyncSemaphore(_AsyncHold):
         return self._sync.limit
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        plan = self._sync.acquire_plan(blocking, timeout)
-        self._notice.reset()
-        return await self._driver.drive(plan)
+        return await self._acquire(self._sync.acquire_plan(blocking, timeout))
 
     async def info(self) -> SemaphoreInfo:
         return await self._driver.call(self._sync.info)
