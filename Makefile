@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint docs bench servers-install check-python clean
+.PHONY: demo test lint audit docs bench servers-install check-python clean
 
 # Before creating the venv: a Python 3.11+ that can make one. A minimal
 # Debian/Ubuntu has python3 without its venv module's pip (python3-venv):
@@ -56,11 +56,26 @@ lint: $(STAMP)
 test: $(STAMP) servers-install lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Known vulnerabilities in the dependencies (scripts/audit-deps.py says which
+# sets and what blocks). pip-audit lives in a venv of its own so that it and
+# its own dependencies are not audited as moot's; not part of `make test`.
+AUDIT_VENV := .venv-audit
+AUDIT_STAMP := $(AUDIT_VENV)/.installed
+
+$(AUDIT_STAMP):
+	@$(MAKE) --no-print-directory check-python
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet 'pip-audit>=2.7,<3'
+	touch $(AUDIT_STAMP)
+
+audit: $(STAMP) $(AUDIT_STAMP)
+	$(PY) scripts/audit-deps.py $(AUDIT_VENV)/bin/pip-audit
+
 docs: $(STAMP)
 	bash scripts/build-docs.sh
 
 clean:
-	rm -rf $(VENV) .servers build *.egg-info
+	rm -rf $(VENV) $(AUDIT_VENV) .servers build *.egg-info
 
 bench: $(STAMP) servers-install
 	$(PY) -m pip install --quiet -r bench/requirements.txt

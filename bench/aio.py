@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wanted = [k for k in kinds if k in SERVER_KINDS]
         if wanted:
-            urls.update(servers.start(wanted))
+            urls.update(servers.start_production(wanted))
         for kind in kinds:
             sync = sync_rate(urls[kind], args.seconds)
             aio = asyncio.run(async_rate(urls[kind], args.seconds))

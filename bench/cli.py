@@ -1,7 +1,9 @@
 """``python -m bench``: measure moot and tooz on the same servers, in the same run.
 
 Starts its own servers (``tests/servers.py``: loopback, free ports, stopped
-at the end), runs the selected workloads per backend and system, and writes
+at the end) on each engine's production settings (``servers.PRODUCTION``:
+fsync on, default timing; never the test suite's fast settings), runs the
+selected workloads per backend and system, and writes
 ``bench/results/bench-<time>.{json,md,png}`` (the markdown also goes to
 stdout). Progress goes to stderr. ``--report FILE.json`` redraws the table
 and the plot of an earlier run.
@@ -24,7 +26,7 @@ from typing import Any
 
 from bench import engines, environment, plot, report
 from bench.systems import SYSTEMS, TOOZ_ON_MOOT_WORKLOADS
-from bench.workloads import MULTIPROCESS, WORKLOADS, Params
+from bench.workloads import MOOT_ONLY, MULTIPROCESS, WORKLOADS, Params
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -33,32 +35,51 @@ ALL_WORKLOADS = ("raw", *WORKLOADS)
 
 
 class Progress:
-    """One stderr line per step, with the time elapsed since the start."""
+    """One stderr line per step, with the time elapsed since the start; notes
+    inside a step give the time since the step began, and every step's
+    duration is kept (:attr:`durations`) for the JSON and the closing summary."""
 
     def __init__(self, steps: int):
         self.started = time.monotonic()
         self.steps = steps
         self.step = 0
         self._step_started = self.started
+        self._what: tuple[str, ...] = ()
+        #: [backend, system, workload, seconds] of every finished step, in order.
+        self.durations: list[list[Any]] = []
 
     def _stamp(self) -> str:
         elapsed = int(time.monotonic() - self.started)
         return f"[{elapsed // 60:2d}:{elapsed % 60:02d}]"
 
-    def begin(self, what: str) -> None:
+    def begin(self, kind: str, system: str, workload: str) -> None:
         self.step += 1
         self._step_started = time.monotonic()
-        print(f"{self._stamp()} {self.step:2d}/{self.steps} {what} ...", file=sys.stderr, flush=True)
+        self._what = (kind, system, workload)
+        print(f"{self._stamp()} {self.step:3d}/{self.steps} {kind:<10} {system:<12} {workload} ...",
+              file=sys.stderr, flush=True)
 
     def note(self, text: str) -> None:
-        print(f"{self._stamp()}         {text}", file=sys.stderr, flush=True)
+        took = time.monotonic() - self._step_started
+        print(f"{self._stamp()}          +{took:5.1f} s {text}", file=sys.stderr, flush=True)
 
     def end(self, text: str) -> None:
         took = time.monotonic() - self._step_started
-        print(f"{self._stamp()}         -> {text} ({took:.1f} s)", file=sys.stderr, flush=True)
+        self.durations.append([*self._what, round(took, 2)])
+        print(f"{self._stamp()}          -> {text} ({took:.1f} s)", file=sys.stderr, flush=True)
 
     def say(self, text: str) -> None:
         print(f"{self._stamp()} {text}", file=sys.stderr, flush=True)
+
+    def summary(self) -> str:
+        """Seconds per workload and per backend, over the steps run."""
+        def total(index: int) -> str:
+            sums: dict[str, float] = {}
+            for row in self.durations:
+                sums[row[index]] = sums.get(row[index], 0.0) + row[3]
+            return ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sorted(sums.items(), key=lambda x: -x[1]))
+
+        return f"time per workload: {total(2)}\ntime per backend: {total(0)}"
 
 
 def _csv(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -106,6 +127,12 @@ def _summary(workload: str, r: dict[str, Any]) -> str:
         return f"{r['members']} members, members() p50 {r['p50_ms']:.2f} ms"
     if workload == "close":
         return f"close() p50 {r['p50_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
+    if workload == "scaling":
+        return "see the scaling table"
+    if workload == "work":
+        if r["counted"] is None:
+            return "no server to count"
+        return f"acquire+release {r['acquire_release']:g} requests, handoff {r['handoff']:g}"
     return ""
 
 
@@ -123,6 +150,8 @@ def _plan(kinds: list[str], workloads: list[str], systems: list[str]) -> list[tu
                 if system != "moot" and kind == "memory":
                     continue  # tooz has no in-process driver, and moot+memory is one process
                 if system == "tooz-on-moot" and workload not in TOOZ_ON_MOOT_WORKLOADS:
+                    continue
+                if system != "moot" and workload in MOOT_ONLY:
                     continue
                 steps.append((kind, workload, system))
     return steps
@@ -176,14 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [k for k in kinds if k in SERVER_KINDS]
         urls: dict[str, str] = {}
         if wanted:
-            progress.say(f"starting {', '.join(wanted)} on loopback (tests/servers.py)")
-            urls.update(servers.start(wanted))
+            progress.say(f"starting {', '.join(wanted)} on loopback, production settings (tests/servers.py)")
+            urls.update(servers.start_production(wanted))
+            progress.say("servers answering")
         urls["memory"] = "memory://bench"
         urls["file"] = f"file://{scratch}/moot"
         run["environment"] = environment.describe(urls)
         progress.say(f"{len(steps)} steps; load average {run['environment']['machine']['load_at_start']}")
         for kind, workload, system in steps:
-            progress.begin(f"{kind:<9} {system:<6} {workload}")
+            progress.begin(kind, system, workload)
             result: dict[str, Any]
             try:
                 if workload == "raw":
@@ -196,13 +226,16 @@ def main(argv: list[str] | None = None) -> int:
             if workload != "raw":
                 run["results"].setdefault(kind, {}).setdefault(workload, {})[system] = result
             progress.end(_summary(workload, result))
+            run["durations"] = progress.durations
             base.with_suffix(".json").write_text(json.dumps(run, indent=1))  # partial results survive a stop
     finally:
         servers.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     run["seconds"] = time.monotonic() - progress.started
+    run["durations"] = progress.durations
     run["load_at_end"] = environment.load()
     json_path, md_path, png = write_outputs(run, base)
     sys.stdout.write(md_path.read_text())
+    progress.say(progress.summary())
     progress.say(f"wrote {json_path}, {md_path}" + (f", {png}" if png else ""))
     return 0

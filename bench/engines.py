@@ -207,13 +207,27 @@ def _raw_memcached(url: str, max_ops: int, max_seconds: float) -> dict[str, Any]
 
 
 # -- requests handled by a server -------------------------------------------------
+#: The engines whose own counters the bench reads, and what they count.
+COUNTED = {
+    "redis": "commands (MONITOR; a script's inner calls not counted)",
+    "zookeeper": "requests (mntr zk_packets_received)",
+    "etcd": "gRPC calls (metrics grpc_server_started_total)",
+    "postgresql": "statements clients sent (pg_stat_statements, top level: a function's inner ones not counted)",
+    "mysql": "statements (Questions)",
+    "memcached": "commands (stats: gets, sets, touches, deletes, incr/decr)",
+}
+
+
 class RequestCounter:
     """Counts the requests the server behind ``url`` handles between
-    :meth:`start` and :meth:`stop`; ``None`` for engines without a server."""
+    :meth:`start` and :meth:`stop` (see :data:`COUNTED`); ``None`` for
+    engines without a server. A probe's own requests are counted too:
+    callers subtract an idle window of the same shape."""
 
     def __init__(self, kind: str, url: str):
         self.kind = kind
         self._monitor: socket.socket | None = None
+        self._monitored = b""
         self._before = 0
         if kind == "redis":
             self._address = _address(url, 6379)
@@ -227,7 +241,7 @@ class RequestCounter:
 
     @property
     def available(self) -> bool:
-        return self.kind in ("redis", "zookeeper", "etcd", "mysql", "memcached")
+        return self.kind in COUNTED
 
     def start(self) -> None:
         if self.kind == "redis":
@@ -237,6 +251,7 @@ class RequestCounter:
             while b"\r\n" not in reply:
                 reply += sock.recv(4096)
             self._monitor = sock
+            self._monitored = reply.split(b"\r\n", 1)[1]  # commands already reported after the +OK
         elif self.kind == "zookeeper":
             self._before = self._zookeeper_packets()
         elif self.kind == "etcd":
@@ -245,6 +260,8 @@ class RequestCounter:
             self._before = self._mysql_questions()
         elif self.kind == "memcached":
             self._before = self._memcached_commands()
+        elif self.kind == "postgresql":
+            self._before = self._postgresql_statements()
 
     def stop(self) -> int | None:
         if self.kind == "redis":
@@ -257,7 +274,20 @@ class RequestCounter:
             return self._mysql_questions() - self._before
         if self.kind == "memcached":
             return self._memcached_commands() - self._before
+        if self.kind == "postgresql":
+            return self._postgresql_statements() - self._before
         return None
+
+    def _postgresql_statements(self) -> int:
+        """Statements run by every client (pg_stat_statements, which the
+        benchmark's PostgreSQL preloads; created here on first use)."""
+        conn = _postgresql(self._url)
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            (calls,) = conn.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements").fetchone()
+            return int(calls)
+        finally:
+            conn.close()
 
     def _mysql_questions(self) -> int:
         """Statements clients sent (this probe's own included: callers subtract an idle window)."""
@@ -285,20 +315,33 @@ class RequestCounter:
         return sum(int(stats.get(name, 0)) for name in names)
 
     def _redis_commands(self) -> int:
-        """Commands clients sent (script-internal calls excluded), read from MONITOR."""
+        """Commands clients sent (script-internal calls excluded), read from
+        MONITOR up to a marker command sent now on a connection of its own:
+        MONITOR reports commands in the order the server ran them, so every
+        command that ran before this call is counted, and nothing after."""
         sock = self._monitor
         assert sock is not None
-        data = b""
-        sock.settimeout(0.2)  # MONITOR lines trail the commands by far less
+        marker = f"bench-counted-{uuid.uuid4().hex}".encode()
+        data = self._monitored
         try:
-            while chunk := sock.recv(65536):
+            with socket.create_connection(self._address, timeout=5) as other:
+                other.sendall(b"*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\n" % (len(marker), marker))
+                reply = b""
+                while marker not in reply:
+                    chunk = other.recv(4096)
+                    if not chunk:
+                        raise ConnectionError("redis closed the connection before echoing the marker")
+                    reply += chunk
+            sock.settimeout(5)
+            while marker not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("redis closed the MONITOR connection")
                 data += chunk
-        except TimeoutError:
-            pass
         finally:
             sock.close()
             self._monitor = None
-        lines = data.decode(errors="replace").splitlines()
+        lines = data[:data.index(marker)].decode(errors="replace").splitlines()[:-1]  # the marker's own line
         return sum(1 for line in lines if line.startswith("+") and " lua]" not in line and line != "+OK")
 
     def _zookeeper_packets(self) -> int:

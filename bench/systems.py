@@ -10,9 +10,14 @@ from __future__ import annotations
 import abc
 import contextlib
 import urllib.parse
+import warnings
 from typing import Any
 
 import moot
+
+# tooz imports futurist, which imports eventlet, which warns on import (in
+# every process that measures tooz): noise between the bench's progress lines.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 SYSTEMS = ("moot", "tooz", "tooz-on-moot")
 #: tooz's API over moot (``moot+<scheme>://`` URLs, moot's tooz driver): measured on the contended
@@ -61,8 +66,9 @@ class _MootLock(LockHandle):
 
 
 class MootClient(Client):
-    def __init__(self, url: str, member_id: str, namespace: str):
-        self.coord = moot.connect(url, member_id=member_id, namespace=namespace)
+    def __init__(self, url: str, member_id: str, namespace: str, ttl: int | None = None):
+        options = {} if ttl is None else {"ttl": ttl}
+        self.coord = moot.connect(url, member_id=member_id, namespace=namespace, **options)
 
     def lock(self, name: str) -> LockHandle:
         return _MootLock(self.coord.lock(name))
@@ -74,7 +80,7 @@ class MootClient(Client):
         self.coord.group(group).join()
 
     def members(self, group: str) -> set[str]:
-        return set(self.coord.group(group).members())
+        return self.coord.group(group).member_ids()
 
     def close(self) -> None:
         self.coord.close()
@@ -124,32 +130,46 @@ class ToozClient(Client):
         self.coord.stop()
 
 
-def tooz_url(moot_url: str) -> str | None:
-    """The tooz driver URL for the same server as ``moot_url``; None if tooz has none."""
+def tooz_url(moot_url: str, ttl: int | None = None) -> str | None:
+    """The tooz driver URL for the same server as ``moot_url``; None if tooz has none.
+
+    ``ttl``: the seconds after which tooz's driver lets a dead client's locks
+    and memberships go (its lock and membership timeouts, or the session
+    timeout on ZooKeeper, the liveness timeout on file://), as moot's session
+    TTL does; by default tooz's own (30 s on redis, etcd and memcached, 10 s
+    on ZooKeeper and file://). tooz's PostgreSQL and MySQL locks die with
+    their connection: nothing to set."""
     parts = urllib.parse.urlsplit(moot_url)
+    options = {"file": "timeout", "zookeeper": "timeout", "redis": "lock_timeout membership_timeout",
+               "etcd": "lock_timeout membership_timeout", "memcached": "lock_timeout membership_timeout"}
+    query = "" if ttl is None or parts.scheme not in options else \
+        "?" + "&".join(f"{name}={ttl:d}" for name in options[parts.scheme].split())
     if parts.scheme == "file":  # a sibling directory: the two layouts never mix
-        return f"file://{parts.path.rstrip('/')}-tooz"
+        return f"file://{parts.path.rstrip('/')}-tooz{query}"
     if parts.scheme == "redis":
-        return f"redis://{parts.netloc}"
+        return f"redis://{parts.netloc}{query}"
     if parts.scheme == "zookeeper":
-        return f"zookeeper://{parts.netloc}"
+        return f"zookeeper://{parts.netloc}{query}"
     if parts.scheme == "etcd":
-        return f"etcd3+http://{parts.netloc}"
+        return f"etcd3+http://{parts.netloc}{query}"
     if parts.scheme in ("postgresql", "mysql"):  # the same server, user and database
         return f"{parts.scheme}://{parts.netloc}{parts.path}"
     if parts.scheme == "memcached":
-        return f"memcached://{parts.netloc}"
+        return f"memcached://{parts.netloc}{query}"
     return None
 
 
-def open_client(system: str, url: str, member_id: str, namespace: str, heart: bool = True) -> Client:
+def open_client(system: str, url: str, member_id: str, namespace: str, heart: bool = True,
+                ttl: int | None = None) -> Client:
     """A connected client. ``url`` is moot's URL; tooz gets the matching one.
-    ``heart=False`` starts tooz without its heartbeat thread (moot always has one)."""
+    ``heart=False`` starts tooz without its heartbeat thread (moot always has one).
+    ``ttl``: moot's session TTL, and tooz's timeouts set to the same (see
+    :func:`tooz_url`); by default each system's own."""
     if system == "moot":
-        return MootClient(url, member_id, namespace)
+        return MootClient(url, member_id, namespace, ttl)
     if system == "tooz-on-moot":
         return ToozClient(f"moot+{url}", member_id, namespace, heart)
-    translated = tooz_url(url)
+    translated = tooz_url(url, ttl)
     if translated is None:
         raise ValueError(f"tooz has no driver for {url}")
     return ToozClient(translated, member_id, namespace, heart)

@@ -19,11 +19,16 @@ joined within a bound, then killed. Times between processes are taken with
 * ``members``: ``members()`` of a group of ``members`` members, each its own
   coordinator (spread over a few processes, as in a real deployment).
 * ``close``: ``close()`` of a client holding a lock and a group membership.
+* ``work``: the requests the engine itself counts (see
+  :data:`bench.engines.COUNTED`) for one uncontended acquire+release, and for
+  one handoff: from the holder's release to the queued waiter's acquire
+  returning (the waiter's polls in that window included).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import multiprocessing
@@ -37,7 +42,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench.engines import RequestCounter
+from bench.engines import COUNTED, RequestCounter
+from bench.report import DEFAULT_TTL
+from bench.scaling import scaling
 from bench.systems import Client, LockHandle, open_client
 
 Note = Callable[[str], None]
@@ -61,12 +68,15 @@ class Params:
     members_calls: int = 200
     members_seconds: float = 5.0
     close_reps: int = 5
+    work_ops: int = 200
+    work_handoffs: int = 20
 
     @classmethod
     def quick(cls) -> Params:
         return cls(uncontended_ops=5000, uncontended_seconds=1.0, raw_ops=5000, raw_seconds=0.5,
                    contended_seconds=2.0, heartbeat_locks=100, members=200, member_processes=2,
-                   members_calls=50, members_seconds=2.0, close_reps=3)
+                   members_calls=50, members_seconds=2.0, close_reps=3,
+                   work_ops=50, work_handoffs=8)
 
 
 def namespace() -> str:
@@ -131,8 +141,28 @@ def uncontended(system: str, kind: str, url: str, params: Params, note: Note) ->
         elapsed = time.perf_counter() - started
     finally:
         client.close()
+    ends = list(itertools.accumulate(samples))
     return {"ops": len(samples), "seconds": elapsed, "per_second": len(samples) / elapsed,
+            "per_second_windows": window_rates(ends, 0.0, ends[-1] if ends else 0.0),
             "p50_us": statistics.median(samples) * 1e6, "p99_us": quantile(samples, 0.99) * 1e6}
+
+
+#: Equal windows a timed run is cut into, to state its spread.
+WINDOWS = 3
+
+
+def window_rates(times: list[float], start: float, end: float) -> list[float]:
+    """Events per second in each of :data:`WINDOWS` equal windows of
+    [start, end) (``times`` are the events' times): the spread of a rate
+    over one run, which the report states next to it."""
+    width = (end - start) / WINDOWS
+    if width <= 0:
+        return []
+    counts = [0] * WINDOWS
+    for t in times:
+        if start <= t < end:
+            counts[min(WINDOWS - 1, int((t - start) / width))] += 1
+    return [c / width for c in counts]
 
 
 def _cycle(lock: LockHandle) -> None:
@@ -213,6 +243,8 @@ def contended(system: str, kind: str, url: str, params: Params, note: Note) -> d
     return {
         "processes": n, "hold_ms": params.hold * 1000, "seconds": params.contended_seconds,
         "acquisitions": len(records), "per_second": len(records) / params.contended_seconds,
+        "per_second_windows": window_rates([rec[0] for rec in records], start_at.value,
+                                           start_at.value + params.contended_seconds),
         "share": [c / total for c in counts],
         "handoff_p50_ms": quantile(handoffs, 0.50), "handoff_p99_ms": quantile(handoffs, 0.99),
         "handoff_max_ms": max(handoffs, default=0.0), "handoffs": [round(h, 4) for h in handoffs],
@@ -258,9 +290,13 @@ def heartbeat(system: str, kind: str, url: str, params: Params, note: Note) -> d
 
 
 # -- kill ---------------------------------------------------------------------------
+#: The TTL of both systems in the kill workload: moot's default session TTL,
+#: and tooz's lock and membership timeouts set to the same (the same workload:
+#: tooz's defaults are 30 s on redis, etcd and memcached).
+KILL_TTL = int(DEFAULT_TTL)
 def _victim(system: str, url: str, ns: str, ready: Any) -> None:
     try:
-        client = open_client(system, url, "victim", ns)
+        client = open_client(system, url, "victim", ns, ttl=KILL_TTL)
         lock = client.lock("victim")  # referenced until killed: tooz releases a collected lock
         if not lock.acquire(10):
             ready.put("the victim did not get its lock")
@@ -284,7 +320,7 @@ def kill(system: str, kind: str, url: str, params: Params, note: Note) -> dict[s
         status = _receive(ready, [proc], 90)
         if status != "ok":
             raise RuntimeError(status)
-        observer = open_client(system, url, "observer", ns)
+        observer = open_client(system, url, "observer", ns, ttl=KILL_TTL)
         if "victim" not in observer.members("victims"):
             raise RuntimeError("the victim is not listed in its group")
         lock = observer.lock("victim")
@@ -322,9 +358,15 @@ def kill(system: str, kind: str, url: str, params: Params, note: Note) -> dict[s
 
 
 # -- members ------------------------------------------------------------------------
+#: Threads per member host that connect and join its members (each its own coordinator).
+JOIN_THREADS = 16
+
+
 def _member_host(system: str, url: str, ns: str, ids: list[str], ready: Any, stop: Any) -> None:
-    """Join ``ids`` (each its own client) to the group, report, wait for ``stop``."""
-    pool = concurrent.futures.ThreadPoolExecutor(16)
+    """Join ``ids`` (each its own client) to the group, report, wait for
+    ``stop``, close every client (all at once: tooz's ``stop()`` waits about
+    a second on some drivers) and report ``"closed"``. The caller ends the
+    host after that: some of tooz's threads keep a process from exiting."""
     errors: list[str] = []
 
     def join(member_id: str) -> Client | None:
@@ -341,16 +383,26 @@ def _member_host(system: str, url: str, ns: str, ids: list[str], ready: Any, sto
             return None
         return client
 
+    # Never joined: a thread that started a tooz client cannot be joined
+    # (the pool's shutdown(wait=True) hangs), so neither pool is.
+    pool = concurrent.futures.ThreadPoolExecutor(JOIN_THREADS)
     clients = [c for c in pool.map(join, ids) if c is not None]
     ready.put((len(clients), sorted(set(errors))[:3]))
     stop.wait(300)
-    closing = [pool.submit(c.close) for c in clients]
-    concurrent.futures.wait(closing, timeout=20)
-    pool.shutdown(wait=False, cancel_futures=True)
+    closers = concurrent.futures.ThreadPoolExecutor(max(1, len(clients)))
+    concurrent.futures.wait([closers.submit(c.close) for c in clients], timeout=30)
+    ready.put("closed")
+    pool.shutdown(wait=False)
+    closers.shutdown(wait=False)
 
 
 def members(system: str, kind: str, url: str, params: Params, note: Note) -> dict[str, Any]:
     ns = namespace()
+    probe = open_client(system, url, "probe", ns)
+    try:  # a driver without groups (tooz's SQL ones) says so here, not after 1,000 connections
+        probe.join("probe")
+    finally:
+        probe.close()
     ids = [f"m{i:04d}" for i in range(params.members)]
     hosts = 1 if kind == "memory" else params.member_processes
     chunks = [ids[i::hosts] for i in range(hosts)]
@@ -375,7 +427,7 @@ def members(system: str, kind: str, url: str, params: Params, note: Note) -> dic
         reports = [_receive(ready, procs, 240) for _ in chunks]
         joined = sum(count for count, _ in reports)
         errors = sorted({error for _, found in reports for error in found})
-        note(f"{joined} members joined")
+        note(f"{joined} members joined ({len(chunks)} {'threads' if threads else 'processes'})")
         observer = open_client(system, url, "observer", ns)
         listed = 0
         settle = time.monotonic() + 30
@@ -390,13 +442,18 @@ def members(system: str, kind: str, url: str, params: Params, note: Note) -> dic
             t0 = time.perf_counter()
             observer.members("big")
             samples.append(time.perf_counter() - t0)
+        note(f"{len(samples)} members() calls")
     finally:
         if observer is not None:
             observer.close()
         stop.set()
+        with contextlib.suppress(Exception):  # a host that died was reported above
+            for _ in chunks:
+                while _receive(ready, procs, 40) != "closed":
+                    pass
         for thread in threads:
             thread.join(30)
-        _reap(procs, 40)
+        _reap(procs, 0)
     return {"members": joined, "listed": listed, "calls": len(samples), "errors": errors,
             "p50_ms": statistics.median(samples) * 1000 if samples else None,
             "p99_ms": quantile(samples, 0.99) * 1000 if samples else None}
@@ -420,6 +477,66 @@ def close(system: str, kind: str, url: str, params: Params, note: Note) -> dict[
     return {"reps": len(samples), "p50_ms": statistics.median(samples) * 1000, "max_ms": max(samples) * 1000}
 
 
+# -- work -----------------------------------------------------------------------------
+def _counted(counter: RequestCounter, action: Callable[[], object]) -> int:
+    counter.start()
+    action()
+    return counter.stop() or 0
+
+
+def work(system: str, kind: str, url: str, params: Params, note: Note) -> dict[str, Any]:
+    counter = RequestCounter(kind, url)
+    if not counter.available:
+        return {"counted": None}
+    ns = namespace()
+    first, second = open_client(system, url, "first", ns), open_client(system, url, "second", ns)
+    try:
+        locks = [first.lock("work"), second.lock("work")]
+        for _ in range(10):  # warm up: connections, scripts, directories
+            _cycle(locks[0])
+            _cycle(locks[1])
+        def loop() -> None:
+            for _ in range(params.work_ops):
+                _cycle(locks[0])
+
+        t0 = time.monotonic()
+        cycles = _counted(counter, loop)
+        took = time.monotonic() - t0
+        idle_cycles = _counted(counter, lambda: time.sleep(took))
+        handoffs: list[int] = []
+        idle: list[int] = []
+        if not locks[0].acquire(5.0):
+            raise RuntimeError("the first lock was not acquired within 5 s")
+        for i in range(params.work_handoffs):
+            holder, waiter = locks[i % 2], locks[1 - i % 2]
+            served = threading.Event()
+
+            def wait(lock: LockHandle = waiter, done: threading.Event = served) -> None:
+                if lock.acquire(30.0):
+                    done.set()
+
+            thread = threading.Thread(target=wait, daemon=True)
+            thread.start()
+            time.sleep(0.05)  # the waiter queues and waits: not counted
+            def hand_over(lock: LockHandle = holder, done: threading.Event = served) -> None:
+                lock.release()
+                done.wait(30.0)
+
+            handoffs.append(_counted(counter, hand_over))
+            thread.join(30)
+            if not served.is_set():
+                raise RuntimeError("a queued waiter was not served within 30 s of the release")
+            idle.append(_counted(counter, lambda: None))
+        locks[params.work_handoffs % 2].release()
+    finally:
+        first.close()
+        second.close()
+    per_cycle = max(0, cycles - idle_cycles) / params.work_ops
+    return {"counted": COUNTED[kind], "acquire_release": round(per_cycle, 2),
+            "handoff": max(0, statistics.median(handoffs) - statistics.median(idle)),
+            "handoffs": handoffs, "idle": idle, "idle_during_cycles": idle_cycles}
+
+
 WORKLOADS: dict[str, Callable[[str, str, str, Params, Note], dict[str, Any]]] = {
     "uncontended": uncontended,
     "contended": contended,
@@ -427,7 +544,12 @@ WORKLOADS: dict[str, Callable[[str, str, str, Params, Note], dict[str, Any]]] = 
     "kill": kill,
     "members": members,
     "close": close,
+    "work": work,
+    "scaling": scaling,
 }
+
+#: Workloads that measure moot alone (how its own cost grows).
+MOOT_ONLY = {"scaling"}
 
 #: Workloads that need several OS processes (not on memory://).
 MULTIPROCESS = {"contended", "kill"}

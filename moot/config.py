@@ -45,6 +45,7 @@ from typing import Any
 
 from moot.coordinator import Coordinator, connect
 from moot.errors import ConfigurationError, missing_driver
+from moot.url import redact
 
 log = logging.getLogger("moot.config")
 
@@ -94,8 +95,8 @@ def _settings(values: Mapping[str, Any], where: str) -> dict[str, Any]:
             continue
         if name in _SECONDS:
             settings[name] = _seconds(name, value, where)
-        elif not isinstance(value, str):
-            raise ConfigurationError(f"{name} = {value!r} in {where}: must be a string")
+        elif not isinstance(value, str):  # not shown: backend_url's may hold a password
+            raise ConfigurationError(f"{name} in {where} must be a string, not {type(value).__name__}")
         else:
             settings[name] = value
     return settings
@@ -114,8 +115,15 @@ def _read(source: Any, section: str) -> tuple[dict[str, Any], str]:
         try:
             if not parser.read(path, encoding="utf-8"):
                 raise ConfigurationError(f"configuration file {path!r} cannot be read (missing?)")
+        except configparser.MissingSectionHeaderError as exc:  # its lines are not shown: they may hold a password
+            raise ConfigurationError(f"configuration file {path!r} is malformed: line {exc.lineno} comes before "
+                                     f"any [section] header") from None
+        except configparser.ParsingError as exc:
+            lines = ", ".join(str(lineno) for lineno, _ in exc.errors)
+            raise ConfigurationError(f"configuration file {path!r} is malformed: line(s) {lines} are not "
+                                     f"'name = value'") from None
         except (configparser.Error, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"configuration file {path!r} is malformed: {exc}") from None
+            raise ConfigurationError(f"configuration file {path!r} is malformed: {redact(str(exc))}") from None
         return _read_parser(parser, section, f"{path}: [{section}]")
     if isinstance(source, configparser.RawConfigParser):
         return _read_parser(source, section, f"[{section}]")
@@ -134,8 +142,8 @@ def _read_parser(parser: configparser.RawConfigParser, section: str, where: str)
     inherited = parser.defaults()  # [DEFAULT] options show in every section; not ours to judge
     try:
         present = {name: parser.get(section, name) for name in parser.options(section)}
-    except configparser.Error as exc:
-        raise ConfigurationError(f"{where}: {exc}") from None
+    except configparser.Error as exc:  # an interpolation error quotes the value, maybe a password
+        raise ConfigurationError(f"{where}: {redact(str(exc))}") from None
     _reject_unknown({name: v for name, v in present.items() if name not in inherited}, where)
     return {name: v for name, v in present.items() if name in OPTIONS}, where
 
@@ -185,4 +193,4 @@ def _read_oslo(cfg: Any, conf: Any, section: str) -> dict[str, Any]:
         raise ConfigurationError(f"the oslo.config group [{section}] lacks moot's options: call "
                                  f"moot.config.register_opts(conf, group={section!r}) first") from None
     except cfg.Error as exc:
-        raise ConfigurationError(f"[{section}]: {exc}") from None
+        raise ConfigurationError(f"[{section}]: {redact(str(exc))}") from None

@@ -8,11 +8,9 @@ garbage-collection safety, real OS threads under eventlet) is stated in
 
 from __future__ import annotations
 
-import getpass
 import importlib
 import os
 import socket
-import tempfile
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -40,8 +38,9 @@ def default_url() -> str:
     """``$MOOT_URL`` if set, else a file:// directory private to this user."""
     if os.environ.get("MOOT_URL"):
         return os.environ["MOOT_URL"]
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return f"file://{os.path.join(base, f'moot-{getpass.getuser()}')}"
+    from moot.backends.file.access import default_directory  # the file backend's, loaded only when used
+
+    return f"file://{default_directory()}"
 
 
 def default_member_id() -> str:

@@ -36,6 +36,22 @@ class AuthenticationFailed(ConfigurationError):
     it. Not retryable: fix the credentials in the URL (or the server's users)."""
 
 
+class PermissionDenied(ConfigurationError):
+    """The backend knows who moot is but refuses it this root: the key prefix,
+    key range, schema or database the URL names belongs to another tenant, or
+    the user lacks a privilege moot needs there (docs/security.md lists them).
+    Nothing was read or changed. Not retryable: use the root the user was
+    given, or grant the user that root."""
+
+
+class TLSFailed(ConfigurationError):
+    """The TLS handshake with the backend failed for a reason a retry cannot
+    fix: the server's certificate is not signed by a trusted authority (see
+    the ``ca_cert`` option), does not name the host in the URL, has expired,
+    or the server refused the client certificate, or does not speak TLS.
+    Not retryable: fix the certificates or the URL's TLS options."""
+
+
 class DriverNotInstalled(MootError, ImportError):
     """The client library a backend needs is not installed.
 

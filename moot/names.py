@@ -9,10 +9,13 @@ any backend; :func:`unsegment` reverses it.
 
 from __future__ import annotations
 
+import re
+
 from moot.errors import InvalidName
 
 MAX_NAME_BYTES = 256
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_ALL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def check_name(name: object, what: str = "name") -> str:
@@ -33,11 +36,15 @@ def check_name(name: object, what: str = "name") -> str:
 
 def segment(name: str) -> str:
     """Escape a (checked) name into one safe key segment."""
+    if _ALL_SAFE.fullmatch(name):  # the common case, kept cheap: listings unescape every name they return
+        return name
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in name.encode("utf-8"))
 
 
 def unsegment(text: str) -> str:
     """The name that :func:`segment` escaped into ``text``."""
+    if "%" not in text and text.isascii():
+        return text
     out = bytearray()
     i = 0
     raw = text.encode("ascii")

@@ -279,19 +279,20 @@ class Session:
         """Changes whenever the session is given up; a hold records it when served."""
         return self._epoch
 
-    def bind(self, item: SessionListener, epoch: int | None = None, install: Callable[[], None] | None = None) -> bool:
+    def bind(self, item: SessionListener, epoch: int | None = None, install: Callable[..., None] | None = None,
+             *args: Any) -> bool:
         """Tell ``item`` when the session is lost or renewed, until unbound.
 
         With ``epoch``: only if the session of that epoch is still trusted,
-        and then ``install()`` runs first under the same lock, so a loss is
-        either seen by the caller (False, nothing installed) or reported to
-        ``item`` afterwards, never missed in between."""
+        and then ``install(*args)`` runs first under the same lock, so a loss
+        is either seen by the caller (False, nothing installed) or reported
+        to ``item`` afterwards, never missed in between."""
         with self._bound_lock:
             if epoch is not None:
                 if not self.holds(epoch):
                     return False
                 if install is not None:
-                    install()
+                    install(*args)
             self._bound.add(item)
         return True
 
@@ -327,6 +328,10 @@ class Session:
         self._effective_ttl = self.ttl if granted is None else min(self.ttl, granted)
         self._valid_until = sent + self._effective_ttl * (1 - SAFETY_MARGIN)
         self._last_ok = sent
+
+    def live(self) -> bool:
+        """True while a session is open (none given up and not yet replaced)."""
+        return self._session_ok.is_set()
 
     def wait_for_session(self, until: float | None) -> bool:
         """Block until a live session exists (after a loss); False on deadline."""
@@ -637,11 +642,16 @@ class _Unanswered:
     value: bytes
 
 
+_TIMEOUT_MAX = threading.TIMEOUT_MAX
+
+
 def check_timeout(timeout: float | None) -> float | None:
     """Validate a user timeout (None = forever); returns the monotonic deadline.
     A timeout longer than ``threading.TIMEOUT_MAX`` (about 292 years) waits forever."""
     if timeout is None:
         return None
+    if type(timeout) is float and 0 <= timeout < _TIMEOUT_MAX:  # the common case, checked at once
+        return time.monotonic() + timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout != timeout:
         raise InvalidArgument(f"timeout must be a number of seconds or None, not {timeout!r}")
     if timeout < 0:

@@ -37,6 +37,17 @@ class Histogram:
         self.total += value
         self.buckets[bisect.bisect_left(BUCKETS, value)] += 1
 
+    def copy(self) -> Histogram:
+        copy = Histogram()
+        copy.add(self)
+        return copy
+
+    def add(self, other: Histogram) -> None:
+        """Add ``other``'s observations to this one."""
+        self.count += other.count
+        self.total += other.total
+        self.buckets = [mine + theirs for mine, theirs in zip(self.buckets, other.buckets, strict=True)]
+
     def snapshot(self) -> dict[str, Any]:
         cumulative, running = {}, 0
         for bound, count in zip((*BUCKETS, float("inf")), self.buckets, strict=True):
@@ -53,6 +64,7 @@ class Stats:
         self._counters: dict[tuple[str, str], int] = {}
         self._histograms: dict[tuple[str, str], Histogram] = {}
         self._observers: list[Observer] = []
+        self._timers: dict[tuple[str, str, str], Timer] = {}
 
     def subscribe(self, observer: Observer) -> None:
         """Call ``observer(name, kind, value)`` for every later observation."""
@@ -84,6 +96,15 @@ class Stats:
             observer(counter, kind, 1.0)
             observer(histogram, kind, seconds)
 
+    def timer(self, counter: str, histogram: str, kind: str) -> Timer:
+        """A recorder of :meth:`timed` for these names, for a hot path that
+        records them again and again (no key built or looked up per call)."""
+        with self._lock:
+            timer = self._timers.get((counter, histogram, kind))
+            if timer is None:
+                timer = self._timers[(counter, histogram, kind)] = Timer(self, counter, histogram, kind)
+            return timer
+
     def _locked_observe(self, name: str, kind: str, seconds: float) -> None:
         histogram = self._histograms.get((name, kind))
         if histogram is None:
@@ -93,10 +114,41 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         """``{"counters": {"acquisitions": {"lock": 3}}, "histograms": {...}}``."""
         with self._lock:
-            counters: dict[str, dict[str, int]] = {}
-            for (name, kind), value in sorted(self._counters.items()):
-                counters.setdefault(name, {})[kind] = value
-            histograms: dict[str, dict[str, Any]] = {}
-            for (name, kind), histogram in sorted(self._histograms.items()):
-                histograms.setdefault(name, {})[kind] = histogram.snapshot()
+            counted = dict(self._counters)
+            observed = {key: histogram.copy() for key, histogram in self._histograms.items()}
+            for timer in self._timers.values():
+                if timer.histogram.count:
+                    counter, name, kind = timer._names
+                    counted[(counter, kind)] = counted.get((counter, kind), 0) + timer.histogram.count
+                    observed.setdefault((name, kind), Histogram()).add(timer.histogram)
+        counters: dict[str, dict[str, int]] = {}
+        for (name, kind), value in sorted(counted.items()):
+            counters.setdefault(name, {})[kind] = value
+        histograms: dict[str, dict[str, Any]] = {}
+        for (name, kind), histogram in sorted(observed.items()):
+            histograms.setdefault(name, {})[kind] = histogram.snapshot()
         return {"counters": counters, "histograms": histograms}
+
+
+class Timer:
+    """``timer(seconds)`` is ``stats.timed(counter, histogram, kind, seconds)``
+    (see :meth:`Stats.timer`): the same figures in ``snapshot()``, the same
+    observers; it keeps its own histogram (whose count is the counter),
+    merged into the snapshot, so a call builds no key and looks nothing up."""
+
+    __slots__ = ("_lock", "_names", "_stats", "histogram")
+
+    def __init__(self, stats: Stats, counter: str, histogram: str, kind: str):
+        self._stats, self._lock = stats, stats._lock
+        self._names = (counter, histogram, kind)
+        self.histogram = Histogram()
+
+    def __call__(self, seconds: float) -> None:
+        with self._lock:
+            self.histogram.observe(seconds)
+        observers = self._stats._observers
+        if observers:
+            counter, name, kind = self._names
+            for observer in observers:
+                observer(counter, kind, 1.0)
+                observer(name, kind, seconds)

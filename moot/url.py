@@ -25,6 +25,7 @@ BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "redis": ("moot.backends.redis", "RedisBackend", "redis", None),
     "rediss": ("moot.backends.redis", "RedisBackend", "redis", None),
     "redis+sentinel": ("moot.backends.redis", "RedisBackend", "redis", None),
+    "rediss+sentinel": ("moot.backends.redis", "RedisBackend", "redis", None),
     "zookeeper": ("moot.backends.zookeeper", "ZooKeeperBackend", "zookeeper", "kazoo"),
     "kazoo": ("moot.backends.zookeeper", "ZooKeeperBackend", "zookeeper", "kazoo"),
     "etcd": ("moot.backends.etcd", "EtcdBackend", None, None),
@@ -52,11 +53,15 @@ class BackendURL:
     raw: str = dataclasses.field(repr=False)
 
     def redacted(self) -> str:
-        """The URL as given, with any password replaced by ``***``."""
+        """The URL as given, with any password replaced by ``***``: the
+        authority's, and the value of every secret option (see :func:`redact`)."""
         return redact(self.raw)
 
     def __str__(self) -> str:
         return self.redacted()
+
+    def __repr__(self) -> str:  # not the dataclass's: the query may hold a secret option
+        return f"BackendURL({self.redacted()!r})"
 
     def host_port(self, default_port: int, index: int = 0) -> tuple[str, int]:
         """One host of the URL with ``default_port`` filled in."""
@@ -69,21 +74,34 @@ class BackendURL:
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
+#: An option whose name matches is a secret: its value is never shown
+#: (``sentinel_password``, and any ``password``, ``token`` or ``secret``).
+SECRET_OPTION = re.compile(r"pass(word|wd)?|secret|token|credential", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """Return ``url`` with the password of its authority (if any) hidden.
+    """Return ``url`` with the password of its authority (if any) and the
+    value of every secret option (:data:`SECRET_OPTION`) hidden.
 
     Errs on the side of hiding: everything between the first ``:`` after
     the scheme and the last ``@`` becomes ``***``, so a password that holds
     unescaped ``/``, ``?``, ``#`` or ``@`` (or text that is not a URL at
-    all, like ``user:pw@host``) is hidden all the same."""
+    all, like ``user:pw@host``) is hidden all the same; so is everything
+    after ``name=`` of a secret option up to the next ``&``."""
     head, sep, rest = url.partition("://")
     if not sep or not _SCHEME.fullmatch(head):
         head, sep, rest = "", "", url
     at = rest.rfind("@")
     colon = rest.find(":", 0, at) if at > 0 else -1
-    if colon < 0:
-        return url
-    return f"{head}{sep}{rest[:colon + 1]}{_REDACTED}{rest[at:]}"
+    if colon >= 0:
+        rest = f"{rest[:colon + 1]}{_REDACTED}{rest[at:]}"
+    base, question, query = rest.partition("?")
+    if question:
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(f"{name}={_REDACTED}" if equals and SECRET_OPTION.search(urllib.parse.unquote_plus(name))
+                         else name + equals + value for name, equals, value in pairs)
+        rest = base + question + query
+    return head + sep + rest
 
 
 def _piece(text: str, url: str, shown: str) -> str:
@@ -139,11 +157,12 @@ def parse_url(url: str) -> BackendURL:
             f"known schemes: {', '.join(sorted(BACKENDS))}"
         )
     rest = url.split("://", 1)[1]
-    authority, sep, tail = rest.partition("/")
-    path = sep + tail
-    path, _, query_text = path.partition("?")
-    if "?" in authority:
-        authority, _, query_text = authority.partition("?")
+    # The authority ends at the first '/' or '?': a query right after it
+    # (host:port?ca_cert=/etc/ca.pem) keeps the slashes of its values.
+    ends = [i for i in (rest.find("/"), rest.find("?")) if i >= 0]
+    cut = min(ends) if ends else len(rest)
+    authority = rest[:cut]
+    path, _, query_text = rest[cut:].partition("?")
     if "#" in query_text or "#" in path:
         raise InvalidURL(f"unexpected '#' fragment in {shown!r}")
     username = password = None
@@ -224,16 +243,17 @@ def option_bool(options: Mapping[str, Any], name: str, default: bool) -> bool:
     """Read a boolean option (from a URL query or keyword), with a typed error.
 
     Accepts ``True``/``False`` and the texts ``true``/``false``, ``yes``/``no``,
-    ``on``/``off``, ``1``/``0`` (any case); anything else, ``"treu"`` or
-    ``2`` or ``""``, raises :class:`InvalidURL` naming the option."""
+    ``on``/``off``, ``1``/``0`` (in any case, nothing around them); anything
+    else, ``"treu"``, ``" true"``, ``2`` or ``""``, raises :class:`InvalidURL`
+    naming the option and the accepted values."""
     value = options.get(name, default)
     if isinstance(value, bool):
         return value
-    if isinstance(value, str):
-        text = value.strip().lower()
+    if isinstance(value, str) and value.isascii():
+        text = value.lower()
         if text in _TRUE:
             return True
         if text in _FALSE:
             return False
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
-    raise InvalidURL(f"option {name}={shown} is not a boolean; write true or false")
+    raise InvalidURL(f"option {name}={_shown(value)} is not a boolean; write one of: true, false, yes, no, on, "
+                     f"off, 1, 0")

@@ -16,7 +16,6 @@ the driver around each step: a context variable cannot be held across a
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Generator
 from typing import Generic, TypeVar
 
@@ -87,18 +86,22 @@ class Plan(Generic[_T]):
 
 def run(plan: Plan[_T]) -> _T:
     """Drive ``plan`` on the calling thread, each step under its deadline."""
-    steps = plan.steps
-    step: Callable[[], Wait] = steps.__next__
+    return drive(plan.steps, plan.deadline)
+
+
+def drive(steps: Steps[_T], deadline: float | None) -> _T:
+    """Drive ``steps`` on the calling thread, each step under ``deadline``
+    (:func:`run` without a :class:`Plan`: a blocking call has no use for ``undo``)."""
+    woken: bool | None = None  # None: the first step
     while True:
-        try:
-            with call_deadline.bounded(plan.deadline):
-                wait = step()
-        except StopIteration as done:
-            result: _T = done.value
-            return result
+        with call_deadline.bounded(deadline):
+            try:
+                wait = steps.__next__() if woken is None else steps.send(woken)
+            except StopIteration as done:
+                result: _T = done.value
+                return result
         if wait.wake is None:
             realthreads.pause(wait.timeout or 0.0)
             woken = False
         else:
             woken = wait.wake.wait(wait.timeout)
-        step = functools.partial(steps.send, woken)

@@ -192,7 +192,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     from tests.differences import EXPECTED
 
     for item in items:
-        kind = getattr(getattr(item, "callspec", None), "params", {}).get("backend")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        kind = params.get("backend", params.get("engine"))  # tests/test_isolation.py names it engine
         reason = EXPECTED.get(str(kind), {}).get(item.nodeid.split("[", 1)[0])
         if reason is not None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"expected difference on {kind}: {reason}"))

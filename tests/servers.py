@@ -61,15 +61,18 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
+
+from tests.certs import Certificates, certificates
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -111,6 +114,23 @@ class Member:
     def send(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the server and every process it forked (SIGSTOP freezes all of it)."""
         _signal(self, sig)
+
+    def freeze(self, timeout: float = 5.0) -> None:
+        """SIGSTOP the server, and return once every thread of it is stopped:
+        kill() returns before a thread busy on another core has stopped, and
+        such a thread may still answer a request sent meanwhile."""
+        self.send(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for task in Path(f"/proc/{self.pid}/task").glob("*/stat"):
+                with contextlib.suppress(OSError):
+                    states.append(task.read_text().rsplit(")", 1)[1].split()[0])
+            if states and all(state in ("T", "t") for state in states):
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self.kind} (pid {self.pid}) did not stop: thread states {states}")
+            time.sleep(0.001)
 
     @property
     def log(self) -> Path:
@@ -271,7 +291,7 @@ class ZooKeeper(Kind):
     ports_per_member = 3  # client, quorum, leader election
     startup_timeout = 60.0
     clusterable = True
-    jars = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
+    jars: ClassVar[tuple[str, ...]] = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
 
     def missing(self) -> str | None:
         absent = [j for j in self.jars if not os.path.exists(j)]
@@ -317,6 +337,55 @@ class ZooKeeper(Kind):
 
     def url(self, members: Sequence[Member]) -> str:
         return f"zookeeper://{_hosts(members)}"
+
+
+class ZooKeeperTLS(ZooKeeper):
+    """ZooKeeper that serves clients over TLS only: Netty's secure client port
+    (``ports[0]``, no plain client port) with the certificates of
+    :func:`tls_certificates` as PEM key and trust stores. ``server_cert`` as
+    for :class:`EtcdTLS`; ``client_auth`` is ZooKeeper's ``ssl.clientAuth``
+    (none, want, need). The URL names the secure port with ``tls=true`` and
+    the test authority as ``ca_cert``."""
+
+    clusterable = False
+    #: Debian's zookeeper.jar leaves out part of what Netty's TLS needs
+    jars = (*ZooKeeper.jars, "/usr/share/java/netty-codec.jar", "/usr/share/java/netty-resolver.jar",
+            "/usr/share/java/netty-transport-native-unix-common.jar")
+
+    def __init__(self, name: str, server_cert: str = "server", client_auth: str = "none"):
+        self.name = name  # type: ignore[misc]  # one class, several named kinds
+        self.server_cert = server_cert
+        self.client_auth = client_auth
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        cert, key = _server_files(self.server_cert)
+        store = member.directory / "server.pem"  # a PEM key store holds the key and its certificate
+        store.write_text(key.read_text() + cert.read_text())
+        argv = super().argv(member, peers)
+        config = member.directory / "zoo.cfg"
+        lines = [line for line in config.read_text().splitlines() if not line.startswith("clientPort")]
+        lines += [
+            "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+            f"secureClientPort={member.port}",
+            f"secureClientPortAddress={HOST}",
+            f"ssl.keyStore.location={store}",
+            "ssl.keyStore.type=PEM",
+            f"ssl.trustStore.location={tls_certificates().ca}",
+            "ssl.trustStore.type=PEM",
+            f"ssl.clientAuth={self.client_auth}",
+            "ssl.hostnameVerification=false",  # client certificates name no host
+        ]
+        config.write_text("\n".join(lines) + "\n")
+        return argv
+
+    def ready(self, member: Member) -> bool:
+        return b"Mode: " in _tls_exchange(member.port, b"srvr", until=b"Node count")
+
+    def is_leader(self, member: Member) -> bool:
+        return b"Mode: leader" in _tls_exchange(member.port, b"srvr", until=b"Node count")
+
+    def url(self, members: Sequence[Member]) -> str:
+        return super().url(members) + _query({"tls": "true", "ca_cert": str(tls_certificates().ca)})
 
 
 class Etcd(Kind):
@@ -437,11 +506,20 @@ class MariaDB(Kind):
         ]  # fmt: skip
 
     def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
-        data = member.directory / "data"
-        install = (f"mariadb-install-db --no-defaults --datadir={data} --user=root "
-                   "--auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1")
         server = " ".join(self.server_argv(member))
-        return ["sh", "-c", f"test -d {data}/mysql || {install} || exit 1; exec {server}"]
+        return ["sh", "-c", f"{self.install(member)}; exec {server}"]
+
+    def install(self, member: Member) -> str:
+        """Shell that makes the data directory unless it exists; on failure it
+        prints the installer's output to the server log and exits."""
+        # A temporary directory of its own: with the shared /tmp, one of three
+        # installs run at once failed about 1 start in 10 ("Could not remove
+        # temporary table '/tmp/#sql-temptable-...'", then "Unknown table").
+        data, tmp = member.directory / "data", member.directory / "tmp"
+        install = (f"mariadb-install-db --no-defaults --datadir={data} --user=root "
+                   "--auth-root-authentication-method=normal --skip-test-db > install.log 2>&1")
+        return (f"mkdir -p {tmp} && chmod 1777 {tmp} && export TMPDIR={tmp} && "
+                f"{{ test -d {data}/mysql || {install} || {{ cat install.log; exit 1; }} }}")
 
     def client(self, member: Member, sql: str) -> bool:
         return _run_quietly(["mariadb", "--no-defaults", "--protocol=tcp", "-h", HOST, "-P", str(member.port),
@@ -488,14 +566,12 @@ class Galera(MariaDB):
             "--innodb_autoinc_lock_mode=2", "--innodb_buffer_pool_size=64M",
         ]  # fmt: skip
         data = member.directory / "data"
-        install = (f"mariadb-install-db --no-defaults --datadir={data} --user=root "
-                   "--auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1")
         server = " ".join(self.server_argv(member) + wsrep)
         mark = member.directory / "bootstrapped"  # member 0 bootstraps on its first start only
         first = f"B=; test {member.index} = 0 && ! test -f {mark} && B=--wsrep-new-cluster; touch {mark}; "
         # rsync's SST daemon, started by root, writes as nobody: the joiner's data must be writable to it
         share = f"chmod 755 {member.directory}; chmod -R a+rwX {data}; "
-        return ["sh", "-c", f"test -d {data}/mysql || {install} || exit 1; {share}{first}exec {server} $B"]
+        return ["sh", "-c", f"{self.install(member)}; {share}{first}exec {server} $B"]
 
     def ready(self, member: Member) -> bool:
         return self.client(member, f"CREATE DATABASE IF NOT EXISTS {self.database}")
@@ -523,7 +599,10 @@ class Memcached(Kind):
 
 
 #: every kind of server this module can run, by name
-KINDS: dict[str, Kind] = {k.name: k for k in (Redis(), RedisAof(), RedisSentinel(), ZooKeeper(), Etcd(),
+KINDS: dict[str, Kind] = {k.name: k for k in (Redis(), RedisAof(), RedisSentinel(), ZooKeeper(),
+                                              ZooKeeperTLS("zookeeper_tls"),
+                                              ZooKeeperTLS("zookeeper_tls_wrong_host", server_cert="wrong_host"),
+                                              ZooKeeperTLS("zookeeper_tls_client_auth", client_auth="need"), Etcd(),
                                               PostgreSQL(), MariaDB(), Galera(), Memcached())}
 #: what ``python -m tests.servers start`` starts when no kind is named
 DEFAULT_KINDS = ("redis", "zookeeper", "etcd")
@@ -551,14 +630,297 @@ def _tcp_exchange(port: int, request: bytes, until: bytes | None = None) -> byte
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via $http_proxy
 
 
-def _http_json(url: str, body: dict[str, object] | None = None) -> dict[str, object] | None:
+def _http_json(url: str, body: dict[str, object] | None = None,
+               context: ssl.SSLContext | None = None) -> dict[str, object] | None:
     data = None if body is None else json.dumps(body).encode()
+    opener = _HTTP if context is None else urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
     try:
-        with _HTTP.open(url, data=data, timeout=2.0) as response:
+        with opener.open(url, data=data, timeout=2.0) as response:
             parsed = json.loads(response.read())
     except (OSError, ValueError):
         return None
     return parsed if isinstance(parsed, dict) else None
+
+
+# --------------------------------------------------------------------------
+# TLS variants of etcd, PostgreSQL, MariaDB and memcached: the test
+# certificates of tests/certs.py, made once per process, on every server.
+
+_tls_dir: Path | None = None
+_tls_lock = threading.Lock()
+
+
+def tls_certificates() -> Certificates:
+    """The certificates every TLS server of these kinds uses (made on first
+    use; removed at exit, or by the next run's sweep if this one is killed)."""
+    global _tls_dir
+    with _tls_lock:
+        if _tls_dir is None:
+            directory = Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}tls-"))
+            (directory / "pids").write_text(f"{os.getpid()}\n")
+            atexit.register(shutil.rmtree, directory, True)
+            _tls_dir = directory
+        return certificates(_tls_dir)
+
+
+def _server_files(server_cert: str) -> tuple[Path, Path]:
+    """The certificate and key of a TLS variant: ``"server"`` names 127.0.0.1
+    and localhost, ``"wrong_host"`` only another host."""
+    made = tls_certificates()
+    if server_cert == "wrong_host":
+        return made.wrong_host_cert, made.wrong_host_key
+    return made.server_cert, made.server_key
+
+
+def _tls_probe_context() -> ssl.SSLContext:
+    """A context for readiness probes: trusts the test authority, shows the
+    client certificate, and checks no host name (the wrong-host variants are
+    probed all the same)."""
+    made = tls_certificates()
+    context = ssl.create_default_context(cafile=made.ca)
+    context.check_hostname = False
+    context.load_cert_chain(made.client_cert, made.client_key)
+    return context
+
+
+def _tls_exchange(port: int, request: bytes, until: bytes) -> bytes:
+    """:func:`_tcp_exchange` over TLS."""
+    reply = b""
+    try:
+        with socket.create_connection((HOST, port), timeout=2.0) as raw, \
+                _tls_probe_context().wrap_socket(raw, server_hostname=HOST) as sock:
+            sock.sendall(request)
+            while chunk := sock.recv(4096):
+                reply += chunk
+                if until in reply:
+                    break
+    except OSError:
+        pass
+    return reply
+
+
+def _query(options: dict[str, str]) -> str:
+    return "?" + "&".join(f"{name}={value}" for name, value in options.items())
+
+
+class EtcdTLS(Etcd):
+    """etcd serving clients over TLS only (``https``; peers stay plain), with
+    :func:`tls_certificates`. ``server_cert``: ``"server"`` or ``"wrong_host"``;
+    ``client_auth``: etcd's ``--client-cert-auth`` (every client must show a
+    certificate signed by the test authority). The URL is ``etcd3+https://``
+    with ``ca_cert`` (and the client's ``cert`` and ``key`` when required)."""
+
+    clusterable = False
+
+    def __init__(self, name: str, server_cert: str = "server", client_auth: bool = False):
+        self.name = name  # type: ignore[misc]  # one class, several named kinds
+        self.server_cert = server_cert
+        self.client_auth = client_auth
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        cert, key = _server_files(self.server_cert)
+        plain = f"http://{HOST}:{member.port}"
+        argv = [f"https://{HOST}:{member.port}" if arg == plain else arg for arg in super().argv(member, peers)]
+        argv += ["--cert-file", str(cert), "--key-file", str(key), "--trusted-ca-file", str(tls_certificates().ca)]
+        return argv + (["--client-cert-auth"] if self.client_auth else [])
+
+    def ready(self, member: Member) -> bool:
+        health = _http_json(f"https://{member.address}/health", context=_tls_probe_context())
+        return health is not None and health.get("health") == "true"
+
+    def is_leader(self, member: Member) -> bool:
+        return True  # one member
+
+    def url(self, members: Sequence[Member]) -> str:
+        made = tls_certificates()
+        options = {"ca_cert": str(made.ca)}
+        if self.client_auth:
+            options.update(cert=str(made.client_cert), key=str(made.client_key))
+        return f"etcd3+https://{_hosts(members)}{_query(options)}"
+
+
+class PostgreSQLTLS(PostgreSQL):
+    """PostgreSQL that takes TLS connections only (``ssl=on``; pg_hba.conf
+    has ``hostssl`` lines only): the role ``moot-client`` (a superuser, made
+    once the server answers) must show a client certificate naming it
+    (``clientcert=verify-full``); ``postgres`` is trusted without one.
+    ``server_cert`` as for :class:`EtcdTLS`. The URL is ``postgres``'s with
+    ``tls=true`` and ``ca_cert``."""
+
+    client_role = "moot-client"  # the CN of the test client certificate
+
+    def __init__(self, name: str, server_cert: str = "server"):
+        self.name = name  # type: ignore[misc]
+        self.server_cert = server_cert
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        argv = super().argv(member, peers)
+        cert, key = _server_files(self.server_cert)
+        files = {"server.crt": cert, "server.key": key, "ca.crt": tls_certificates().ca}
+        (member.directory / "pg_hba.conf").write_text(
+            f"hostssl all {self.client_role} {HOST}/32 trust clientcert=verify-full\n"
+            f"hostssl all all {HOST}/32 trust\n")
+        for name in [*files, "pg_hba.conf"]:  # the server reads them as itself; the key must be 0600
+            path = member.directory / name
+            if name in files:
+                shutil.copyfile(files[name], path)
+            path.chmod(0o600)
+            if os.geteuid() == 0:
+                shutil.chown(path, "postgres", "postgres")
+        d = member.directory
+        argv[-1] += (f" -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key "
+                     f"-c ssl_ca_file={d}/ca.crt -c hba_file={d}/pg_hba.conf")
+        return argv
+
+    def ready(self, member: Member) -> bool:
+        bindir = _postgres_bin()
+        role = self.client_role
+        make_role = (f"DO $$ BEGIN CREATE ROLE \"{role}\" LOGIN SUPERUSER; "
+                     "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conninfo = (f"host={HOST} port={member.port} user=postgres dbname=postgres sslmode=verify-ca "
+                    f"sslrootcert={tls_certificates().ca}")
+        return super().ready(member) and bindir is not None and _run_quietly(
+            [str(bindir / "psql"), "-qAt", "-d", conninfo, "-c", make_role])
+
+    def url(self, members: Sequence[Member]) -> str:
+        return super().url(members) + _query({"tls": "true", "ca_cert": str(tls_certificates().ca)})
+
+
+class MariaDBTLS(MariaDB):
+    """MariaDB with TLS (``--ssl-cert``, ``--ssl-key``, ``--ssl-ca``): root
+    may connect with or without it; the user ``moot_x509`` (no password,
+    all privileges on the database ``moot``) must show a client certificate
+    signed by the test authority (``REQUIRE X509``). ``server_cert`` as for
+    :class:`EtcdTLS`. The URL is root's with ``tls=true`` and ``ca_cert``."""
+
+    client_user = "moot_x509"
+
+    def __init__(self, name: str, server_cert: str = "server"):
+        self.name = name  # type: ignore[misc]
+        self.server_cert = server_cert
+
+    def server_argv(self, member: Member) -> list[str]:
+        cert, key = _server_files(self.server_cert)
+        return [*super().server_argv(member), f"--ssl-cert={cert}", f"--ssl-key={key}",
+                f"--ssl-ca={tls_certificates().ca}"]
+
+    def ready(self, member: Member) -> bool:
+        user = f"'{self.client_user}'@'%'"
+        return self.client(member, f"CREATE DATABASE IF NOT EXISTS {self.database}; "
+                                   f"CREATE USER IF NOT EXISTS {user} REQUIRE X509; "
+                                   f"GRANT ALL ON {self.database}.* TO {user}")
+
+    def url(self, members: Sequence[Member]) -> str:
+        return super().url(members) + _query({"tls": "true", "ca_cert": str(tls_certificates().ca)})
+
+
+class MemcachedTLS(Memcached):
+    """memcached built with TLS (Debian's is) serving it on its port (``-Z``),
+    with :func:`tls_certificates`. ``server_cert`` as for :class:`EtcdTLS`;
+    ``client_auth``: ``ssl_verify_mode=2`` (a client certificate signed by
+    the test authority is required). The URL has ``tls=true`` and
+    ``ca_cert`` (and the client's ``cert`` and ``key`` when required)."""
+
+    def __init__(self, name: str, server_cert: str = "server", client_auth: bool = False):
+        self.name = name  # type: ignore[misc]
+        self.server_cert = server_cert
+        self.client_auth = client_auth
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        cert, key = _server_files(self.server_cert)
+        settings = f"ssl_chain_cert={cert},ssl_key={key},ssl_ca_cert={tls_certificates().ca}," \
+                   f"ssl_verify_mode={2 if self.client_auth else 0}"
+        return [*super().argv(member, peers), "-Z", "-o", settings]
+
+    def ready(self, member: Member) -> bool:
+        return _tls_exchange(member.port, b"version\r\n", until=b"\r\n").startswith(b"VERSION")
+
+    def url(self, members: Sequence[Member]) -> str:
+        made = tls_certificates()
+        options = {"tls": "true", "ca_cert": str(made.ca)}
+        if self.client_auth:
+            options.update(cert=str(made.client_cert), key=str(made.client_key))
+        return super().url(members) + _query(options)
+
+
+KINDS.update({k.name: k for k in (
+    EtcdTLS("etcd_tls", client_auth=True), EtcdTLS("etcd_tls_wrong_host", server_cert="wrong_host"),
+    PostgreSQLTLS("postgresql_tls"), PostgreSQLTLS("postgresql_tls_wrong_host", server_cert="wrong_host"),
+    MariaDBTLS("mysql_tls"), MariaDBTLS("mysql_tls_wrong_host", server_cert="wrong_host"),
+    MemcachedTLS("memcached_tls", client_auth=True),
+    MemcachedTLS("memcached_tls_wrong_host", server_cert="wrong_host"),
+)})
+
+
+# --------------------------------------------------------------------------
+# Production settings, for the benchmark: each engine's durability and timing
+# defaults, where the kinds above trade them for a fast test suite.
+
+
+class RedisShipped(Redis):
+    """Redis as shipped: RDB snapshots on redis.conf's default schedule (3600 s
+    after 1 change, 300 s after 100, 60 s after 10,000), no append-only file."""
+
+    name = "redis_production"
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        argv = super().argv(member, peers)
+        at = argv.index("--save")
+        argv[at:at + 2] = ["--save", "3600 1 300 100 60 10000"]
+        return argv
+
+
+class ZooKeeperProduction(ZooKeeper):
+    """ZooKeeper with its defaults: every transaction fsync'ed before it is
+    acknowledged (forceSync=yes) and tickTime 2000 ms (sessions of 4 to 40 s)."""
+
+    name = "zookeeper_production"
+    clusterable = False
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        argv = [arg for arg in super().argv(member, peers) if arg != "-Dzookeeper.forceSync=no"]
+        config = member.directory / "zoo.cfg"
+        lines = [line for line in config.read_text().splitlines()
+                 if not line.startswith(("tickTime=", "minSessionTimeout=", "maxSessionTimeout="))]
+        config.write_text("\n".join(["tickTime=2000", *lines]) + "\n")
+        return argv
+
+
+class EtcdProduction(Etcd):
+    """etcd with its default raft timing (heartbeat 100 ms, election 1000 ms);
+    etcd always fsyncs its write-ahead log before it acknowledges a write."""
+
+    name = "etcd_production"
+    clusterable = False
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        argv = super().argv(member, peers)
+        for flag in ("--heartbeat-interval", "--election-timeout"):
+            at = argv.index(flag)
+            del argv[at:at + 2]
+        return argv
+
+
+class PostgreSQLCounted(PostgreSQL):
+    """:class:`PostgreSQL` (already on its durability defaults) with
+    pg_stat_statements loaded, so the benchmark can count the statements
+    each operation costs. The extension is created on first use by the
+    counter, in the database the URL names."""
+
+    name = "postgresql_production"
+
+    def argv(self, member: Member, peers: Sequence[Member]) -> list[str]:
+        argv = super().argv(member, peers)
+        argv[-1] += " -c shared_preload_libraries=pg_stat_statements"
+        return argv
+
+
+#: The kind the benchmark runs for each backend: production settings.
+PRODUCTION = {"redis": "redis_production", "zookeeper": "zookeeper_production", "etcd": "etcd_production",
+              "postgresql": "postgresql_production", "mysql": "mysql", "memcached": "memcached"}
+
+KINDS.update({k.name: k for k in (RedisShipped(), ZooKeeperProduction(), EtcdProduction(), PostgreSQLCounted())})
 
 
 # --------------------------------------------------------------------------
@@ -641,7 +1003,17 @@ def _stop_members(members: Iterable[Member]) -> None:
         if not _wait_gone(member, _STOP_GRACE):
             _signal(member, signal.SIGKILL)
             _wait_gone(member, _STOP_GRACE)
-        shutil.rmtree(member.directory, ignore_errors=True)
+        # What outlived the group's leader (mariadb-install-db's bootstrap server)
+        # would write on into a directory being removed. A group's id is never
+        # a new process's pid while any member of it lives, so this kills ours only.
+        if member.pid > 0:  # killpg(0) would be our own group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(member.pid, signal.SIGKILL)
+        for _ in range(50):
+            shutil.rmtree(member.directory, ignore_errors=True)
+            if not member.directory.exists():
+                break
+            time.sleep(0.1)
 
 
 @dataclasses.dataclass(eq=False)
@@ -685,7 +1057,9 @@ class Cluster:
             raise ServerError(f"{member.kind} member {member.index} could not bind its ports again")
 
     def stop(self) -> None:
-        """Stop every member and remove its data (idempotent)."""
+        """Stop every member (resumed first if a test froze it) and remove its data (idempotent)."""
+        for member in self.members:
+            member.send(signal.SIGCONT)
         _stop_members(self.members)
         with _lock:
             if self in _running:
@@ -813,10 +1187,55 @@ def start(kinds: Iterable[str]) -> dict[str, str]:
     return urls
 
 
+@contextlib.contextmanager
+def memcached_with_login(directory: Path, user: str, password: str) -> Iterator[str]:
+    """A memcached of the caller's own that wants ``user``'s login (``-Y``),
+    on a free port; yields its address once it listens, kills it after."""
+    authfile = directory / "memcached-auth"
+    authfile.write_text(f"{user}:{password}\n")
+    (port,) = _free_ports(1)
+    root = ["-u", "root"] if os.geteuid() == 0 else []
+    process = subprocess.Popen(["memcached", "-l", HOST, "-p", str(port), "-U", "0", "-Y", str(authfile), *root],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + Memcached.startup_timeout
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise ServerError(f"memcached -Y did not listen on {HOST}:{port}") from None
+                time.sleep(0.02)
+        yield f"{HOST}:{port}"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def start_production(kinds: Iterable[str]) -> dict[str, str]:
+    """Like :func:`start`, on each engine's production settings
+    (:data:`PRODUCTION`); returns {kind: URL} under the kinds' plain names."""
+    wanted = list(dict.fromkeys(kinds))
+    started = start(PRODUCTION[kind] for kind in wanted)
+    return {kind: started[PRODUCTION[kind]] for kind in wanted}
+
+
 def start_cluster(kind: str, size: int = 3) -> Cluster:
     """Start a ``size``-member cluster of ``kind`` ("etcd", "zookeeper", or
     "redis_sentinel" with size 3); any kind with size 1."""
     return _start([(kind, size)])[0]
+
+
+@contextlib.contextmanager
+def own_cluster(kind: str, size: int = 1) -> Iterator[Cluster]:
+    """A cluster of the caller's own (one a test may freeze, kill or
+    reconfigure), stopped on exit."""
+    cluster = start_cluster(kind, size)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def stop() -> None:

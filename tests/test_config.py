@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import logging
 import os
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,30 @@ def test_oslo_config(tmp_path: Path, opened: list[moot.Coordinator]) -> None:
     bad(args=[], default_config_files=[str(_ini(tmp_path / "bad.conf", "[coordination]\nheartbeat = soon\n"))])
     with pytest.raises(moot.ConfigurationError, match="heartbeat"):
         moot.from_config(bad)
+
+
+SECRET = "Sekr1t-config-pw"
+
+
+@pytest.mark.parametrize(("how", "source"), [
+    ("a line before any section", f"backend_url = redis://app:{SECRET}@127.0.0.1:1/0\n[coordination]\n"),
+    ("a line that is not name = value", f"[coordination]\nbackend_url = memory://x\n[a\n{SECRET}\n"),
+    ("a password with a bare %", None),
+    ("backend_url that is not a string", None),
+])
+def test_configuration_errors_never_show_the_password(tmp_path: Path, how: str, source: str | None) -> None:
+    """The messages of a malformed file, an interpolation error (it quotes
+    the value) and a mistyped backend_url hide what may be a password."""
+    config: object
+    if how == "a password with a bare %":
+        config = configparser.ConfigParser()  # its default interpolation chokes on the '%'
+        config.read_string(f"[coordination]\nbackend_url = redis://app:{SECRET}%zz@127.0.0.1:1/0\n")
+    elif how == "backend_url that is not a string":
+        config = {"backend_url": f"redis://app:{SECRET}@127.0.0.1:1/0".encode()}
+    else:
+        assert source is not None
+        config = _ini(tmp_path / "coordination.conf", source)
+    with pytest.raises(moot.ConfigurationError) as info:
+        moot.from_config(config)
+    shown = f"{info.value!r} {''.join(traceback.format_exception(info.value))}"  # with what it chains
+    assert "Sekr1t" not in shown

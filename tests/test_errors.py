@@ -7,8 +7,6 @@ call on a closed coordinator is CoordinatorClosed. Against real servers."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,8 +17,8 @@ import redis
 
 import moot
 from moot.errors import AuthenticationFailed
+from tests import servers
 from tests.conftest import Connect
-from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,28 +133,8 @@ def test_mysql_refused_credentials(server: Callable[[str], str]) -> None:
 @pytest.fixture
 def memcached_with_logins(tmp_path: Path) -> Iterator[str]:
     """A memcached of the test's own that wants a login (-Y); its address."""
-    authfile = tmp_path / "auth"
-    authfile.write_text("alice:s3cret\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    root = ["-u", "root"] if os.geteuid() == 0 else []
-    process = subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-Y", str(authfile),
-                                *root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def listening() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(listening, what="memcached -Y listening")
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.kill()
-        process.wait()
+    with servers.memcached_with_login(tmp_path, "alice", "s3cret") as address:
+        yield address
 
 
 def test_memcached_refused_credentials(memcached_with_logins: str) -> None:

@@ -101,7 +101,7 @@ def test_every_primitive_keeps_the_callers_deadline_while_etcd_is_frozen(
         entry = backend.create(f"{prefix}k", b"v", ephemeral=True)
         assert entry is not None
         assert member.pid is not None
-        os.kill(member.pid, signal.SIGSTOP)
+        member.freeze()
         try:
             calls: dict[str, Callable[[], object]] = {
                 "get": lambda: backend.get(f"{prefix}k"),

@@ -4,6 +4,7 @@ keys at once and wake watchers, long segments, persistence of seq, eviction.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import stat
@@ -19,7 +20,7 @@ import moot
 from moot.backends.file import FileBackend
 from moot.url import parse_url
 from tests.conftest import MakeBackend
-from tests.waiting import BOUND, wait_event
+from tests.waiting import BOUND, wait_event, wait_until
 
 #: "At once": the kernel drops a dead process's flocks; a regression to polling or
 #: to a TTL would take seconds.
@@ -103,7 +104,10 @@ def test_sigkilled_owner_frees_its_keys_at_once_and_wakes_watchers(make: Make, r
     assert queue == [mine] and mine.seq is not None and mine.seq > int(key.rsplit("/", 1)[1])
     queue_dir = root / "ns.d" / "lock.d" / "x.d" / "q.d"
     assert [n for n in _names(queue_dir) if not n.startswith(".")] == [mine.key.rsplit("/", 1)[1]]
-    assert len([n for n in _names(queue_dir) if n.startswith(".s-")]) == 1  # the observer's own spare
+    session = observer._session
+    assert session is not None  # the dead owner's spare was swept; the observer's own is left
+    spares = [n for n in _names(queue_dir) if n.startswith(".f-")]
+    assert len(spares) == 1 and spares[0].startswith(f".f-{session.id}-"), spares
 
 
 def test_forked_child_does_not_keep_its_parents_keys_alive(make: Make, root: Path) -> None:
@@ -161,7 +165,6 @@ def test_compare_and_set_and_delete_check_versions(make: Make) -> None:
     assert not b.delete("ns/m", version=entry.version)
     assert b.delete("ns/m", version=shorter.version)
     assert not a.delete("ns/m")
-    # The owner's spare is reused for its next key once somebody else deleted the old one.
     assert a.create("ns/m", b"again", ephemeral=True) is not None
 
 
@@ -234,8 +237,8 @@ def test_close_cleans_up_and_stops_the_watch_thread(make: Make, root: Path) -> N
         a.get("ns/q/x")
     assert not [t for t in threading.enumerate() if t.name == "moot-file-inotify"]
     queue_dir = root / "ns.d" / "q.d"
-    assert _names(queue_dir) == [".lock"]  # no key and no spare left behind
-    assert _names(root / ".sessions") == []
+    assert _names(queue_dir) == [".lock"]  # no key left behind
+    assert _names(root / ".sessions.2") == []
 
 
 def test_coordinator_round_trip(root: Path) -> None:
@@ -262,3 +265,24 @@ def test_tokens_keep_growing_when_a_crash_lost_the_counters(tmp_path: Path) -> N
                 record.write((0).to_bytes(8, "little"))
     with moot.connect(url, member_id="after", ttl=2) as coord, coord.lock("volume") as held:
         assert held.token is not None and held.token > max(tokens)  # type: ignore[type-var]
+
+
+def test_a_watch_is_woken_once_a_closed_sessions_flock_is_dropped(make: Make, root: Path) -> None:
+    """inotify reports the owner's last close of its session file a moment
+    before the kernel drops the flock: the watch must be woken after the
+    drop, not at the close (a waiter would still see the owner alive). Played
+    here with the two apart: a close reported while the flock is held, then
+    the flock dropped without any close."""
+    owner, observer = make(), make()
+    session = owner._session
+    assert session is not None
+    assert owner.create("ns/k", b"", ephemeral=True) is not None
+    fired = _event_watch(observer, "ns/k")
+    os.close(os.open(root / ".sessions.2" / session.id, os.O_WRONLY))  # IN_CLOSE_WRITE, flock still held
+    wait_until(lambda: any(t.name == "moot-file-inotify-drop" for t in threading.enumerate()),
+               what="the close seen while the flock is held")
+    assert observer.get("ns/k") is not None
+    fired.clear()  # a wake-up at the close alone would be lost: the waiter would see the owner alive
+    fcntl.flock(session.fd, fcntl.LOCK_UN)  # the owner's keys die, with no further event
+    wait_event(fired, timeout=AT_ONCE, what="watch woken once the flock is gone")
+    assert observer.get("ns/k") is None

@@ -523,3 +523,66 @@ def test_any_url_parses_or_is_refused_with_invalid_url(scheme: str, tail: str, p
             shown = str(exc)
         if text.count("PW-") == 1 and "PW-" not in tail:
             assert "PW-" not in shown
+
+
+# -- every backend's own options, and booleans (no engine needed: made, never connected) ---------
+BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False,
+                 "1": True, "0": False}
+BACKEND_URLS = ["file:///tmp/moot-hostile", "redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0",
+                "redis+sentinel://127.0.0.1:1/mymaster", "zookeeper://127.0.0.1:1", "etcd://127.0.0.1:1",
+                "etcd3+https://127.0.0.1:1", "postgresql://127.0.0.1:1/db", "mysql://127.0.0.1:1/db",
+                "memcached://127.0.0.1:1"]
+
+
+def _backend_options(url: str) -> list[str]:
+    from moot.url import BACKENDS
+    module, name, _, _ = BACKENDS[parse_url(url).scheme]
+    return sorted(getattr(__import__(module, fromlist=[name]), name).OPTIONS)
+
+
+@PURE_SETTINGS
+@given(value=st.one_of(st.text(max_size=7), st.sampled_from([*BOOLEAN_WORDS, "TRUE", "Off", " true", "true ",
+                                                             "treu", "2", "", "enable", "y", "n",
+                                                             "\uff54\uff52\uff55\uff45"]),  # full-width
+                       st.integers(), st.none(), st.binary(max_size=3), st.booleans()))
+def test_a_boolean_is_a_documented_spelling_or_refused_naming_them(value: object) -> None:
+    """``option_bool`` (behind tls, verify...) takes true/false, yes/no,
+    on/off, 1/0 in any ASCII case and nothing else: never a guess."""
+    from moot.url import option_bool
+    meant = value if isinstance(value, bool) else \
+        BOOLEAN_WORDS.get(value.lower()) if isinstance(value, str) and value.isascii() else None
+    try:
+        got = option_bool({"tls": value}, "tls", False)
+    except moot.InvalidURL as exc:
+        assert meant is None, f"{value!r} refused"
+        assert "true, false, yes, no, on, off, 1, 0" in str(exc) and "option tls=" in str(exc)
+    else:
+        assert got is meant, f"{value!r} read as {got}"
+
+
+@pytest.mark.parametrize("url", BACKEND_URLS)
+@PURE_SETTINGS
+@given(data=st.data())
+def test_any_backend_option_value_is_taken_or_refused_with_invalid_url(url: str, data: st.DataObject) -> None:
+    """Every option a backend declares, given any text: the backend is made
+    (nothing connects yet) or InvalidURL names the problem, never another
+    error; a boolean option never reads an undocumented word."""
+    from moot.coordinator import _load_backend
+    option = data.draw(st.sampled_from(_backend_options(url)), label="option")
+    value = data.draw(st.one_of(st.text(max_size=10), st.sampled_from(
+        ["0", "1", "-1", "1e12", "nan", "0600", "0660", "true", "treu", "/nonexistent.pem", "", "a" * 70])),
+        label="value")
+    parsed = parse_url(url)
+    try:
+        backend = _load_backend(parsed, {**parsed.query, option: value})
+    except moot.InvalidURL:
+        return
+    backend.close()
+    if option in ("tls", "verify"):
+        assert value.lower() in BOOLEAN_WORDS, f"{option}={value!r} accepted"
+
+
+@pytest.mark.parametrize("path", ["/²", "/٣", "/1/2", "/-1", "/0x1", "/" + "9" * 30, "/ 1"])
+def test_a_redis_database_that_is_not_a_number_is_refused(path: str) -> None:
+    with pytest.raises(moot.InvalidURL, match="must be a database number"):
+        moot.connect(f"redis://127.0.0.1:1{path}", timeout=1)

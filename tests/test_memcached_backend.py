@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import moot
+from moot.backends.base import CallbackWatch
 from moot.backends.memcached import MemcachedBackend
 from moot.backends.memcached.meta import Reply, exchange, mg, ms
 from moot.errors import BackendError, InvalidURL, SessionExpired
@@ -272,3 +273,125 @@ def test_a_watch_added_during_a_poll_round_does_not_break_the_round(make: Make) 
     finally:
         poller._store.probe = probe  # type: ignore[method-assign]
     assert added
+
+
+def test_a_poll_read_overtaken_by_an_own_write_does_not_hide_the_next_change() -> None:
+    """The lost wake-up CI met once (test_close_ends_the_session...[memcached]):
+    a poll round reads a directory (before a key is created), this object's
+    write creates the key and updates the watched state at once, then the
+    round's older read lands. Taken as the new state, it hid the key's
+    deletion that followed: "absent" before and after."""
+    from moot.backends.memcached.dirs import Directory, record
+    from moot.backends.memcached.poller import _Target
+
+    run = "server-run-1"
+    before = Directory("ns/", counter=1, cas=10, server=run)
+    target = _Target(before)
+    fired: list[str] = []
+    watch = CallbackWatch(lambda: fired.append("w"), lambda _w: None)
+    target.keys["w"] = {watch}
+    created = before.copy()
+    created.entries["w"] = record(created.bump(), None, None, b"")
+    created.cas = 30
+    assert target.update(created) == {watch}  # this object's write: the key appears
+    read_before_the_write = before.copy()
+    read_before_the_write.cas = 20
+    assert target.update(read_before_the_write) == set()  # the poll round's older read
+    deleted = created.copy()
+    del deleted.entries["w"]
+    deleted.cas = 40
+    assert target.update(deleted) == {watch}  # the deletion is a change
+
+
+def server_stats(url: str) -> dict[str, int]:
+    """The counters of the memcached behind ``url`` (``stats``), on a socket of the test's own."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    buf = b""
+    with socket.create_connection((host, int(port)), timeout=BOUND) as sock:
+        sock.sendall(b"stats\r\n")
+        while not buf.endswith(b"END\r\n"):
+            data = sock.recv(65536)
+            assert data, "memcached closed the connection"
+            buf += data
+    return {parts[1]: int(parts[2]) for line in buf.decode().split("\r\n")
+            if (parts := line.split(" "))[0] == "STAT" and parts[2].isdigit()}
+
+
+def test_a_new_directory_costs_the_same_however_many_its_parent_names(make: Make,
+                                                                       own_server: Callable[..., str]) -> None:
+    """Each new directory is named in its parent by appending its name to the
+    parent's names item: the bytes and commands the server counts for a new
+    lock (its own directory, one entry) are the same for the second thousand
+    locks as for the first (the parent's item once held every name and was
+    rewritten whole by each new lock: 3.3x the bytes for the second thousand)."""
+    url = own_server("-M", "-m", "64")
+    backend = make(url, ttl=30.0)
+    backend.open_session(30.0)
+    cost = []
+    for start in (0, 1000):
+        before = server_stats(url)
+        for i in range(start, start + 1000):
+            mine, queue = backend.enqueue(f"ns-many/lock/l{i:05d}/", b"")
+            assert queue == [mine]
+        after = server_stats(url)
+        cost.append({k: after[k] - before[k] for k in ("bytes_read", "bytes_written", "cmd_get", "cmd_set")})
+    first, second = cost
+    for counter in first:
+        assert second[counter] <= first[counter] * 1.05 + 200, (counter, first, second)
+    assert first["cmd_set"] <= 3 * 1000, first  # the name, the directory's item (and its parent's, once)
+    listed = backend.list("ns-many/lock/")
+    assert len(listed) == 2000 and len({e.key.rsplit("/", 2)[1] for e in listed}) == 2000
+
+
+def test_directories_named_at_once_by_many_writers_are_all_listed(make: Make) -> None:
+    """Writers racing to name the first subdirectories of a new parent (whose
+    names item does not exist yet: one adds it, the others append) lose none."""
+    backends = [make(ttl=30.0) for _ in range(6)]
+    start = threading.Barrier(len(backends) * 4, timeout=BOUND)
+    failures: list[BaseException] = []
+
+    def writer(backend: MemcachedBackend, who: int) -> None:
+        try:
+            start.wait()
+            for i in range(10):
+                assert backend.create(f"ns-race/p/w{who}-{i}/k", b"") is not None
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(backends[n % len(backends)], n)) for n in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND)
+    assert not failures and not any(t.is_alive() for t in threads), failures
+    expected = sorted(f"ns-race/p/w{n}-{i}/k" for n in range(24) for i in range(10))
+    assert [e.key for e in make().list("ns-race/")] == expected
+
+
+def test_names_in_the_older_layouts_directory_items_are_still_listed(make: Make, mc_url: str) -> None:
+    """moot before names items kept the names of a directory's subdirectories
+    in the directory's own item: they are still read, and kept by later writes."""
+    from moot.backends.memcached.dirs import Directory, record
+
+    old_parent = Directory("ns-legacy/", 5, {"direct": record(5, None, None, b"d")}, frozenset({"old"}))
+    old_child = Directory("ns-legacy/old/", 4, {"k": record(4, None, None, b"v")})
+    raw(mc_url, ms(b"moot:d:ns-legacy/", old_parent.encode(), b"MS"), ms(b"moot:d:ns-legacy/old/",
+                                                                        old_child.encode(), b"MS"))
+    backend = make(ttl=30.0)
+    assert backend.create("ns-legacy/new/k", b"") is not None
+    entry = backend.get("ns-legacy/direct")
+    assert entry is not None and backend.compare_and_set("ns-legacy/direct", b"e", entry.version) is not None
+    assert [e.key for e in make().list("ns-legacy/")] == ["ns-legacy/direct", "ns-legacy/new/k", "ns-legacy/old/k"]
+
+
+def test_the_names_item_of_a_hashed_directory_is_checked(make: Make, mc_url: str) -> None:
+    backend = make(ttl=30.0)
+    directory = "ns-longnames/" + "y" * 300 + "/"
+    assert backend.create(directory + "sub/k", b"") is not None
+    assert [e.key for e in backend.list(directory)] == [directory + "sub/k"]
+    hashed = b"moot:N:" + hashlib.sha256(directory.encode()).hexdigest().encode()
+    (item,) = raw(mc_url, mg(hashed, b"v"))
+    assert item.value == (directory + "sub\n").encode()
+    raw(mc_url, ms(hashed, b"ns-longnames/other/sub\n", b"MS"))  # another directory's names
+    with pytest.raises(BackendError, match="holds"):
+        backend.list(directory)

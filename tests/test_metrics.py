@@ -10,7 +10,6 @@ lost. Nothing of the engine is mocked.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import sys
@@ -140,12 +139,12 @@ def test_late_heartbeat_is_warned_and_measured(redis_with_password: tuple[server
         assert lock.acquire(timeout=BOUND)
         wait_until(lambda: sample(registry, "moot_heartbeats_total", "coordinator", "redis") >= 2,
                    what="two heartbeats")
-        pid = cluster.members[0].pid
-        os.kill(pid, signal.SIGSTOP)
+        server = cluster.members[0]
+        server.freeze()
         try:
             time.sleep(FREEZE)  # the fault itself: the server answers nothing for FREEZE seconds
         finally:
-            os.kill(pid, signal.SIGCONT)
+            server.send(signal.SIGCONT)
         wait_until(lambda: any("heartbeat ran" in r.getMessage() for r in caplog.records),
                    what="the late-heartbeat warning")
         assert lock.is_held  # late, not lost: the TTL was not reached

@@ -3,7 +3,8 @@ tables made on first use (by clients racing to make them, and for a user
 that may not: the statements to run), keys that never collide (bytes, no
 hashing, case kept) up to InnoDB's key limit and refused past it, expired
 owners reaped by the client that needs the key, by an enqueue that sees
-them and by watchers at the owner's expiry, a several-host URL that moves past a dead host, a server
+them and by watchers at the owner's expiry, a release that wakes another process's waiter through
+its wake-up hint (and an entry without one left to the poller), a several-host URL that moves past a dead host, a server
 crash and restart, and bad URLs refused before any I/O.
 
 The server is ``$MOOT_TEST_MYSQL_URL`` if set, else one started by
@@ -24,9 +25,10 @@ import pymysql
 import pytest
 
 import moot
-from moot.backends.mysql import MySQLBackend
+from moot.backends._support import idle
+from moot.backends.mysql import MySQLBackend, sql
 from moot.backends.mysql.sql import MAX_KEY_BYTES
-from moot.errors import BackendError, ConnectionLost, InvalidArgument, InvalidURL
+from moot.errors import ConnectionLost, InvalidArgument, InvalidURL, PermissionDenied
 from moot.url import parse_url
 from tests import servers
 from tests.conftest import MakeBackend
@@ -104,7 +106,7 @@ def test_a_user_that_may_not_create_the_tables_is_told_the_statements_to_run(
         cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON moot.* TO '{user}'@'127.0.0.1'")
     try:
         limited = my_url.replace("root@", f"{user}:{password}@")
-        with pytest.raises(BackendError) as refused:
+        with pytest.raises(PermissionDenied) as refused:
             make(url=limited, table_prefix=tables)
         message = str(refused.value)
         assert password not in message
@@ -132,6 +134,87 @@ def test_keys_never_collide_and_keep_their_case_up_to_the_key_limit(make: Make, 
     assert all(backend.get(key).value == key.encode() for key in keys)  # type: ignore[union-attr]
     with pytest.raises(InvalidArgument, match=str(MAX_KEY_BYTES)):
         backend.create(longest + "ab", b"")
+
+
+def test_names_cut_short_by_the_server_are_read_again_one_row_each(
+        make: Make, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """names() reads one joined value; where the server cuts it (here
+    ``group_concat_max_len`` = 64 bytes, as ``max_allowed_packet`` would), it
+    reads every name as a row of its own instead of returning part of them."""
+    monkeypatch.setattr(sql, "SETUP", sql.SETUP.replace("4294967295", "64"))
+    backend = make(ttl=TTL * 10)
+    # 40 names, cut after 6; 6 names of 10 bytes (65 joined), cut within the last one
+    for directory, count in ((f"{prefix}many/", 40), (f"{prefix}six/", 6)):
+        members = [f"member-{i:03d}" for i in range(count)]
+        for name in members:
+            assert backend.create(f"{directory}{name}", b"{}", ephemeral=True) is not None
+        assert backend.create(f"{directory}{members[0]}/deeper", b"") is not None  # not directly under it
+        assert backend.names(directory) == members
+
+
+def _row_lock_waits(admin: pymysql.connections.Connection) -> int:
+    with admin.cursor() as cursor:
+        cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_row_lock_waits'")
+        return int(cursor.fetchone()[1])
+
+
+def test_a_session_opens_after_its_clean_up_of_old_sessions_timed_out_on_a_lock(
+        my_url: str, make: Make, admin: pymysql.connections.Connection, tables: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_session also deletes sessions an hour past their expiry; a lock
+    wait timeout there makes the pool send the batch again, which must not
+    then fail on the session it already inserted ("Duplicate entry")."""
+    monkeypatch.setattr(sql, "SETUP", sql.SETUP.replace("innodb_lock_wait_timeout = 5", "innodb_lock_wait_timeout = 1"))
+    backend = make(table_prefix=tables, socket_timeout="20")
+    locker = _admin(my_url)
+    try:
+        with locker.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {tables}sessions VALUES ('old', 1, 0)")  # expired in 1970
+            cursor.execute("START TRANSACTION")
+            cursor.execute(f"SELECT id FROM {tables}sessions WHERE id = 'old' FOR UPDATE")
+        waits = _row_lock_waits(admin)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            opened = pool.submit(backend.open_session, TTL * 10)
+            wait_until(lambda: opened.done() or _row_lock_waits(admin) >= waits + 2,
+                       what="the clean-up to wait twice for the lock")
+            locker.rollback()
+            session = opened.result(timeout=20)
+    finally:
+        locker.close()
+    assert backend.session_last_seen(session) is not None
+    with admin.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {tables}sessions ORDER BY id")
+        assert cursor.fetchall() == ((session,),)
+
+
+def test_a_coordinator_that_watches_nothing_holds_one_connection(
+        my_url: str, admin: pymysql.connections.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its heartbeat, whose first beat comes with the first calls, waits for
+    the busy connection rather than open a second one; and a second one that
+    a slow call made needed is closed once it stayed idle SPARE_IDLE s."""
+    monkeypatch.setattr(idle, "SPARE_IDLE", 1.0)
+    database = f"t_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {database}")
+
+    def connections() -> int:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM information_schema.processlist WHERE db = %s", (database,))
+            return int(cursor.fetchone()[0])
+
+    def heartbeats() -> int:
+        return int(member.stats()["counters"].get("heartbeats", {}).get("coordinator", 0))
+
+    try:
+        with moot.connect(my_url.rsplit("/", 1)[0] + "/" + database, member_id="member", ttl=TTL) as member:
+            member.group("g").join()
+            beats = heartbeats()
+            wait_until(lambda: heartbeats() >= beats + 3, what="three heartbeats after the join")
+            wait_until(lambda: connections() == 1, what="one connection once the calls stopped")
+            assert member.group("g").member_ids() == {"member"}
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE {database}")
 
 
 def test_an_expired_owner_is_reaped_by_the_client_that_needs_its_key(
@@ -182,6 +265,48 @@ def test_a_write_in_this_process_wakes_its_watchers_at_once(make: Make, prefix: 
     writer.create(f"{prefix}d/k", b"")
     wait_event(woken, timeout=1.0, what="the in-process wake-up")
     assert time.monotonic() - started < 0.5
+
+
+def _elsewhere(url: str) -> str:
+    """The same server under another host list: a backend of another process, as far as the
+    in-process fast path can tell (no wake-up through this process's memory)."""
+    address = url.split("@", 1)[1].split("/", 1)[0]
+    return url.replace(address, f"{address},{address}")
+
+
+def test_a_release_wakes_a_waiter_of_another_process_through_its_hint_not_a_poll(
+        my_url: str, make: Make, prefix: str) -> None:
+    holder, waiter = make(url=_elsewhere(my_url), ttl=10.0), make(ttl=10.0, poll_interval=60)
+    first, _ = holder.enqueue(f"{prefix}q/", b"a")
+    waiter.enqueue(f"{prefix}q/", b"b")
+    polls: list[float] = []
+    poller = waiter._poller
+    assert poller is not None
+    run = poller._run_sql
+    poller._run_sql = lambda statement, args: polls.append(time.monotonic()) or run(statement, args)
+    woken = threading.Event()
+    waiter.watch(first.key, woken.set)
+    wait_until(lambda: poller._pause >= 1.0, what="the poller's pause to grow past 1 s")
+    released = time.monotonic()
+    assert holder.delete(first.key)
+    wait_event(woken, what="the hint's wake-up")
+    woke = time.monotonic()
+    assert not [t for t in polls if released <= t <= woke], "a poll, not the hint, woke the waiter"
+
+
+def test_a_watched_entry_made_without_a_hint_is_left_to_the_poller(
+        my_url: str, make: Make, prefix: str) -> None:
+    holder, waiter = make(url=_elsewhere(my_url), ttl=10.0), make(ttl=10.0)
+    unhinted = holder.create_sequential(f"{prefix}q/", b"a")  # only enqueue takes a hint
+    woken = threading.Event()
+    watch = waiter.watch(unhinted.key, woken.set)
+    poller = waiter._poller
+    assert poller is not None
+    wait_until(lambda: not any(watch in found.hinted for found in poller._dirs.values()),
+               what="the waiter to find the hint free while the entry lives")
+    assert not woken.is_set()
+    assert holder.delete(unhinted.key)
+    wait_event(woken, what="the poll's wake-up")
 
 
 def _free_port() -> int:

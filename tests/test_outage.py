@@ -6,7 +6,6 @@ returns)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -27,12 +26,8 @@ SLACK = 0.5
 
 @pytest.fixture
 def redis_cluster() -> Iterator[servers.Cluster]:
-    cluster = servers.start_cluster("redis", size=1)
-    try:
+    with servers.own_cluster("redis") as cluster:
         yield cluster
-    finally:
-        os.kill(cluster.members[0].pid, signal.SIGCONT)
-        cluster.stop()
 
 
 def test_holder_of_a_hung_engine_is_told_within_the_ttl(redis_cluster: servers.Cluster) -> None:
@@ -44,7 +39,7 @@ def test_holder_of_a_hung_engine_is_told_within_the_ttl(redis_cluster: servers.C
         lock = coord.lock("x", on_lost=lambda _lock: lost.set())
         assert lock.acquire(timeout=5)
         server = redis_cluster.members[0]
-        os.kill(server.pid, signal.SIGSTOP)
+        server.freeze()
         frozen_at = time.monotonic()
         try:
             wait_event(lost, timeout=ttl + SLACK, what="on_lost within the TTL while the server is frozen")
@@ -52,7 +47,7 @@ def test_holder_of_a_hung_engine_is_told_within_the_ttl(redis_cluster: servers.C
             assert time.monotonic() - frozen_at < ttl + SLACK
             assert not lock.is_held
         finally:
-            os.kill(server.pid, signal.SIGCONT)
+            server.send(signal.SIGCONT)
         # The engine answers again: the coordinator opens a new session and works.
         again = coord.lock("x")
         assert again.acquire(timeout=20)

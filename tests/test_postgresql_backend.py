@@ -26,9 +26,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 import moot
-from moot.backends.postgresql import PostgreSQLBackend
+from moot.backends._support import idle
+from moot.backends.postgresql import PostgreSQLBackend, listener
 from moot.backends.postgresql.schema import VERSION
-from moot.errors import BackendError, ConnectionLost, InvalidURL
+from moot.errors import ConnectionLost, InvalidURL, PermissionDenied
 from moot.url import parse_url
 from tests import servers
 from tests.conftest import MakeBackend
@@ -87,7 +88,7 @@ def test_a_role_that_may_not_create_the_schema_is_told_the_statements_to_run(
     admin.execute(f"CREATE ROLE {role} LOGIN".encode())
     try:
         restricted = pg_url.replace("postgres@", f"{role}:secret-pw@", 1)
-        with pytest.raises(BackendError) as refused:
+        with pytest.raises(PermissionDenied) as refused:
             make(restricted, schema=fresh_schema)
         message = str(refused.value)
         assert "secret-pw" not in message
@@ -175,19 +176,88 @@ def listener_pids(admin: psycopg.Connection) -> list[int]:
 
 def test_every_watch_fires_once_the_listen_connection_is_back(
         make: Make, admin: psycopg.Connection, prefix: str) -> None:
+    others = set(listener_pids(admin))
     backend = make(ttl=TTL * 10)
     fired = threading.Event()
     backend.watch(f"{prefix}quiet", fired.set)
-    before = listener_pids(admin)
-    assert before
+    wait_until(lambda: set(listener_pids(admin)) - others, what="the LISTEN connection the first watch opens")
+    wait_event(fired, what="the watch made before the connection listened")  # changes may have been missed
+    fired.clear()
+    before = sorted(set(listener_pids(admin)) - others)
     for pid in before:
         admin.execute(b"SELECT pg_terminate_backend(%s)", (pid,))
     wait_event(fired, what="the watch after the LISTEN connection was re-established")
     changed = threading.Event()
     backend.watch(f"{prefix}k", changed.set)
-    wait_until(lambda: set(listener_pids(admin)) - set(before), what="a new LISTEN connection")
+    wait_until(lambda: set(listener_pids(admin)) - set(before) - others, what="a new LISTEN connection")
     assert backend.create(f"{prefix}k", b"") is not None
     wait_event(changed, what="a watch on the new connection")
+
+
+@pytest.fixture
+def own_database(pg_url: str, admin: psycopg.Connection) -> Iterator[tuple[str, str]]:
+    """(URL, name) of a database of this test's own: its connections are the test's only."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin.execute(f"CREATE DATABASE {name}".encode())
+    yield pg_url.rsplit("/", 1)[0] + "/" + name, name
+    admin.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
+
+
+def connections(admin: psycopg.Connection, database: str) -> int:
+    """The connections the server has open to ``database`` now."""
+    ((count,),) = admin.execute(b"SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchall()
+    return int(count)
+
+
+def heartbeats(coordinator: moot.Coordinator) -> int:
+    return int(coordinator.stats()["counters"].get("heartbeats", {}).get("coordinator", 0))
+
+
+def test_a_coordinator_holds_one_connection_and_listens_only_while_it_watches(
+        own_database: tuple[str, str], admin: psycopg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thousand coordinators that only keep their membership cost a
+    thousand connections: the LISTEN connection is opened by the first watch
+    and closed LINGER seconds after the last one went."""
+    monkeypatch.setattr(listener, "LINGER", 0.2)
+    monkeypatch.setattr(idle, "SPARE_IDLE", 1.0)  # a second one a slow call made open is closed soon
+    url, database = own_database
+    member = moot.connect(url, member_id="member", ttl=TTL)
+    try:
+        member.group("g").join()
+        beats = heartbeats(member)
+        wait_until(lambda: heartbeats(member) >= beats + 3, what="three heartbeats after the join")
+        wait_until(lambda: connections(admin, database) == 1, what="one connection once the calls stopped")
+        joined = threading.Event()
+        watch = member.group("g").watch(on_join=lambda m: joined.set())
+        wait_until(lambda: connections(admin, database) == 2, what="the LISTEN connection of the first watch")
+        with moot.connect(url, member_id="other", ttl=TTL * 10) as other:
+            other.group("g").join()
+            wait_event(joined, what="the watch woken by the other's join")
+        watch.cancel()
+        wait_until(lambda: connections(admin, database) == 1, what="the LISTEN connection closed after LINGER")
+        assert member.group("g").member_ids() == {"member"}
+    finally:
+        member.close()
+    wait_until(lambda: connections(admin, database) == 0, what="every connection closed by close()")
+
+
+def test_the_pool_shrinks_back_to_one_connection_once_calls_stop_overlapping(
+        make: Make, own_database: tuple[str, str], admin: psycopg.Connection, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    url, database = own_database
+    backend = make(url, ttl=TTL * 10)
+    pool = backend._pool
+    assert pool is not None
+    until = time.monotonic() + 5
+    first = pool.checkout(until)
+    second = pool.checkout(until)  # the first is busy: one more after the grace
+    assert second is not first and pool.opened() == 2 == connections(admin, database)
+    pool.checkin(first)
+    pool.checkin(second)
+    monkeypatch.setattr(idle, "SPARE_IDLE", 0.0)
+    assert backend.create(f"{prefix}k", b"") is not None  # its checkin closes the idle spare
+    assert pool.opened() == 1
+    wait_until(lambda: connections(admin, database) == 1, what="the spare connection closed on the server")
 
 
 @pytest.fixture
@@ -282,7 +352,8 @@ def ca_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     ("", {"sslmode": "disable"}),
     ("?tls=true", {"sslmode": "verify-full", "sslrootcert": "system"}),
     ("?tls=true&ca_cert={ca}", {"sslmode": "verify-full", "sslrootcert": "{ca}"}),
-    ("?tls=true&sslrootcert={ca}&verify=false", {"sslmode": "require", "sslrootcert": "{ca}"}),
+    # verify=false: libpq checks nothing only when it finds no root certificate (not even ~/.postgresql's)
+    ("?tls=true&sslrootcert={ca}&verify=false", {"sslmode": "require", "sslrootcert": "/dev/null/moot-verify-false"}),
 ])
 def test_the_tls_vocabulary_becomes_libpq_ssl_parameters(query: str, expected: dict[str, str], ca_file: str) -> None:
     url = parse_url(f"postgresql://u:pw@db.example:5433/app{query.format(ca=ca_file)}")

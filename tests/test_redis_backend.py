@@ -30,8 +30,10 @@ from redis.crc import key_slot
 
 import moot
 from moot.backends.redis import RedisBackend, dir_key
-from moot.errors import ConnectionLost, InvalidURL, SessionExpired
+from moot.errors import AuthenticationFailed, ConnectionLost, InvalidURL, SessionExpired, TLSFailed
 from moot.url import BACKENDS, parse_url
+from tests import servers
+from tests.certs import Certificates
 from tests.conftest import MakeBackend
 from tests.waiting import wait_event, wait_until
 
@@ -225,6 +227,27 @@ def test_one_pubsub_connection_and_listener_thread_for_all_watches(
     assert set(fired) == {7}
 
 
+def test_a_channel_watched_again_before_its_batched_unsubscribe_stays_subscribed(
+    make: Make, raw: redis.Redis, prefix: str
+) -> None:
+    """Unwatched channels are unsubscribed in batches (listener._UNSUBSCRIBE_DELAY):
+    a watch made on the same channel meanwhile must not be unsubscribed with them."""
+    backend, writer = make(), make()
+    backend.open_session(30)
+    port = pubsub_port(backend)
+
+    def subscriptions() -> int:
+        return sum(int(c["sub"]) for c in raw.client_list(_type="pubsub") if c["addr"].endswith(f":{port}"))
+
+    backend.watch(f"{prefix}k", lambda: None).cancel()
+    backend.watch(f"{prefix}other", lambda: None).cancel()
+    fired = threading.Event()
+    backend.watch(f"{prefix}k", fired.set)
+    wait_until(lambda: subscriptions() == 2, what="the batched unsubscription of the other key alone")
+    assert writer.create(f"{prefix}k", b"") is not None
+    wait_event(fired, what="the watch made again on a channel due to be unsubscribed")
+
+
 def test_watches_survive_a_dropped_pubsub_connection(make: Make, raw: redis.Redis, prefix: str) -> None:
     backend, writer = make(), make()
     key = f"{prefix}k"
@@ -315,9 +338,10 @@ class OwnServers:
             argv.append(str(path))
         argv += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.directory)]
         if tls:
-            self.certificates()
-            argv += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", "server.crt",
-                     "--tls-key-file", "server.key", "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"]
+            made = self.certificates()
+            argv += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(made.server_cert),
+                     "--tls-key-file", str(made.server_key), "--tls-ca-cert-file", str(made.ca),
+                     "--tls-auth-clients", "no"]
         else:
             argv += ["--port", str(port)]
         self.argv[port] = argv + list(args)
@@ -347,20 +371,9 @@ class OwnServers:
         for port in self.processes:
             self.kill(port)
 
-    def certificates(self) -> None:
-        if (self.directory / "server.crt").exists():
-            return
-
-        def openssl(*args: str) -> None:
-            subprocess.run(["openssl", *args], cwd=self.directory, check=True, capture_output=True)
-
-        (self.directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-                "-days", "2", "-subj", "/CN=moot-test-ca")
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-                "-subj", "/CN=localhost")
-        openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
+    def certificates(self) -> Certificates:
+        """The run's test certificates (made once: tests/servers.py's)."""
+        return servers.tls_certificates()
 
 
 @pytest.fixture
@@ -396,7 +409,7 @@ def test_server_restart(own: OwnServers, make: Make) -> None:
 
 def test_tls(own: OwnServers, make: Make) -> None:
     port = own.start(tls=True)
-    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={own.directory / 'ca.crt'}"
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={own.certificates().ca}"
     a, b = make(url), make(url)
     a.open_session(TTL)
     b.open_session(30)
@@ -406,15 +419,26 @@ def test_tls(own: OwnServers, make: Make) -> None:
     gone = threading.Event()
     b.watch(entry.key, gone.set)
     wait_event(gone, what="a TLS watch to fire at the owner's expiry")
-    with pytest.raises(ConnectionLost):
+    with pytest.raises(TLSFailed, match="certificate"):
         make(url.split("?", 1)[0])  # the test CA is not trusted by default
+
+
+def test_tls_refuses_a_wrong_authority_or_host_name(own: OwnServers, make: Make) -> None:
+    port = own.start(tls=True)
+    made = own.certificates()
+    with pytest.raises(TLSFailed, match="ca_cert"):
+        make(f"rediss://127.0.0.1:{port}/0?ca_cert={made.other_ca}")
+    wrong_host = own.start("--tls-cert-file", str(made.wrong_host_cert), "--tls-key-file",
+                           str(made.wrong_host_key), tls=True)
+    with pytest.raises(TLSFailed, match=r"127\.0\.0\.1"):
+        make(f"rediss://127.0.0.1:{wrong_host}/0?ca_cert={made.ca}")
 
 
 def test_tls_vocabulary(own: OwnServers, make: Make, caplog: pytest.LogCaptureFixture) -> None:
     """The shared TLS options (tls, ca_cert, verify) and redis's old spellings
     as aliases; verify=false connects to an untrusted server and warns."""
     port = own.start(tls=True)
-    ca = own.directory / "ca.crt"
+    ca = own.certificates().ca
     for url in (f"redis://127.0.0.1:{port}/0?tls=true&ca_cert={ca}", f"rediss://127.0.0.1:{port}/0?ca_cert={ca}",
                 f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}&ssl_cert_reqs=required"):
         assert "redis" in make(url).ping(), url
@@ -422,9 +446,13 @@ def test_tls_vocabulary(own: OwnServers, make: Make, caplog: pytest.LogCaptureFi
         assert "redis" in make(f"rediss://127.0.0.1:{port}/0?verify=false").ping()
     assert any("verify=false" in record.getMessage() for record in caplog.records)
     assert "redis" in make(f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none").ping()
-    with pytest.raises(ConnectionLost):
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="moot.backends.tls"):
+        assert "redis" in make(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}&ssl_cert_reqs=optional").ping()
+    assert any("names its host" in record.getMessage() for record in caplog.records)
+    with pytest.raises(TLSFailed):
         make(f"redis://127.0.0.1:{port}/0?tls=1")  # verified by default: the test CA is not trusted
-    with pytest.raises(ConnectionLost):
+    with pytest.raises(TLSFailed):
         make(f"rediss://127.0.0.1:{port}/0?verify=yes")
 
 
@@ -435,11 +463,80 @@ def test_tls_vocabulary(own: OwnServers, make: Make, caplog: pytest.LogCaptureFi
     "rediss://127.0.0.1/0?ca_cert=/a.pem&ssl_ca_certs=/b.pem",  # one option under two names
     "rediss://127.0.0.1/0?key=/nonexistent/client.key",  # a key without its certificate
     "rediss://127.0.0.1/0?ca_cert=/nonexistent/ca.pem", "rediss://127.0.0.1/0?ssl_cert_reqs=sometimes",
+    "rediss+sentinel://127.0.0.1/svc/0?tls=false", "rediss+sentinel://127.0.0.1/svc/0?tls=treu",
+    "redis+sentinel://127.0.0.1/svc/0?tls=on-ish", "redis+sentinel://127.0.0.1/svc/0?ca_cert=/tmp/ca.pem",
+    "rediss+sentinel://127.0.0.1/svc/0?verify=", "rediss+sentinel://127.0.0.1/svc/0?key=/nonexistent/client.key",
 ])
 def test_bad_tls_options_fail_before_any_io(query: str) -> None:
     parsed = parse_url(query)
     with pytest.raises(InvalidURL):
         RedisBackend(parsed, dict(parsed.query))
+
+
+def tls_sentinel(own: OwnServers, *args: str) -> tuple[int, int]:
+    """A primary and a Sentinel watching it, both on TLS ports only and both
+    requiring a client certificate signed by the test authority (the Sentinel
+    shows its own server certificate to the primary); ``args`` go to the
+    Sentinel. Returns their ports."""
+    made = own.certificates()
+    primary = own.start("--tls-auth-clients", "yes", tls=True)
+    sentinel = own.start("--sentinel", "--tls-auth-clients", "yes", *args, tls=True, config=(
+        f"sentinel monitor svc 127.0.0.1 {primary} 1\ntls-replication yes\n"
+        f"tls-client-cert-file {made.server_cert}\ntls-client-key-file {made.server_key}\n"))
+    return primary, sentinel
+
+
+def test_sentinel_over_tls(own: OwnServers, make: Make) -> None:
+    """rediss+sentinel:// (and redis+sentinel://...?tls=true) speaks TLS to the
+    Sentinels and to the primary they name: here both listen on TLS ports
+    only and want a client certificate, so every connection moot makes (the
+    commands', the watches', the failover listener's) is TLS with it."""
+    primary, sentinel = tls_sentinel(own)
+    made = own.certificates()
+    client = f"ca_cert={made.ca}&cert={made.client_cert}&key={made.client_key}"
+    a = make(f"rediss+sentinel://127.0.0.1:{sentinel}/svc/0?{client}")
+    b = make(f"redis+sentinel://127.0.0.1:{sentinel}/svc/0?tls=true&{client}")
+    assert f":{primary} " in a.ping() and b._switches is not None
+    a.open_session(TTL)
+    b.open_session(30)
+    entry, queue = a.enqueue("ns/lock/x/q/", b"")
+    assert queue == [entry]
+    gone = threading.Event()
+    b.watch(entry.key, gone.set)
+    wait_event(gone, what="a watch through a TLS Sentinel to fire at the owner's expiry")
+    with pytest.raises(TLSFailed, match="cert"):  # the Sentinel wants a client certificate
+        make(f"rediss+sentinel://127.0.0.1:{sentinel}/svc/0?ca_cert={made.ca}")
+
+
+def test_sentinel_tls_refusals(own: OwnServers, make: Make, caplog: pytest.LogCaptureFixture) -> None:
+    """The Sentinel's certificate is verified by default: an untrusted
+    authority or a certificate naming another host is TLSFailed (the
+    Sentinel is the first thing moot dials); verify=false connects and warns."""
+    made = own.certificates()
+    _, sentinel = tls_sentinel(own)
+    client = f"cert={made.client_cert}&key={made.client_key}"
+    with pytest.raises(TLSFailed, match="ca_cert"):
+        make(f"rediss+sentinel://127.0.0.1:{sentinel}/svc/0?{client}")
+    with pytest.raises(TLSFailed, match="ca_cert"):
+        make(f"rediss+sentinel://127.0.0.1:{sentinel}/svc/0?ca_cert={made.other_ca}&{client}")
+    _, wrong_host = tls_sentinel(own, "--tls-cert-file", str(made.wrong_host_cert), "--tls-key-file",
+                                 str(made.wrong_host_key))
+    with pytest.raises(TLSFailed, match="mismatch"):
+        make(f"rediss+sentinel://127.0.0.1:{wrong_host}/svc/0?ca_cert={made.ca}&{client}")
+    with caplog.at_level("WARNING", logger="moot.backends.tls"):
+        assert "Sentinel" in make(f"rediss+sentinel://127.0.0.1:{sentinel}/svc/0?verify=false&{client}").ping()
+    assert any("verify=false" in record.getMessage() for record in caplog.records)
+
+
+def test_a_sentinel_that_wants_a_password_the_url_lacks(own: OwnServers, make: Make) -> None:
+    primary = own.start()
+    sentinel = own.start("--sentinel", config=(
+        f"sentinel monitor svc 127.0.0.1 {primary} 1\nrequirepass sentinel-s3cret\n"))
+    started = time.monotonic()
+    with pytest.raises(AuthenticationFailed, match="sentinel_password"):
+        make(f"redis+sentinel://127.0.0.1:{sentinel}/svc/0")
+    assert time.monotonic() - started < 3.0, "refused credentials are not retried until the timeout"
+    assert make(f"redis+sentinel://127.0.0.1:{sentinel}/svc/0?sentinel_password=sentinel-s3cret").ping()
 
 
 def test_sentinel_failover(own: OwnServers, make: Make, monkeypatch: pytest.MonkeyPatch) -> None:

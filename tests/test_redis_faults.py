@@ -42,11 +42,8 @@ SLACK = 0.75
 @pytest.fixture
 def own() -> Iterator[servers.Cluster]:
     """A redis-server of this test alone, without persistence."""
-    cluster = servers.start_cluster("redis", size=1)
-    yield cluster
-    with contextlib.suppress(OSError):
-        os.kill(cluster.members[0].pid, signal.SIGCONT)  # never leave it frozen
-    cluster.stop()
+    with servers.own_cluster("redis") as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -58,12 +55,12 @@ def make(open_backend: MakeBackend) -> Any:
 @contextlib.contextmanager
 def frozen(cluster: servers.Cluster) -> Iterator[None]:
     """The server stopped (SIGSTOP): it keeps its connections and answers nothing."""
-    pid = cluster.members[0].pid
-    os.kill(pid, signal.SIGSTOP)
+    server = cluster.members[0]
+    server.freeze()
     try:
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        server.send(signal.SIGCONT)
 
 
 def stated_elapsed(error: BaseException) -> float:

@@ -30,12 +30,12 @@ from kazoo.protocol.connection import _CONNECTION_DROP
 import moot
 from moot.backends.zookeeper import ZooKeeperBackend, multiread
 from moot.backends.zookeeper.multiread import TESTED_KAZOO
-from moot.backends.zookeeper.znodes import _SEQ
+from moot.backends.zookeeper.znodes import _SEQ, _SESSIONS
 from moot.errors import BackendError, ConnectionLost, SessionExpired
 from moot.url import parse_url
 from tests import servers
 from tests.conftest import MakeBackend
-from tests.waiting import wait_event
+from tests.waiting import wait_event, wait_until
 
 TTL = 2.0
 
@@ -348,12 +348,68 @@ def test_list_falls_back_to_one_read_per_znode_on_a_server_without_multi_read(
     monkeypatch.setattr(multiread._MultiRead, "type", 9999)
     sent = count_requests(backend)
     assert backend.list(f"{ns}/g/") == [member, other]
-    assert sent[:2] == ["GetChildren", "_MultiRead"] and set(sent[2:]) == {"GetData"}
+    # then one read per znode (and, once reconnected, the session record's watch armed again)
+    assert sent[:2] == ["GetChildren", "_MultiRead"] and set(sent[2:]) - {"Exists"} == {"GetData"}
     backend.refresh_session()  # the session outlived the dropped connection
     assert backend.get(member.key) == member
     sent.clear()
     assert backend.list(f"{ns}/g/") == [member, other]
-    assert sent == ["GetChildren", "GetData", "GetData"]  # found out once, not asked again
+    # found out once, not asked again (nor guessing names in a multi-read)
+    assert [kind for kind in sent if kind != "Exists"] == ["GetChildren", "GetData", "GetData"]
+
+
+def test_listing_again_is_one_multi_read_whose_guesses_are_never_trusted(
+        make: Callable[..., ZooKeeperBackend], raw: KazooClient, ns: str) -> None:
+    """A listing reads the names the last one found (and, in a queue, the
+    next few sequential names) with the listing itself: one request when
+    nothing else is new (a lock waiter woken by its predecessor's release).
+    What is there comes from the listing, the data from the same request."""
+    backend, other = make(), make()
+    prefix = f"{ns}/q/"
+    a, _ = other.enqueue(prefix, b"a")
+    b, _ = other.enqueue(prefix, b"b")
+    assert backend.list(prefix) == [a, b]  # the first listing: GetChildren, then a multi-read
+    assert other.delete(a.key) is True
+    b2 = other.compare_and_set(b.key, b"b2", b.version)
+    c, _ = other.enqueue(prefix, b"c")  # a name past the last listing's
+    assert b2 is not None
+    sent = count_requests(backend)
+    assert backend.list(prefix) == [b2, c]
+    assert sent == ["_MultiRead"]
+    news = [other.enqueue(prefix, str(i).encode())[0] for i in range(20)]  # more than it guesses
+    sent.clear()
+    assert backend.list(prefix) == [b2, c, *news]
+    assert sent == ["_MultiRead", "_MultiRead"]  # the names not foreseen: read in a second request
+    sent.clear()
+    mine, entries = backend.enqueue(prefix, b"mine")
+    assert entries == [b2, c, *news, mine]
+    assert sent == ["Create2", "_MultiRead"]  # sent together, answered in order
+    raw.delete(f"/moot/{ns}", recursive=True)  # an operator wipes the tree: names restart
+    again, _ = other.enqueue(prefix, b"again")
+    assert backend.list(prefix) == [again]
+    assert backend.list(f"{ns}/elsewhere/") == []
+
+
+def test_refresh_is_one_sync_and_a_deleted_record_ends_the_session(
+        make: Callable[..., ZooKeeperBackend], raw: KazooClient) -> None:
+    """kazoo's pings keep the session; a refresh is one sync (an answer
+    proves the server heard from the leader since the call began). The
+    session's record is watched instead of read by every refresh: deleted,
+    even while the connection was down, it ends the session."""
+    backend = make()
+    sent = count_requests(backend)
+    backend.refresh_session()
+    assert sent == ["Sync"]
+    session = backend._session
+    assert session is not None
+    drop_connection(backend)  # kazoo drops its watches with the connection: armed again on reconnecting
+    wait_until(lambda: "Exists" in sent, what="the record's watch to be armed again")
+    backend.refresh_session()
+    assert not session.record_gone
+    raw.delete(f"/moot/{_SESSIONS}/{session.id}")
+    wait_until(lambda: session.record_gone, what="the record's watch")
+    with pytest.raises(SessionExpired):
+        backend.refresh_session()
 
 
 # -- kazoo's own log (moot/backends/zookeeper/connection.py _KazooLog) --

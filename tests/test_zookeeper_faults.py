@@ -32,7 +32,7 @@ from kazoo.protocol.connection import _CONNECTION_DROP
 from moot import deadline
 from moot.backends.base import MAX_VALUE_BYTES
 from moot.backends.zookeeper import ZooKeeperBackend
-from moot.errors import ConnectionLost, InvalidArgument
+from moot.errors import ConnectionLost, InvalidArgument, SessionExpired
 from moot.url import parse_url
 from tests import servers
 from tests.conftest import MakeBackend
@@ -89,23 +89,11 @@ def frozen(cluster: servers.Cluster) -> Iterator[None]:
     """The server stopped with SIGSTOP: connections are still accepted by the
     kernel, nothing is ever answered. Resumed on exit."""
     (member,) = cluster.members
-    os.kill(member.pid, signal.SIGSTOP)
-    # kill() returns before every thread has stopped: one still running may answer a last request
-    wait_until(lambda: _stopped(member.pid), what="every thread of the server stopped")
+    member.freeze()
     try:
         yield
     finally:
-        os.kill(member.pid, signal.SIGCONT)
-
-
-def _stopped(pid: int) -> bool:
-    """Every thread of process ``pid`` is stopped (state T in /proc)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
-            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state not in ("T", "t"):
-                return False
-    return True
+        member.send(signal.SIGCONT)
 
 
 def reported(error: BaseException) -> float:
@@ -199,6 +187,10 @@ def test_every_primitive_keeps_the_callers_deadline_on_a_frozen_server(
             took = time.monotonic() - started
             assert took < 0.5 + SLACK, f"{name} took {took:.2f}s with a 0.5s deadline"
             assert abs(reported(error) - took) < 0.2, f"{name}: {error}"
+            assert "when the caller's deadline passed" in str(error), f"{name}: {error}"
+        with pytest.raises(ConnectionLost) as spent, deadline.bounded(time.monotonic()):
+            backend.get(f"{ns}/k")  # the caller's time was gone before this call started
+        assert "started with 0.00s of it left: the time had gone to the steps before it" in str(spent.value)
         started = time.monotonic()
         with deadline.bounded(started + 0.5):
             backend.watch(f"{ns}/k", lambda: None)  # armed later, on the reconnection
@@ -330,14 +322,36 @@ def test_refresh_fails_on_a_server_that_cannot_reach_the_leader(make: Callable[.
         follower = next(m for m in cluster.members if m is not leader)
         backend = make(cluster.kind.url([follower]), ttl=3.0, timeout=5.0)
         backend.refresh_session()
-        os.kill(leader.pid, signal.SIGSTOP)
+        leader.freeze()  # a sync sent before its last thread stopped could still be answered
         try:
             started = time.monotonic()
             with deadline.bounded(started + 1.0), pytest.raises(ConnectionLost):
                 backend.refresh_session()
             assert time.monotonic() - started < 1.0 + SLACK
         finally:
-            os.kill(leader.pid, signal.SIGCONT)
+            leader.send(signal.SIGCONT)
+    finally:
+        cluster.stop()
+
+
+def test_a_refresh_right_after_an_eviction_on_another_server_reports_it(
+        make: Callable[..., ZooKeeperBackend]) -> None:
+    """A refresh is one sync, and the session's end reaches the owner's
+    server before the sync's answer (that server then closes the
+    connection): a session evicted through another member of the ensemble
+    is never reported renewed, even before its owner has heard of the end."""
+    cluster = servers.start_cluster("zookeeper", size=3)
+    try:
+        owner_at, evictor_at = cluster.members[0], cluster.members[1]
+        for _ in range(5):
+            owner = make(cluster.kind.url([owner_at]), ttl=3.0)
+            evictor = make(cluster.kind.url([evictor_at]), ttl=3.0)
+            owner.refresh_session()
+            session = owner._session
+            assert session is not None
+            assert evictor.expire_session(session.id) is True
+            with pytest.raises(SessionExpired):
+                owner.refresh_session()
     finally:
         cluster.stop()
 

@@ -163,6 +163,9 @@ class AsyncGroup:
     async def members(self) -> dict[str, Member]:
         return await self._driver.call(self._sync.members)
 
+    async def member_ids(self) -> set[str]:
+        return await self._driver.call(self._sync.member_ids)
+
     async def member(self, member_id: str) -> Member:
         return await self._driver.call(self._sync.member, member_id)
 

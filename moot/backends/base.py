@@ -252,6 +252,13 @@ class Backend(abc.ABC):
         in ``/``). See the module docstring for the guarantee."""
 
     # -- compound operations (override to save round trips) ---------------
+    def names(self, directory: str) -> builtins.list[str]:
+        """The names of the live entries directly under ``directory`` (a
+        prefix ending in ``/`` that holds entries only, no deeper keys, like
+        a group's members), sorted: the key after ``directory``. A listing
+        without the values, for engines that can skip reading them."""
+        return [e.key[len(directory):] for e in self.list(directory) if "/" not in e.key[len(directory):]]
+
     def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, builtins.list[Entry]]:
         """Create an ephemeral sequential key under ``prefix`` and return it
         with the live entries under ``prefix`` at that moment (which include it)."""

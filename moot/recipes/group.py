@@ -232,6 +232,17 @@ class Group:
         return {member_id: _decode(member_id, entry, now) for member_id, entry in entries.items()}
 
     @within_timeout
+    def member_ids(self) -> set[str]:
+        """The ids of every live member, without their capabilities: the
+        cheapest listing (on ZooKeeper and etcd the values are not even
+        read). GroupNotFound if the group was never created (or was deleted)."""
+        self._session.check_open()
+        listed = self._session.backend.names(self._members_prefix)
+        if not listed and not self.exists():
+            raise GroupNotFound(f"group {self.name!r} does not exist; join() creates it")
+        return {names.unsegment(name) for name in listed}
+
+    @within_timeout
     def member(self, member_id: str) -> Member:
         """One live member; MemberNotFound if it is not (or no longer) in the group."""
         names.check_name(member_id, "member_id")

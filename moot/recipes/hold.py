@@ -89,7 +89,8 @@ class Hold:
         self._timeout = timeout
         self._on_lost = on_lost
         self._entry: Entry | None = None
-        self._last: Held | None = None  # the latest acquisition, kept after it ends
+        self._last: tuple[int, float] | None = None  # the latest acquisition's (token, since), kept after it ends
+        self._last_held: Held | None = None  # the Held of _last, made when first asked for
         self._epoch = -1  # the coordinator's session epoch the hold was served in
         self._mutex = threading.Lock()
         self.since: float | None = None
@@ -99,7 +100,10 @@ class Hold:
         # threads waiting to take it, in order (all under _mutex).
         self._user: object | None = None
         self._acquiring = False
+        self._asked = ""  # the mode the running acquire queued in
         self._waiting: collections.deque[tuple[object, waits.Wake]] = collections.deque()
+        self._acquired = session.metrics.timer("acquisitions", "wait_seconds", self.kind)
+        self._released = session.metrics.timer("releases", "hold_seconds", self.kind)
 
     @property
     def token(self) -> int | None:
@@ -113,7 +117,10 @@ class Hold:
         last = self._last
         if last is None:
             raise LockError(f"{self.kind} {self.name!r} was never acquired by this object")
-        return last
+        held = self._last_held
+        if held is None or held.token != last[0] or held.since != last[1]:
+            held = self._last_held = Held(self.name, last[0], last[1], self)
+        return held
 
     @property
     def is_held(self) -> bool:
@@ -129,7 +136,9 @@ class Hold:
         ``timeout``, default the object's) to be served by ``blocker``; the
         hold is installed and bound to the session in one step (see
         :func:`moot.recipes.queue.wait_turn`). LockError if already held."""
-        return waits.run(self._acquire_plan(mode, blocking, timeout, blocker))
+        deadline = check_timeout(self._timeout if timeout is None else timeout)
+        who, is_task = _caller()
+        return waits.drive(self._acquire_steps(who, is_task, mode, blocking, deadline, blocker), deadline)
 
     def _acquire_plan(self, mode: str, blocking: bool, timeout: float | None,
                       blocker: queue.Blocker) -> waits.Plan[bool]:
@@ -140,13 +149,19 @@ class Hold:
         deadline = check_timeout(self._timeout if timeout is None else timeout)
         who, is_task = _caller()
         return waits.Plan(self._acquire_steps(who, is_task, mode, blocking, deadline, blocker), deadline,
-                          lambda held: self.release() if held else None)
+                          self._undo)
+
+    def _undo(self, held: bool) -> None:
+        if held:
+            self.release()
 
     def _acquire_steps(self, who: object, is_task: bool, mode: str, blocking: bool, deadline: float | None,
                        blocker: queue.Blocker) -> waits.Steps[bool]:
         self._session.check_open()
         asked = time.monotonic()
-        if not (yield from self._take(who, is_task, blocking, deadline)):
+        with self._mutex:
+            taken = self._take_now(who, is_task)
+        if not taken and not (yield from self._take(who, is_task, blocking, deadline)):
             if blocking:
                 self._session.metrics.count("timeouts", self.kind)
             return False
@@ -155,30 +170,47 @@ class Hold:
             if self._entry is not None:  # a leadership taken by another thread (see _take)
                 served = True
                 return True
-
-            def install(entry: Entry, epoch: int) -> None:
-                with self._mutex:
-                    self._entry, self._epoch = entry, epoch
-                    self.since = time.time()
-                    self._held_at = time.monotonic()
-                    self._last = Held(self.name, entry.seq or 0, self.since, self)
-                    self._installed(mode)
-
+            self._asked = mode  # for _install: this caller has the object until it is served or gives up
             entry = yield from queue.wait_turn(self._session, self._prefix,
                                                queue.encode(self._session.member_id, mode),
-                                               deadline, blocker, blocking, holder=self, install=install)
+                                               deadline, blocker, blocking, holder=self, install=self._install)
             served = entry is not None
         finally:
-            with self._mutex:
-                self._acquiring = False
-                if (not served or not self._caller_owned) and self._user is who:
-                    self._pass_on()
+            if not served or not self._caller_owned:  # else _install ended the acquiring, under the same mutex
+                with self._mutex:
+                    self._acquiring = False
+                    if self._user is who:
+                        self._pass_on()
         if not served:
             if blocking:
                 self._session.metrics.count("timeouts", self.kind)
             return False
-        self._session.metrics.timed("acquisitions", "wait_seconds", self.kind, self._held_at - asked)
+        self._acquired(self._held_at - asked)
         return True
+
+    def _install(self, entry: Entry, epoch: int) -> None:
+        """Put the served ``entry`` (queued in mode ``_asked``) in place (see
+        :func:`moot.recipes.queue.wait_turn`)."""
+        with self._mutex:
+            self._entry, self._epoch, self._acquiring = entry, epoch, False
+            self.since = since = time.time()
+            self._held_at = time.monotonic()
+            self._last = (entry.seq or 0, since)
+            self._installed(self._asked)
+
+    def _take_now(self, who: object, is_task: bool) -> bool:
+        """Under the mutex: take the object for ``who`` if nobody else has it
+        (True); False if another caller has it; LockError for a reentry, or
+        for a task while another caller has it."""
+        user = self._user
+        if user is None or user is who or user == who:
+            if user is not None and (self._acquiring or self._entry is not None) and self._caller_owned:
+                raise LockError(self._reentry_error(is_task))
+            self._user, self._acquiring = who, True
+            return True
+        if is_task:
+            raise LockError(self._shared_task_error())
+        return False
 
     def _take(self, who: object, is_task: bool, blocking: bool, deadline: float | None) -> waits.Steps[bool]:
         """Steps that take the object for ``who`` (see the module docstring):
@@ -190,15 +222,9 @@ class Hold:
         try:
             while True:
                 with self._mutex:
-                    user = self._user
-                    if user is None or user is who or user == who:
-                        if user is not None and (self._acquiring or self._entry is not None) \
-                                and self._caller_owned:
-                            raise LockError(self._reentry_error(is_task))
-                        self._user, self._acquiring, taken = who, True, True
+                    if self._take_now(who, is_task):
+                        taken = True
                         return True
-                    if is_task:
-                        raise LockError(self._shared_task_error())
                     if not blocking:
                         return False
                     if wake is None:
@@ -267,8 +293,7 @@ class Hold:
             if entry is None:
                 return False
             self._session.unbind(self)
-            self._session.metrics.timed("releases", "hold_seconds", self.kind,
-                                        time.monotonic() - self._held_at)
+            self._released(time.monotonic() - self._held_at)
             with self._session.bounded():
                 return self._session.delete_entry(entry.key)  # seq-named: never made again, no version needed
         finally:
@@ -313,10 +338,9 @@ def _caller() -> tuple[object, bool]:
     id (False; a green thread's own id under eventlet)."""
     aio = sys.modules.get("asyncio")  # no asyncio imported: no task can be running
     if aio is not None:
-        try:
-            task = aio.current_task()
-        except RuntimeError:  # no running event loop in this thread
-            task = None
-        if task is not None:
-            return task, True
+        loop = aio._get_running_loop()  # None outside a loop (current_task() would raise, which costs)
+        if loop is not None:
+            task = aio.current_task(loop)
+            if task is not None:
+                return task, True
     return user_threading.get_ident(), False

@@ -174,7 +174,7 @@ class Lock(Hold):
         ``timeout`` (seconds, None = forever) defaults to the one given to
         ``coord.lock()``. Raises LockError if this object already holds it.
         """
-        return waits.run(self.acquire_plan(blocking, timeout))
+        return self._acquire(EXCLUSIVE, blocking, timeout, queue.predecessor)
 
     def acquire_plan(self, blocking: bool = True, timeout: float | None = None) -> waits.Plan[bool]:
         """:meth:`acquire` as a plan (:mod:`moot.waits`) for :mod:`moot.aio`."""

@@ -97,7 +97,13 @@ def decode(entry: Entry, mode: str | None = None) -> Waiter:
 
 
 def ordered(entries: list[Entry]) -> list[Entry]:
-    return sorted(entries, key=lambda e: (e.seq or 0, e.key))
+    if len(entries) < 2:
+        return list(entries)
+    return sorted(entries, key=_order)
+
+
+def _order(entry: Entry) -> tuple[int, str]:
+    return entry.seq or 0, entry.key
 
 
 class Outcome(enum.Enum):
@@ -132,7 +138,8 @@ def wait_turn(session: Session, prefix: str, value: bytes, deadline: float | Non
     """
     while True:
         session.check_open()
-        if not (yield from session.session_steps(deadline if blocking else time.monotonic())):
+        if not session.live() and not (yield from session.session_steps(deadline if blocking
+                                                                          else time.monotonic())):
             if not blocking:
                 raise ConnectionLost(f"no live session with {session.url} right now (reconnecting); "
                                      "try again later")
@@ -149,10 +156,23 @@ def wait_turn(session: Session, prefix: str, value: bytes, deadline: float | Non
                 return None
             continue
         try:
-            outcome = yield from wait_served(session, prefix, mine, entries, deadline, blocker, blocking)
+            queue = ordered(entries)
+            try:  # most acquires are served at once: no generator for them
+                checked = _check(session, prefix, mine, queue, blocker)
+            except ConnectionLost:
+                if not blocking:
+                    raise
+                checked = None
+            if isinstance(checked, Outcome):
+                outcome = checked
+            elif checked is not None and not blocking:
+                outcome = Outcome.TIMEOUT
+            else:
+                outcome = yield from wait_served(session, prefix, mine, queue, deadline, blocker, blocking,
+                                                 watched=checked)
             if outcome is Outcome.SERVED and _before_bind is not None:
                 _before_bind()
-            if outcome is Outcome.SERVED and session.bind(holder, epoch, functools.partial(install, mine, epoch)):
+            if outcome is Outcome.SERVED and session.bind(holder, epoch, install, mine, epoch):
                 return mine
         except BaseException:
             leave(session, mine)
@@ -177,25 +197,24 @@ def leave(session: Session, mine: Entry) -> None:
 
 
 def wait_served(session: Session, prefix: str, mine: Entry, entries: list[Entry], deadline: float | None,
-                blocker: Blocker, blocking: bool = True) -> Steps[Outcome]:
+                blocker: Blocker, blocking: bool = True,
+                watched: Sequence[Entry] | None = None) -> Steps[Outcome]:
     """Steps that wait until ``blocker`` says my (existing) entry is served, starting from
     the queue as read in ``entries``. Leaves the entry in place whatever the
     outcome. While the backend cannot be reached the wait keeps my place and
     retries until the deadline (the heartbeat decides if the session is lost);
-    a non-blocking call raises ConnectionLost instead."""
+    a non-blocking call raises ConnectionLost instead. ``watched``: what the
+    caller's own check of ``entries`` (sorted) said to watch, not asked again."""
     woken: Wake | None = None  # made on the first wait: most acquires never wait
     session_id = session.id
-    queue = ordered(entries)
+    queue = entries if watched is not None else ordered(entries)
     while True:
         try:
-            if all(entry.key != mine.key for entry in queue):
-                return Outcome.GONE
-            watched = blocker(mine, queue)
             if watched is None:
-                return Outcome.SERVED
-            if isinstance(watched, Signal):  # RETRY
-                queue = ordered(session.backend.list(prefix))
-                continue
+                checked = _check(session, prefix, mine, queue, blocker)
+                if isinstance(checked, Outcome):
+                    return checked
+                watched = checked
             if not blocking:
                 return Outcome.TIMEOUT
             woken = woken or Wake()
@@ -206,12 +225,33 @@ def wait_served(session: Session, prefix: str, mine: Entry, entries: list[Entry]
                 raise
             if not (yield from _pause(session, deadline)):
                 return Outcome.TIMEOUT
+            watched = None
             continue
         if fresh is None:
             return Outcome.TIMEOUT
         if isinstance(fresh, Signal):  # SESSION_ENDED
             return Outcome.GONE
-        queue = fresh
+        queue, watched = fresh, None
+
+
+def _check(session: Session, prefix: str, mine: Entry, queue: list[Entry],
+           blocker: Blocker) -> Outcome | Sequence[Entry]:
+    """SERVED or GONE, else the entries to watch; ``queue`` (sorted) is
+    read again as long as the blocker says RETRY. ``queue`` is the list
+    last read (the caller keeps it, for a wait)."""
+    while True:
+        key = mine.key
+        for entry in queue:
+            if entry.key == key:
+                break
+        else:
+            return Outcome.GONE
+        watched = blocker(mine, queue)
+        if watched is None:
+            return Outcome.SERVED
+        if not isinstance(watched, Signal):
+            return watched
+        queue[:] = ordered(session.backend.list(prefix))  # RETRY
 
 
 def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], woken: Wake,

@@ -22,6 +22,7 @@ def test_join_lists_members_with_capabilities(connect: Connect) -> None:
     assert members["conductor-2"].capabilities == b"\x00raw\xff"
     assert members["conductor-1"].joined_at > 0
     assert members["conductor-1"].last_seen >= members["conductor-1"].joined_at
+    assert b.group("conductors").member_ids() == {"conductor-1", "conductor-2"}
     assert b.groups() == ["conductors"]
 
 
@@ -40,6 +41,8 @@ def test_unknown_group_and_member(connect: Connect) -> None:
     coord = connect("a")
     with pytest.raises(moot.GroupNotFound):
         coord.group("missing").members()
+    with pytest.raises(moot.GroupNotFound):
+        coord.group("missing").member_ids()
     coord.group("g").join()
     with pytest.raises(moot.MemberNotFound):
         coord.group("g").member("nobody")
@@ -149,6 +152,7 @@ def test_close_leaves_groups(connect: Connect) -> None:
     a.close()
     wait_until(lambda: not b.group("g").is_up("a"), what="a gone after close")
     assert b.group("g").members() == {}
+    assert b.group("g").member_ids() == set()
 
 
 @pytest.mark.parametrize("name", ["", "x" * 257])
@@ -165,3 +169,4 @@ def test_odd_names_round_trip(connect: Connect) -> None:
     coord.group("../grüp/x").join()
     assert coord.groups() == ["../grüp/x"]
     assert list(coord.group("../grüp/x").members()) == ["../member/ü"]
+    assert coord.group("../grüp/x").member_ids() == {"../member/ü"}

@@ -257,6 +257,21 @@ def test_list_by_prefix_is_recursive_sorted_and_live_only(make_backend: MakeBack
     assert a.list(f"{ns}d/q/") == [] and a.list(f"{ns}missing/") == []
 
 
+def test_names_are_the_live_entries_directly_under_a_directory(make_backend: MakeBackend, ns: str) -> None:
+    a, b = make_backend(), make_backend()
+    for i, name in enumerate(["m2", "m10", "%41", "-", "m1"]):
+        assert a.create(f"{ns}g/members/{name}", b"{}", ephemeral=i % 2 == 0) is not None
+    assert a.create(f"{ns}g/meta", b"beside the directory") is not None
+    assert a.create(f"{ns}g/members", b"the directory without its slash") is not None
+    assert b.create(f"{ns}g/members/dying", b"{}", ephemeral=True) is not None
+    assert a.names(f"{ns}g/members/") == sorted(["m2", "m10", "%41", "-", "m1", "dying"])
+    b.close_session()
+    assert a.names(f"{ns}g/members/") == sorted(["m2", "m10", "%41", "-", "m1"])
+    assert a.delete(f"{ns}g/members/m10") is True
+    assert a.names(f"{ns}g/members/") == sorted(["m2", "%41", "-", "m1"])
+    assert a.names(f"{ns}missing/") == []
+
+
 def test_a_key_and_keys_below_it_coexist(make_backend: MakeBackend, ns: str) -> None:
     backend = make_backend()
     below = backend.create(f"{ns}p/c", b"below")

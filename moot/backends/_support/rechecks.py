@@ -112,6 +112,14 @@ class Rechecks(Generic[T]):
         with self._lock:
             self._session = None if session_id is None or deadline is None else (session_id, deadline)
 
+    def check_session_now(self, session_id: str) -> None:
+        """Make the own-session check due now, if ``session_id`` is still the
+        own session: for a notice that it ended, which anyone allowed to
+        publish on the channel could have forged, so the server is asked."""
+        with self._lock:
+            if self._session is not None and self._session[0] == session_id:
+                self._session = (session_id, time.monotonic())
+
     def run(self) -> None:
         """Run the re-checks due now, then the own-session check if due."""
         now = time.monotonic()

@@ -8,15 +8,16 @@ import contextlib
 import functools
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from moot import deadline
 from moot.backends._support.tls import ETCD_ALIASES, option_names, tls_context
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
 from moot.backends.etcd.http import _RESENT, _b64, _Http, _Json, _prefix_end
 from moot.backends.etcd.lease import _Leases
-from moot.backends.etcd.watch import _LINGER, _QUEUE_ENTRY, _QueueWatch, _Stream, _WatchHub
+from moot.backends.etcd.watch import _LINGER, _QUEUE_ENTRY, _QueueWatch, _WatchHub
 from moot.errors import (
     BackendError,
     CoordinatorClosed,
@@ -24,6 +25,25 @@ from moot.errors import (
 )
 from moot.realthreads import threading
 from moot.url import BackendURL
+
+#: A range read of at least this many keys is kept for the next read of
+#: the same range (see :meth:`EtcdBackend._read`); smaller ones (a lock's
+#: queue, mostly) are read whole every time, as cheap as a filtered read.
+_KEEP_FROM = 32
+#: Nor is a read of more keys than this kept: the memory a backend keeps stays bounded.
+_KEEP_UPTO = 20_000
+#: How many ranges' last reads a backend keeps (least recently read dropped first).
+_KEPT_LISTINGS = 16
+
+
+class _Listing(NamedTuple):
+    """A range as etcd had it at ``revision`` of cluster ``cluster``: its
+    keys (in order) with their entries (None in a keys-only read)."""
+
+    cluster: str
+    revision: int
+    entries: dict[bytes, Entry | None]
+    calm: bool  # False: a kept key was gone at the last read; read the whole range next time
 
 
 class EtcdBackend(Backend):
@@ -43,6 +63,8 @@ class EtcdBackend(Backend):
         self._forked = False
         self._queues: dict[str, _QueueWatch] = {}  # directory -> its shared stream
         self._queues_lock = threading.Lock()
+        self._listings: OrderedDict[tuple[str, str], _Listing] = OrderedDict()  # kept range reads: _read()
+        self._listings_lock = threading.Lock()
 
     def connect(self, timeout: float) -> None:
         http_ = _Http(self.url, self._tls, timeout)
@@ -58,7 +80,10 @@ class EtcdBackend(Backend):
         http_.api = "/v3beta/" if major_minor == (3, 3) else "/v3/"
         self._http = http_
         self._dispatcher = Dispatcher("moot-etcd-callbacks")
-        self._hub = _WatchHub(http_)
+        # The gateway's WebSocket (one for every watch) cannot carry an auth token.
+        self._hub = _WatchHub(http_, shared=self.url.password is None)
+        with self._listings_lock:
+            self._listings.clear()
         self._closed = False
 
     def close(self) -> None:
@@ -207,8 +232,82 @@ class EtcdBackend(Backend):
         return not int(answer["responses"][0]["response_range"].get("count", 0))
 
     def list(self, prefix: str) -> list[Entry]:
-        answer = self._call("kv/range", self._range(prefix), idempotent=True)
-        return [self._entry(kv) for kv in answer.get("kvs", [])]
+        """One range read (see :meth:`_read`)."""
+        return [entry for entry in self._read(prefix, keys_only=False).values() if entry is not None]
+
+    def names(self, directory: str) -> builtins.list[str]:
+        """One keys-only range read (see :meth:`_read`): an entry's lease
+        takes its key with it, so every key listed is live."""
+        start = len(self._key(directory))
+        found = (key[start:].decode() for key in self._read(directory, keys_only=True))
+        return [name for name in found if "/" not in name]
+
+    def _read(self, prefix: str, keys_only: bool) -> dict[bytes, Entry | None]:
+        """The keys under ``prefix`` (and their entries unless ``keys_only``),
+        in key order: one linearizable range read, mostly.
+
+        A read of ``_KEEP_FROM`` to ``_KEEP_UPTO`` keys is kept
+        (``_KEPT_LISTINGS`` ranges), and the next read of the range asks etcd only for the keys
+        created (keys-only) or written since (``min_create_revision`` /
+        ``min_mod_revision``). etcd still counts every key of the range: if
+        the count is the new keys plus the kept keys not among them, no kept
+        key is gone (deleted, or taken by a lease that expired or was
+        revoked, or deleted and created again: each lowers the count), so
+        the kept entries updated with the new ones are exactly the range at
+        the answer's revision. Otherwise (or if the answer comes from another
+        cluster, or an earlier revision) the whole range is read at once: a
+        second request, and the next read of that range is a whole one too,
+        until a whole read finds no kept key gone."""
+        request: _Json = self._range(prefix)
+        if keys_only:
+            request["keys_only"] = True
+        kind = ("keys" if keys_only else "entries", prefix)
+        with self._listings_lock:
+            kept = self._listings.get(kind)
+        if kept is not None and kept.calm:
+            since = "min_create_revision" if keys_only else "min_mod_revision"
+            answer = self._call("kv/range", {**request, since: kept.revision + 1}, idempotent=True)
+            cluster, revision = self._revision(answer)
+            fresh = self._entries(answer, keys_only)
+            unchanged = len(kept.entries) - sum(1 for key in fresh if key in kept.entries)
+            if (cluster == kept.cluster and revision >= kept.revision
+                    and int(answer.get("count", 0)) - len(fresh) == unchanged):
+                entries = kept.entries
+                if fresh:
+                    entries = dict(sorted({**entries, **fresh}.items()))
+                return self._keep(kind, _Listing(cluster, revision, entries, True))
+        answer = self._call("kv/range", request, idempotent=True)
+        cluster, revision = self._revision(answer)
+        entries = self._entries(answer, keys_only)
+        calm = kept is None or kept.cluster != cluster or all(key in entries for key in kept.entries)
+        return self._keep(kind, _Listing(cluster, revision, entries, calm))
+
+    def _entries(self, answer: _Json, keys_only: bool) -> dict[bytes, Entry | None]:
+        kvs = answer.get("kvs", ())
+        if keys_only:
+            return {base64.b64decode(kv["key"]): None for kv in kvs}
+        return {base64.b64decode(kv["key"]): self._entry(kv) for kv in kvs}
+
+    @staticmethod
+    def _revision(answer: _Json) -> tuple[str, int]:
+        """(cluster id, revision) of an answer's header."""
+        header = answer.get("header") or {}
+        return str(header.get("cluster_id", "")), int(header.get("revision", 0))
+
+    def _keep(self, kind: tuple[str, str], listing: _Listing) -> dict[bytes, Entry | None]:
+        """Keep ``listing`` as the range's last read if it is large enough
+        (and no later read is kept); its entries."""
+        with self._listings_lock:
+            kept = self._listings.get(kind)
+            if not _KEEP_FROM <= len(listing.entries) <= _KEEP_UPTO:
+                if kept is not None and kept.revision <= listing.revision:
+                    del self._listings[kind]
+            elif kept is None or kept.cluster != listing.cluster or kept.revision <= listing.revision:
+                self._listings[kind] = listing
+                self._listings.move_to_end(kind)
+                while len(self._listings) > _KEPT_LISTINGS:
+                    self._listings.popitem(last=False)
+        return listing.entries
 
     def create_sequential(self, prefix: str, value: bytes, *, ephemeral: bool = True) -> Entry:
         return self._sequential(prefix, value, ephemeral, False)[0]
@@ -241,10 +340,7 @@ class EtcdBackend(Backend):
         if key.endswith("/"):
             request = self._range(key)
         watch = CallbackWatch(callback, lambda _watch: self._hub.drop(stream))
-        stream = _Stream(request, lambda _keys: self._dispatcher.submit(watch.fire), lambda: watch.cancelled)
-        if stream.open(self._http):
-            self._dispatcher.submit(watch.fire)
-        self._hub.add(stream)
+        stream = self._hub.open(request, lambda _keys: self._dispatcher.submit(watch.fire), lambda: watch.cancelled)
         return watch
 
     def _watch_entry(self, key: str, callback: Callable[[], None]) -> Watch:
@@ -257,20 +353,17 @@ class EtcdBackend(Backend):
                 queue = self._queues.get(directory)
                 if queue is None and fresh is not None:
                     queue = self._queues[directory] = fresh
-                    assert fresh.stream is not None
-                    self._hub.add(fresh.stream)
                     fresh = None
                 if queue is not None:
                     watch = CallbackWatch(callback, functools.partial(self._unwatch_entry, directory, queue))
                     queue.add(self._key(key), watch)
                     break
             fresh = _QueueWatch(self._dispatcher)
-            stream = _Stream(self._range(directory), fresh.fire, fresh.is_closed)
-            stream.open(self._http)  # events before any watch concern nobody
-            fresh.stream = stream
-        if fresh is not None:  # another thread opened the queue's stream meanwhile
+            fresh.stream = self._hub.open(self._range(directory), fresh.fire, fresh.is_closed)
+        if fresh is not None:  # another thread opened the queue's watch meanwhile
             assert fresh.stream is not None
-            fresh.stream.close()
+            fresh.closed = True
+            self._hub.drop(fresh.stream)
         return watch
 
     def _unwatch_entry(self, directory: str, queue: _QueueWatch, watch: CallbackWatch) -> None:

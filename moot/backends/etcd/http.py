@@ -10,16 +10,18 @@ import json
 import socket
 import ssl
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from moot import deadline
 from moot.backends._support.loop import readable
+from moot.backends._support.tls import handshake_failure
 from moot.errors import (
     AuthenticationFailed,
     BackendError,
-    ConfigurationError,
     ConnectionLost,
     MootError,
+    PermissionDenied,
     SessionExpired,
 )
 from moot.realthreads import threading
@@ -30,6 +32,8 @@ _Json = dict[str, Any]
 #: gRPC status codes the gateway reports for an engine that is (now) unusable.
 _UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
 _UNAUTHENTICATED = 16
+#: gRPC's PermissionDenied: the user's roles do not cover the keys (or the operation).
+_PERMISSION_DENIED = 7
 _FIX_CREDENTIALS = "fix user:password in the URL (etcd://user:password@host:port), or the server's users"
 #: Seconds an idempotent request waits for its first answer before it is
 #: sent again to the next host (doubled at each resend, within the deadline).
@@ -39,6 +43,7 @@ _ATTEMPT = 1.0
 _RESENT = "moot-resent"
 #: The network failures of a request (eventlet raises EOFError for a socket
 #: closed under a reader); everything else is a bug and propagates.
+_T = TypeVar("_T")
 _NETWORK_ERRORS = (OSError, EOFError, http.client.HTTPException)
 
 
@@ -108,8 +113,9 @@ class _Http:
 
     def lost(self, exc: BaseException, started: float) -> MootError:
         """The error to raise for the network failure ``exc``."""
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return ConfigurationError(f"the TLS certificate of etcd at {self.where()} is not trusted: {exc}")
+        failure = handshake_failure(exc, self.where())
+        if failure is not None:
+            return failure
         elapsed = time.monotonic() - started
         if isinstance(exc, TimeoutError):
             return ConnectionLost(f"etcd at {self.where()} did not answer within {elapsed:.1f} s")
@@ -238,6 +244,12 @@ class _Http:
             if code == _UNAUTHENTICATED:  # no credentials given, or refused again after a fresh token
                 raise AuthenticationFailed(f"etcd at {self.where()} refused the request as unauthenticated: "
                                            f"{message}; {_FIX_CREDENTIALS}")
+            if code == _PERMISSION_DENIED:
+                root = self._url.path.strip("/")
+                raise PermissionDenied(f"etcd at {self.where()} refused user {self._url.username or ''!r} {path} "
+                                       f"under the key prefix {root + '/' if root else ''!r}: {message}; grant its "
+                                       f"role readwrite --prefix {root}/ (docs/security.md), or use the root it "
+                                       "was given (the URL's path)")
             if code == 5 and "lease not found" in str(message):
                 raise SessionExpired("the etcd lease of the session is gone (expired or revoked)")
             raise BackendError(f"etcd at {self.where()} refused {path}: {message} (HTTP {resp.status})")
@@ -257,15 +269,21 @@ class _Http:
                                        f"{self._url.username or ''!r}: {exc}; {_FIX_CREDENTIALS}") from None
         self._token = answer["token"]
 
-    def open_stream(self, path: str, body: _Json, started: float, end: float) -> tuple[socket.socket, tuple[str, int]]:
+    def open_stream(self, path: str, body: _Json | None, started: float, end: float, *,
+                    websocket_key: str | None = None) -> tuple[socket.socket, tuple[str, int]]:
         """A socket on which ``body`` was POSTed to ``api + path`` (a stream),
+        or with ``websocket_key`` an upgrade to a WebSocket was asked for,
         on the first host that accepts within ``end``."""
-        data = json.dumps(body).encode()
+        data = b"" if body is None else json.dumps(body).encode()
         error: BaseException | None = None
         for tried in range(len(self._hosts)):
             left = self.left(started, end, "accept a connection")
             host, port = self._address()
-            head = [f"POST {self.api}{path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(data)}"]
+            if websocket_key is None:
+                head = [f"POST {self.api}{path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(data)}"]
+            else:
+                head = [f"GET {self.api}{path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket",
+                        "Connection: Upgrade", f"Sec-WebSocket-Key: {websocket_key}", "Sec-WebSocket-Version: 13"]
             head += [f"{name}: {value}" for name, value in self.headers().items()]
             bound = min(left, max(_ATTEMPT, left / (len(self._hosts) - tried)))
             sock: socket.socket | None = None
@@ -284,6 +302,55 @@ class _Http:
                 error = exc
         assert error is not None
         raise self.lost(error, started) from None
+
+    def watch_refused(self, reason: str) -> MootError:
+        """The error of a watch etcd would not create (its ``cancel_reason``)."""
+        if "permission denied" in reason:  # the range is not the user's
+            return PermissionDenied(f"etcd at {self.where()} refused a watch outside the user's key range: "
+                                    f"{reason}; use the root it was given (docs/security.md)")
+        return ConnectionLost(f"etcd at {self.where()} refused a watch: {reason}")
+
+    def open_watch(self, open_once: Callable[[float, float, float], _T], close: Callable[[], None],
+                   peer: Callable[[], tuple[str, int] | None]) -> _T:
+        """Open a watch stream with ``open_once(started, end, attempt)``, which
+        returns once etcd confirmed its watches, raises TimeoutError when no
+        confirmation came within ``attempt`` seconds, or _StreamLost. Within
+        the caller's deadline: an unconfirmed attempt is tried again on the
+        next host with twice the time (1 s, 2 s, ...); an expired token is
+        renewed once. ``close`` runs after every failed attempt; ``peer`` is
+        the address the attempt used. Raises ConnectionLost, or
+        PermissionDenied for a watch outside the user's key range."""
+        started, end = self.span()
+        attempt = _ATTEMPT
+        authenticated = False
+        with deadline.bounded(end):
+            while True:
+                try:
+                    return open_once(started, end, attempt)
+                except TimeoutError as exc:
+                    address = peer()
+                    close()
+                    if time.monotonic() >= end:
+                        raise self.lost(exc, started) from None
+                    self.failed(address)
+                    attempt *= 2
+                except _StreamLost as exc:
+                    close()
+                    if "Unauthenticated" in str(exc) and not authenticated:
+                        self.authenticate()  # the token expired: once more with a new one
+                        authenticated = True
+                        continue
+                    if "permission denied" in str(exc):
+                        raise self.watch_refused(str(exc)) from None
+                    elapsed = time.monotonic() - started
+                    raise ConnectionLost(f"cannot watch on etcd at {self.where()} (after {elapsed:.1f} s): "
+                                         f"{exc}") from None
+                except _NETWORK_ERRORS as exc:
+                    close()
+                    raise self.lost(exc, started) from None
+                except BaseException:
+                    close()
+                    raise
 
     def close(self) -> None:
         with self._lock:

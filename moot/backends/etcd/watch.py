@@ -1,9 +1,10 @@
-"""Watch streams: their chunked JSON decoding, the one hub thread that reads them all,
-and the shared stream of a queue."""
+"""Watches: the one WebSocket that carries every watch of a backend (or, with
+etcd authentication, a POST stream per watch), the one hub thread that reads
+them all, and the shared watch of a queue."""
 
 from __future__ import annotations
 
-import base64
+import functools
 import logging
 import re
 import socket
@@ -11,10 +12,11 @@ import ssl
 import time
 from collections.abc import Callable
 
-from moot import deadline
+from moot import realthreads
 from moot.backends._support.loop import Poller, Timers, Waker
 from moot.backends.base import CallbackWatch, Dispatcher
 from moot.backends.etcd.http import _ATTEMPT, _NETWORK_ERRORS, _ChunkedLines, _Http, _Json, _StreamLost
+from moot.backends.etcd.shared import _event_keys, _Fire, _Shared, _Watcher
 from moot.errors import (
     ConnectionLost,
     MootError,
@@ -22,15 +24,6 @@ from moot.errors import (
 from moot.realthreads import threading
 
 _RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-def _event_keys(message: _Json) -> set[bytes]:
-    return {base64.b64decode(event.get("kv", {}).get("key", "")) for event in message.get("events", ())}
-
-
-#: What a stream calls with the keys that changed (None: anything may have
-#: changed, e.g. while the stream was being reopened).
-_Fire = Callable[[set[bytes] | None], None]
 
 
 class _Stream:
@@ -54,35 +47,7 @@ class _Stream:
         already. Within the caller's deadline (see ``_Http``); a confirmation
         that does not come within 1 s (2 s, ...) is asked for again on the
         next host. Raises ConnectionLost."""
-        started, end = http_.span()
-        attempt = _ATTEMPT
-        authenticated = False
-        with deadline.bounded(end):
-            while True:
-                try:
-                    return self._open(http_, started, end, attempt)
-                except TimeoutError as exc:  # no confirmation in this attempt's time
-                    address = self.peer
-                    self.close()
-                    if time.monotonic() >= end:
-                        raise http_.lost(exc, started) from None
-                    http_.failed(address)
-                    attempt *= 2
-                except _StreamLost as exc:
-                    self.close()
-                    if "Unauthenticated" in str(exc) and not authenticated:
-                        http_.authenticate()  # the token expired: once more with a new one
-                        authenticated = True
-                        continue
-                    elapsed = time.monotonic() - started
-                    where = http_.where()
-                    raise ConnectionLost(f"cannot watch on etcd at {where} (after {elapsed:.1f} s): {exc}") from None
-                except _NETWORK_ERRORS as exc:
-                    self.close()
-                    raise http_.lost(exc, started) from None
-                except BaseException:
-                    self.close()
-                    raise
+        return http_.open_watch(functools.partial(self._open, http_), self.close, lambda: self.peer)
 
     def _open(self, http_: _Http, started: float, end: float, attempt: float) -> set[bytes]:
         self.close()
@@ -138,21 +103,30 @@ class _Stream:
             self.sock = None
 
 
+#: What the hub polls: a POST stream, or the shared WebSocket.
+_Pollable = _Stream | _Shared
+
+
 class _WatchHub:
     """The one thread that reads every watch stream of a backend, hands their
     events to the streams' ``fire``, reopens the streams that break and runs
-    timers (``call_at``)."""
+    timers (``call_at``).
 
-    def __init__(self, http_: _Http):
+    With ``shared`` (no etcd authentication: the gateway's WebSocket cannot
+    carry a token) every watch rides one WebSocket; otherwise each watch has
+    its own POST stream."""
+
+    def __init__(self, http_: _Http, shared: bool = True):
         self._http = http_
-        self._poller: Poller[_Stream | None] = Poller()  # None: the wake-up pipe
+        self._poller: Poller[_Pollable | None] = Poller()  # None: the wake-up pipe
         self._waker = Waker()
         self._poller.register(self._waker.fd, None)
         self._lock = threading.Lock()
         self._added: list[_Stream] = []
         self._dropped: list[_Stream] = []
-        self._retry: dict[_Stream, float] = {}  # stream -> monotonic time to reopen it
+        self._retry: dict[_Pollable, float] = {}  # stream -> monotonic time to reopen it
         self._timers: Timers[Callable[[], None]] = Timers()  # under _lock
+        self._shared = _Shared(http_) if shared else None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="moot-etcd-watch", daemon=True)
         self._thread.start()
@@ -160,14 +134,48 @@ class _WatchHub:
     def _wake(self) -> None:
         self._waker.wake()
 
+    def open(self, request: _Json, fire: _Fire, cancelled: Callable[[], bool]) -> _Stream | _Watcher:
+        """A watch of ``request``, confirmed by etcd (every later change is
+        reported to ``fire``) within the caller's deadline; ``drop`` ends it.
+        Raises ConnectionLost (or PermissionDenied)."""
+        if self._shared is None:
+            stream = _Stream(request, fire, cancelled)
+            keys = stream.open(self._http)
+            self.add(stream)
+            if keys:
+                fire(keys)
+            return stream
+        watcher = _Watcher(request, fire, cancelled)
+        self._shared.add(watcher)
+        self._wake()
+        started, end = self._http.span()
+        attempt = _ATTEMPT
+        created = watcher.created
+        while not realthreads.wait_until(created.is_set, created.wait, max(0.0, min(attempt, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                watcher.abandoned = True
+                self.drop(watcher)
+                raise ConnectionLost(f"etcd at {self._http.where()} did not confirm a watch within "
+                                     f"{time.monotonic() - started:.1f} s")
+            self._shared.suspected = True  # the hub replaces a connection that answers nothing
+            self._wake()
+            attempt *= 2
+        if watcher.error is not None:
+            raise watcher.error
+        return watcher
+
     def add(self, stream: _Stream) -> None:
         with self._lock:
             self._added.append(stream)
         self._wake()
 
-    def drop(self, stream: _Stream) -> None:
-        with self._lock:
-            self._dropped.append(stream)
+    def drop(self, stream: _Stream | _Watcher) -> None:
+        if isinstance(stream, _Watcher):
+            assert self._shared is not None
+            self._shared.cancel(stream)
+        else:
+            with self._lock:
+                self._dropped.append(stream)
         self._wake()
 
     def call_at(self, when: float, fn: Callable[[], None]) -> None:
@@ -207,12 +215,15 @@ class _WatchHub:
                 if changed:
                     ready.fire(changed)
             self._apply_changes()
+            self._tend_shared()
             self._reopen_due()
             self._run_timers()
         self._apply_changes()
         for stream in self._poller.registered():
             if stream is not None:
                 stream.close()
+        if self._shared is not None:
+            self._shared.forget()
         self._waker.close()
 
     def _apply_changes(self) -> None:
@@ -227,7 +238,30 @@ class _WatchHub:
             self._poller.unregister(stream)
             stream.close()
 
-    def _lost(self, stream: _Stream) -> None:
+    def _tend_shared(self) -> None:
+        """Send what the openers handed over, open the connection when a
+        watch needs it, replace one that does not confirm, retry refusals."""
+        shared = self._shared
+        if shared is None:
+            return
+        for watcher in shared.refused:
+            self.call_at(time.monotonic() + _RECONNECT_DELAYS[-1], functools.partial(shared.add, watcher))
+        shared.refused = []
+        if shared.sock is None:
+            if shared.needed() and shared not in self._retry:
+                self._retry[shared] = time.monotonic()
+            return
+        suspected, shared.suspected = shared.suspected, False
+        if suspected and shared.overdue(time.monotonic()):
+            self._http.failed(shared.peer)
+            self._lost(shared)
+            return
+        try:
+            shared.flush()
+        except (*_NETWORK_ERRORS, _StreamLost):
+            self._lost(shared)
+
+    def _lost(self, stream: _Pollable) -> None:
         self._poller.unregister(stream)
         stream.close()
         self._retry[stream] = time.monotonic()
@@ -243,6 +277,8 @@ class _WatchHub:
             except Exception as exc:
                 if not isinstance(exc, MootError):  # a bug: say so, and keep the other watches going
                     logging.getLogger("moot.backends.etcd").exception("cannot reopen an etcd watch stream")
+                elif isinstance(stream, _Shared):
+                    stream.fail_waiting(exc)  # its openers raise at once, as a stream of their own would
                 stream.failures += 1
                 delay = _RECONNECT_DELAYS[min(stream.failures, len(_RECONNECT_DELAYS)) - 1]
                 self._retry[stream] = time.monotonic() + delay
@@ -264,11 +300,13 @@ class _WatchHub:
         inherited descriptor with a plain close, taking no lock (a parent's
         thread may have held it)."""
         self._closed = True
-        streams = {*self._added, *self._dropped, *self._retry}
-        streams.update(s for s in self._poller.registered() if s is not None)
+        streams = {*self._added, *self._dropped, *(s for s in self._retry if isinstance(s, _Stream))}
+        streams.update(s for s in self._poller.registered() if isinstance(s, _Stream))
         self._added, self._dropped, self._retry, self._timers = [], [], {}, Timers()
         for stream in streams:
             stream.close()
+        if self._shared is not None:
+            self._shared.forget()
         self._waker.close()
 
 
@@ -279,9 +317,9 @@ _LINGER = 10.0
 
 
 class _QueueWatch:
-    """One watch stream on a queue's directory, shared by every watch on its
-    entries. A waiter watches the entry ahead of it afresh at each turn: a
-    stream per watch would cost a connection and a round trip each time and,
+    """One etcd watch on a queue's directory, shared by every watch on its
+    entries. A waiter watches the entry ahead of it afresh at each turn: an
+    etcd watch per watch would cost a round trip each time and,
     when a write lands while etcd registers the watch, etcd 3.4 delivers its
     events only at its next 100 ms catch-up. The stream stays open
     ``_LINGER`` seconds after its last watch is cancelled."""
@@ -293,7 +331,7 @@ class _QueueWatch:
         self._keys: dict[CallbackWatch, bytes] = {}
         self._idle_since: float | None = None
         self.closed = False
-        self.stream: _Stream | None = None
+        self.stream: _Stream | _Watcher | None = None
 
     def add(self, key: bytes, watch: CallbackWatch) -> None:
         with self._lock:

@@ -1,12 +1,18 @@
 """``file:///path/to/dir``: processes on one host coordinate through a directory.
 
-No server: the directory is the engine. It is created (mode 0700) if missing.
-The layout on disk and why it is so: ``docs/design/file.md``.
+No server: the directory is the engine. It is created (mode 0700) if missing,
+and refused if other users could tamper with it; ``?mode=0660`` shares it
+with its group on purpose (:mod:`moot.backends.file.access`).
+The layout on disk and why it is so: ``docs/design/file.md`` (format 2; a
+directory in use by a moot of format 1 is refused, and a format 1 moot
+refuses a format 2 directory).
 
 Guarantees
     * A process that dies, even by SIGKILL, loses its ephemeral keys (locks,
-      memberships) at once: the kernel drops its flocks, and watchers of
-      those keys are woken by that, not by polling.
+      memberships) at once: they live by the flock on its session's file,
+      which the kernel drops, and watchers of those keys are woken by the
+      close of that file, not by polling. One session keeps one descriptor,
+      however many locks it holds or waits on.
     * ``seq`` (and every key's version) comes from a counter per directory that
       is written on every use, so it keeps increasing across restarts of every
       process. It is not fsync'ed, so a machine crash may lose the last

@@ -1,12 +1,14 @@
 """The file:// backend's primitives (:class:`FileBackend`): the protocol of
-:mod:`moot.backends.base` over the directories, spares and session files of
-this package; its guarantees are stated in :mod:`moot.backends.file`.
+:mod:`moot.backends.base` over the directories and session files of this
+package; its guarantees are stated in :mod:`moot.backends.file`.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
+import fcntl
 import getpass
 import logging
 import os
@@ -16,7 +18,8 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from moot.backends._support import fork
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
-from moot.backends.file.dirs import Dir, Dirs, reap, scan, subdir_prefixes
+from moot.backends.file.access import Access, check_directory, default_directory, parse_mode
+from moot.backends.file.dirs import Dir, Dirs, live_names, reap, scan, subdir_prefixes
 from moot.backends.file.format import (
     EPHEMERAL,
     EVICTED,
@@ -24,6 +27,7 @@ from moot.backends.file.format import (
     MAGIC,
     SEQUENTIAL,
     SESSION_RE,
+    bump,
     count_keys,
     disk,
     key_path,
@@ -42,10 +46,9 @@ from moot.url import BackendURL
 
 log = logging.getLogger("moot.backends.file")
 
-#: OS errors that may pass by themselves (a full disk, too many open files):
-#: retryable ConnectionLost. Any other error opening the directory (no
-#: permission, read-only file system, not a directory...) is a
-#: ConfigurationError: retrying cannot help.
+#: OS errors that may pass by themselves (a full disk, too many open files): retryable ConnectionLost.
+#: Any other error opening the directory (no permission, read-only file system, not a directory...)
+#: is a ConfigurationError: retrying cannot help.
 _TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO,
                         errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE})
 
@@ -55,6 +58,9 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:  # no user name for this uid
         return str(os.getuid())
+
+#: Queue prefixes whose parse a backend object keeps (forgotten all at once past this).
+_PREFIXES = 256
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -79,21 +85,25 @@ class FileBackend(Backend):
     """Primitives over a directory shared by the processes of one host."""
 
     kept_alive_by_client = True  # a session is its process's flock
+    OPTIONS = frozenset({"mode"})
 
     def __init__(self, url: BackendURL, options: dict[str, object]):
         super().__init__(url, options)
+        self._mode = parse_mode(options)
+        self._access = Access(self._mode)
         self._root = url.path
         self._lock = threading.Lock()
         self._closed = False
         self._abandoned = False
-        self._dirs = Dirs(url.path)
+        self._dirs = Dirs(url.path, self._access)
         self._spares = Spares(self._dirs)
         self._owned = self._spares.owned  # dir -> key file name -> spare it links
         self._session: Session | None = None
-        self._sessions = Sessions()
+        self._sessions = Sessions(self._access)
         self._watches: set[CallbackWatch] = set()
         self._dispatcher: Dispatcher | None = None
         self._watcher: Inotify | None = None
+        self._prefixes: dict[str, tuple[str, str]] = {}  # valid queue prefixes -> prefix_path()
 
     # -- lifecycle --------------------------------------------------------
     def connect(self, timeout: float) -> None:
@@ -102,8 +112,10 @@ class FileBackend(Backend):
             raise InvalidURL(f"{self.url.redacted()!r}: write file:///absolute/path/to/dir (three slashes)")
         self._root = self._dirs.root = os.path.normpath(self.url.path)
         try:
-            os.makedirs(self._root, mode=0o700, exist_ok=True)
+            self._make_root()
+            check_directory(self._root, self._mode, default=self._root == os.path.normpath(default_directory()))
             self._sessions.open(self._root)
+            self._dirs.sessions = self._sessions.fd
             with self._lock:
                 self._dirs.get("", create=True)
             self._watcher = Inotify.acquire()
@@ -120,6 +132,17 @@ class FileBackend(Backend):
         self._dispatcher = Dispatcher("moot-file-watch")
         fork.track(self)
 
+    def _make_root(self) -> None:
+        """Create the directory (not its parents) at the chosen mode unless it exists."""
+        try:
+            self._access.mkdir(self._root)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self._root), exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                self._access.mkdir(self._root)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -131,7 +154,6 @@ class FileBackend(Backend):
             watch.cancel()
         with self._lock:
             self._closed = True
-            self._spares.close()
             self._dirs.close()
             self._sessions.close()
         fork.untrack(self)
@@ -173,21 +195,18 @@ class FileBackend(Backend):
         ``handle`` if absent (a dead entry is replaced); None if a live one is
         there. Also returns the directory's bound on key files (None if
         unknown). Caller holds the mutex."""
-        counter, epoch, keys = load(handle.lock)
-        version = next_counter(counter)
-        keys = None if keys is None else keys + 1
-        store(handle.lock, version, epoch, keys)  # before the link: the bound stays a bound
+        version, epoch, keys = bump(handle.lock)  # the bound raised before the key is made: it stays a bound
         seq = version if sequential else None
         if sequential:
             segment = f"{segment}{version:020d}"
-        owner = self._sessions.owner(self._session, handle, epoch) if ephemeral else None
         name = disk(segment)
         stored = segment.encode() if name != segment else b""
-        flags = (EPHEMERAL if owner else 0) | (SEQUENTIAL if seq is not None else 0)
-        data = HEADER.pack(MAGIC, 1, flags, len(stored), len(value), version, seq or 0,
-                            owner.id.encode() if owner else b"") + stored + value
-        entry = Entry(handle.rel + segment, value, version, seq, owner.id if owner else None)
-        spare = self._spares.take(handle) if owner else None
+        owner = self._sessions.owner(self._session, handle, epoch).id if ephemeral else None
+        flags = (EPHEMERAL if ephemeral else 0) | (SEQUENTIAL if sequential else 0)
+        data = HEADER.pack(MAGIC, 1, flags, len(stored), len(value), version, version if sequential else 0,
+                           owner.encode() if owner else b"") + stored + value
+        spare = self._spares.take(handle, owner) if owner else None
+        entry = Entry(handle.rel + segment, value, version, seq, owner)
         linked = False
         try:
             if spare is not None:
@@ -195,7 +214,7 @@ class FileBackend(Backend):
             for _ in range(2):
                 try:
                     if spare is None:
-                        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=handle.fd)
+                        fd = self._access.create(name, os.O_WRONLY, handle.fd)
                         try:
                             os.write(fd, data)
                         finally:
@@ -207,13 +226,18 @@ class FileBackend(Backend):
                         self._owned.setdefault(handle.rel, {})[name] = spare
                     return entry, keys
                 except FileExistsError:
-                    if not probe(handle.fd, handle.rel, name)[1]:
+                    if not probe(handle.fd, handle.rel, name, handle.sessions)[1]:
                         break
                     os.unlink(name, dir_fd=handle.fd)  # a dead entry counts as absent
             return None, keys
         finally:
             if spare is not None and not linked:
                 self._spares.give_back(handle.rel, spare)
+
+    def _mine(self) -> str | None:
+        """This object's live session (its keys need no liveness check)."""
+        session = self._session
+        return session.id if session is not None and not session.evicted else None
 
     # -- session ----------------------------------------------------------
     @_io
@@ -238,7 +262,7 @@ class FileBackend(Backend):
             if session is None:
                 return
             try:
-                self._spares.unlink_all()
+                self._spares.end_session()
                 self._sessions.remove(session)
             except OSError:
                 log.debug("cleaning up session files failed", exc_info=True)
@@ -276,7 +300,7 @@ class FileBackend(Backend):
             if handle is None:
                 return None
             with handle.shared:
-                entry, dead = probe(handle.fd, handle.rel, name)
+                entry, dead = probe(handle.fd, handle.rel, name, handle.sessions, self._mine())
             if dead:
                 reap(handle, [name])
             return entry
@@ -297,24 +321,33 @@ class FileBackend(Backend):
     @_io
     def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, list[Entry]]:
         """Create and list under one hold of the directory's mutex."""
-        return self._enqueue(prefix, bytes(value), True, listing=True)
+        return self._enqueue(prefix, bytes(value), True, True)
 
     def _enqueue(self, prefix: str, value: bytes, ephemeral: bool, listing: bool) -> tuple[Entry, list[Entry]]:
-        rel, start = prefix_path(prefix)
+        parsed = self._prefixes.get(prefix)  # a lock's queue is used again and again: validated once
+        if parsed is None:
+            parsed = prefix_path(prefix)
+            if len(self._prefixes) >= _PREFIXES:
+                self._prefixes.clear()
+            self._prefixes[prefix] = parsed
+        rel, start = parsed
         out: list[Entry] = []
         with self._lock:
             handle = self._dirs.get(rel, create=True)
             assert handle is not None
-            with handle.exclusive:
-                entry: Entry | None = None
+            fcntl.flock(handle.lock, fcntl.LOCK_EX)  # the directory's mutex (handle.exclusive, unrolled: the hot path)
+            entry: Entry | None = None
+            try:
                 while entry is None:  # a name is taken only if the counter was lost in a crash
-                    entry, keys = self._put(handle, start, value, ephemeral, sequential=True)
+                    entry, keys = self._put(handle, start, value, ephemeral, True)
                 if listing and keys == 1 and os.fstat(handle.fd).st_nlink == 2:
                     out.append(entry)  # the only key file, and no subdirectory: skip the scan
                     listing = False
                 elif listing:
                     subdirs, dead, files = scan(handle, start, out, known=entry)
                     count_keys(handle.lock, exact=files)
+            finally:
+                fcntl.flock(handle.lock, fcntl.LOCK_UN)
             if listing:
                 self._finish_list(handle, subdirs, dead, start, out)
         return entry, out
@@ -328,7 +361,7 @@ class FileBackend(Backend):
             if handle is None:
                 return None
             with handle.exclusive:
-                old, _ = probe(handle.fd, handle.rel, name)
+                old, _ = probe(handle.fd, handle.rel, name, handle.sessions, self._mine())
                 if old is None or old.version != version:
                     return None
                 counter, epoch, keys = load(handle.lock)
@@ -348,16 +381,21 @@ class FileBackend(Backend):
 
     @_io
     def delete(self, key: str, version: int | None = None) -> bool:
-        rel, _, name = key_path(key)
+        rel, slash, name = key.rpartition("/") if isinstance(key, str) else ("", "", "")
+        rel += slash
+        owned = self._owned.get(rel)
+        if owned is None or name not in owned or "~" in name:  # not a key this object made: check it
+            rel, _, name = key_path(key)
         with self._lock:
             handle = self._dirs.get(rel, create=False)
             if handle is None:
                 return False
-            with handle.exclusive:
+            fcntl.flock(handle.lock, fcntl.LOCK_EX)  # handle.exclusive, unrolled: the hot path
+            try:
                 spare = self._owned.get(rel, {}).get(name)
                 if spare is not None and version is None and self._spares.unlink_owned(handle, name, spare):
                     return True  # the fast path: my own key, no need to read it
-                old, dead = probe(handle.fd, handle.rel, name)
+                old, dead = probe(handle.fd, handle.rel, name, handle.sessions, self._mine())
                 if dead:
                     os.unlink(name, dir_fd=handle.fd)
                     count_keys(handle.lock, -1)
@@ -366,8 +404,10 @@ class FileBackend(Backend):
                 os.unlink(name, dir_fd=handle.fd)
                 count_keys(handle.lock, -1)
                 if spare is not None:
-                    self._spares.reclaim(rel)
+                    self._spares.reclaim(handle)
                 return True
+            finally:
+                fcntl.flock(handle.lock, fcntl.LOCK_UN)
 
     def _finish_list(self, handle: Dir, subdirs: list[str], dead: list[str], start: str,
                      out: list[Entry]) -> None:
@@ -405,6 +445,26 @@ class FileBackend(Backend):
             self._finish_list(handle, subdirs, dead, start, out)
         return out
 
+    @_io
+    def names(self, directory: str) -> builtins.list[str]:
+        """The base's listing without reading the members' files: an
+        ephemeral key's owner is told by the spare it links (see
+        :func:`moot.backends.file.dirs.live_names`), and each owner's
+        liveness is checked once, as a listing does."""
+        rel, start = prefix_path(directory)
+        if start:  # not a directory: the base's definition
+            return super().names(directory)
+        with self._lock:
+            handle = self._dirs.get(rel, create=False)
+            if handle is None:
+                return []
+            with handle.shared:
+                live, dead = live_names(handle, self._mine())
+            if dead:
+                reap(handle, dead)
+        live.sort()
+        return live
+
     # -- watches ----------------------------------------------------------
     @_io
     def watch(self, key: str, callback: Callable[[], None]) -> Watch:
@@ -431,7 +491,7 @@ class FileBackend(Backend):
             watcher.remove(wd, name, watch)
 
         watch = CallbackWatch(callback, forget)
-        wd = watcher.add(path, name, watch, dispatcher)
+        wd = watcher.add(path, name, watch, dispatcher, self._sessions.path)
         self._watches.add(watch)
         return watch
 

@@ -17,10 +17,13 @@ import uuid
 from types import TracebackType
 
 from moot.backends.base import Entry
-from moot.backends.file.format import SPARE, count_keys, disk, probe, split, unlink_if_dead
+from moot.backends.file.access import Access
+from moot.backends.file.format import SPARE, SPARE_2, count_keys, disk, probe, session_alive, split, unlink_if_dead
 
 _flock, _UNLOCK = fcntl.flock, fcntl.LOCK_UN
-_MAX_DIRS = 32  # directory handles kept open per backend object (2 fds each)
+#: Directory handles kept open per backend object (2 fds each): few, so that
+#: a process waiting on a thousand locks keeps as many descriptors as on one.
+_MAX_DIRS = 4
 
 
 class Mutex:
@@ -47,10 +50,11 @@ class Dir:
     ``.lock``, with its mutex as ``exclusive`` (to write) and ``shared`` (to
     read, so nobody reads a half-written value)."""
 
-    __slots__ = ("exclusive", "fd", "lock", "path", "rel", "shared")
+    __slots__ = ("exclusive", "fd", "lock", "path", "rel", "sessions", "shared")
 
-    def __init__(self, rel: str, path: str, fd: int, lock: int):
+    def __init__(self, rel: str, path: str, fd: int, lock: int, sessions: int):
         self.rel, self.path, self.fd, self.lock = rel, path, fd, lock
+        self.sessions = sessions  # the sessions directory (not owned: the backend closes it)
         self.exclusive = Mutex(lock, fcntl.LOCK_EX)
         self.shared = Mutex(lock, fcntl.LOCK_SH)
 
@@ -68,6 +72,7 @@ def scan(handle: Dir, start: str, out: list[Entry], known: Entry | None = None) 
     dead: list[str] = []
     files = 0
     known_name = disk(split(known.key)[1]) if known is not None else None
+    seen: dict[str, bool] = {}
     for name in os.listdir(handle.fd):
         if name[0] == ".":
             continue
@@ -80,7 +85,7 @@ def scan(handle: Dir, start: str, out: list[Entry], known: Entry | None = None) 
             continue
         if start and "~" not in name and not name.startswith(start):
             continue
-        entry, is_dead = probe(handle.fd, handle.rel, name)
+        entry, is_dead = probe(handle.fd, handle.rel, name, handle.sessions, seen=seen)
         if is_dead:
             dead.append(name)
         elif entry is not None and entry.key.startswith(start, len(handle.rel)):
@@ -88,15 +93,63 @@ def scan(handle: Dir, start: str, out: list[Entry], known: Entry | None = None) 
     return subdirs, dead, files
 
 
+def live_names(handle: Dir, mine: str | None) -> tuple[list[str], list[str]]:
+    """(the segments of the live key files of ``handle``, the names of dead
+    ones), reading no key file that is a hard link to a spare: the spare's
+    name tells its owner session (``.f-<session>-...``), and the directory
+    listing gives every name's inode, so a key whose inode is a spare's
+    belongs to that spare's session, which is checked once (``mine``, the
+    caller's live session, needs no check). Other keys (persistent ones,
+    hashed names, keys whose spare is gone) are read as ``scan`` reads them.
+    Caller holds the mutex (shared at least): nothing is linked or unlinked
+    meanwhile."""
+    spares: dict[int, str] = {}
+    keys: list[tuple[str, int]] = []
+    with os.scandir(handle.fd) as listing:
+        for item in listing:
+            name = item.name
+            if name[0] == ".":
+                if name.startswith(SPARE_2):
+                    spares[item.inode()] = name[len(SPARE_2):len(SPARE_2) + 32]
+            elif not name.endswith(".d"):
+                keys.append((name, item.inode()))
+    live: list[str] = []
+    dead: list[str] = []
+    seen: dict[str, bool] = {} if mine is None else {mine: True}
+    for name, inode in keys:
+        owner = spares.get(inode)
+        if owner is None or "~" in name:
+            entry, is_dead = probe(handle.fd, handle.rel, name, handle.sessions, mine, seen)
+            if is_dead:
+                dead.append(name)
+            elif entry is not None:
+                live.append(entry.key[len(handle.rel):])
+            continue
+        alive = seen.get(owner)
+        if alive is None:
+            alive = seen[owner] = session_alive(handle.sessions, owner)
+        (live if alive else dead).append(name)
+    return live, dead
+
+
 def sweep(handle: Dir) -> None:
-    """Remove dead spares and dead entries from ``handle``."""
+    """Remove dead entries and the spares of dead sessions (and of format 1) from ``handle``."""
     files = 0
+    seen: dict[str, bool] = {}
     with handle.exclusive:
         for name in os.listdir(handle.fd):
-            if name.startswith(SPARE):
+            if name.startswith(SPARE_2):
+                owner = name[len(SPARE_2):len(SPARE_2) + 32]
+                live = seen.get(owner)
+                if live is None:
+                    live = seen[owner] = session_alive(handle.sessions, owner)
+                if not live:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=handle.fd)
+            elif name.startswith(SPARE):
                 unlink_if_dead(handle.fd, name)
             elif name[0] != "." and not name.endswith(".d"):
-                if probe(handle.fd, handle.rel, name)[1]:
+                if probe(handle.fd, handle.rel, name, handle.sessions, seen=seen)[1]:
                     os.unlink(name, dir_fd=handle.fd)
                 else:
                     files += 1
@@ -104,11 +157,11 @@ def sweep(handle: Dir) -> None:
 
 
 def reap(handle: Dir, names: list[str]) -> None:
-    """Remove the named entries of ``handle`` that are (still) dead, and dead spares."""
+    """Remove the named entries of ``handle`` that are (still) dead, then sweep it."""
     with handle.exclusive:
         removed = 0
         for name in names:
-            if probe(handle.fd, handle.rel, name)[1]:
+            if probe(handle.fd, handle.rel, name, handle.sessions)[1]:
                 os.unlink(name, dir_fd=handle.fd)
                 removed += 1
         count_keys(handle.lock, -removed)
@@ -136,10 +189,11 @@ class Dirs:
     """The directory handles one backend object keeps open (the most recently
     used ones). Not thread-safe: the backend's lock guards it."""
 
-    __slots__ = ("_open", "_swept", "root")
+    __slots__ = ("_open", "_swept", "access", "root", "sessions")
 
-    def __init__(self, root: str):
-        self.root = root
+    def __init__(self, root: str, access: Access):
+        self.root, self.access = root, access
+        self.sessions = -1  # the sessions directory, once open
         self._open: collections.OrderedDict[str, Dir] = collections.OrderedDict()
         self._swept: set[str] = set()
 
@@ -169,11 +223,11 @@ class Dirs:
             self._make(rel)
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            lock = os.open(".lock", os.O_RDWR | os.O_CREAT, 0o600, dir_fd=fd)
+            lock = self.access.open_or_create(".lock", os.O_RDWR, fd)
         except BaseException:
             os.close(fd)
             raise
-        handle = Dir(rel, path, fd, lock)
+        handle = Dir(rel, path, fd, lock, self.sessions)
         if not cache:
             return handle
         self._open[rel] = handle
@@ -190,10 +244,10 @@ class Dirs:
             name = disk(segment)
             path = f"{path}/{name}.d"
             with contextlib.suppress(FileExistsError):
-                os.mkdir(path, 0o700)
+                self.access.mkdir(path)
             if name != segment and not os.path.exists(f"{path}/.name"):
                 temp = f"{path}/.name.{uuid.uuid4().hex}"
-                with open(temp, "x", encoding="ascii") as out:
+                with open(self.access.create(temp, os.O_WRONLY), "w", encoding="ascii") as out:
                     out.write(segment)
                 os.replace(temp, f"{path}/.name")
 

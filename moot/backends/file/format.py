@@ -35,10 +35,18 @@ EPHEMERAL, SEQUENTIAL = 1, 2
 # number of key files and the boot that bound was written in (a machine crash
 # may lose unsynced writes, so a bound from another boot is not trusted).
 _RECORD = struct.Struct("<QQQ16s")
+_RECORD_SIZE, _pack_record, _unpack_record = _RECORD.size, _RECORD.pack, _RECORD.unpack
 _READ = 4096
+_NO_BOOT = bytes(_RECORD.size - 24)  # the boot field of a record whose bound is unknown
 
-SPARE = ".s-"  # the name prefix of a spare (see spares.py)
+SPARE = ".s-"  # the name prefix of format 1's spares, swept once their owner is gone
+SPARE_2 = ".f-"  # the name prefix of format 2's spares: .f-<session>-<random> (see spares.py)
 EVICTED = ".evicted"  # the name suffix of an eviction marker (see sessions.py)
+SESSIONS = ".sessions.2"  # the directory of session files (format 2)
+#: Format 1 kept its session files in this directory; format 2 keeps a file
+#: of this name (saying so) there, which a format 1 process cannot open as a
+#: directory: it refuses the directory instead of sharing it (see sessions.py).
+LEGACY = ".sessions"
 
 
 def next_counter(counter: int) -> int:
@@ -100,6 +108,21 @@ def alive(fd: int) -> bool:
     return False
 
 
+def session_alive(sessions: int, owner: str) -> bool:
+    """True while the session ``owner`` lives: its owner holds the exclusive
+    flock on its file in the sessions directory ``sessions``."""
+    if not SESSION_RE.match(owner):
+        return False
+    try:
+        fd = os.open(owner, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=sessions)
+    except FileNotFoundError:
+        return False
+    try:
+        return alive(fd)
+    finally:
+        os.close(fd)
+
+
 def unlink_if_dead(dir_fd: int, name: str) -> None:
     """Remove the file ``name`` of directory ``dir_fd`` unless its owner holds
     its flock (a spare or a session file whose owner closed it or died)."""
@@ -129,16 +152,29 @@ def read_all(fd: int, data: bytes, size: int) -> bytes:
 def load(lock: int) -> tuple[int, int, int | None]:
     """The directory's (counter, eviction epoch, bound on key files or None if
     unknown), read from its ``.lock`` file ``lock``."""
-    raw = os.pread(lock, _RECORD.size, 0)
-    if len(raw) < _RECORD.size:
+    raw = os.pread(lock, _RECORD_SIZE, 0)
+    if len(raw) < _RECORD_SIZE:
         return 0, 0, None
-    counter, epoch, keys, boot = _RECORD.unpack(raw)
+    counter, epoch, keys, boot = _unpack_record(raw)
     return counter, epoch, keys if boot == boot_id() else None
 
 
 def store(lock: int, counter: int, epoch: int, keys: int | None) -> None:
-    boot = bytes(_RECORD.size - 24) if keys is None else boot_id()
-    os.pwrite(lock, _RECORD.pack(counter, epoch, max(keys or 0, 0), boot), 0)
+    if keys is None:
+        os.pwrite(lock, _pack_record(counter, epoch, 0, _NO_BOOT), 0)
+    else:
+        os.pwrite(lock, _pack_record(counter, epoch, keys if keys > 0 else 0, boot_id()), 0)
+
+
+def bump(lock: int) -> tuple[int, int, int | None]:
+    """Before a key is made: take the directory's next counter value and
+    raise its bound on key files by one, in its record; return (that value,
+    the eviction epoch, the bound)."""
+    counter, epoch, keys = load(lock)
+    version = next_counter(counter)
+    keys = None if keys is None else keys + 1
+    store(lock, version, epoch, keys)
+    return version, epoch, keys
 
 
 def count_keys(lock: int, delta: int = 0, exact: int | None = None) -> None:
@@ -150,9 +186,15 @@ def count_keys(lock: int, delta: int = 0, exact: int | None = None) -> None:
 
 
 # -- key files -----------------------------------------------------------------
-def probe(dir_fd: int, rel: str, name: str) -> tuple[Entry | None, bool]:
+def probe(dir_fd: int, rel: str, name: str, sessions: int, mine: str | None = None,
+          seen: dict[str, bool] | None = None) -> tuple[Entry | None, bool]:
     """(the live entry stored as ``name`` in the directory ``dir_fd`` of key
-    prefix ``rel``, or None; whether a dead entry is there)."""
+    prefix ``rel``, or None; whether a dead entry is there).
+
+    An ephemeral entry lives while its owner's session does (its file in the
+    sessions directory ``sessions`` is flocked); ``mine`` is the caller's own
+    live session, which needs no check; ``seen`` caches the sessions checked
+    during one listing."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -169,15 +211,40 @@ def probe(dir_fd: int, rel: str, name: str) -> tuple[Entry | None, bool]:
             data = read_all(fd, data, end)
             if end > len(data):
                 return None, True
-        if flags & EPHEMERAL and not alive(fd):
-            return None, True
     finally:
         os.close(fd)
+    if flags & EPHEMERAL:
+        holder = owner.decode(errors="replace")
+        if holder != mine:
+            live = seen.get(holder) if seen is not None else None
+            if live is None:
+                live = session_alive(sessions, holder)
+                if seen is not None:
+                    seen[holder] = live
+            if not live:
+                return None, True
     segment = data[HEADER.size:HEADER.size + stored].decode() if stored else name
     return Entry(
         rel + segment,
         data[HEADER.size + stored:end],
         version,
         seq if flags & SEQUENTIAL else None,
-        owner.decode() if flags & EPHEMERAL else None,
+        owner.decode(errors="replace") if flags & EPHEMERAL else None,
     ), False
+
+
+def owner_of(path: str) -> str | None:
+    """The owner session of the ephemeral entry at ``path`` (None if there is
+    none, or the file is not a whole header yet)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, HEADER.size)
+    finally:
+        os.close(fd)
+    if len(data) < HEADER.size:
+        return None
+    magic, _, flags, _, _, _, _, owner = HEADER.unpack(data)
+    return owner.decode(errors="replace") if magic == MAGIC and flags & EPHEMERAL else None

@@ -2,9 +2,14 @@
 per process, shared by every backend object in it (a user gets only 128
 inotify instances by default).
 
-A dying process closes its spares, which inotify reports as ``IN_CLOSE_WRITE``
-of the spare's name: that wakes every watch on the directory (deaths are rare;
-wake-ups may be spurious).
+An ephemeral key lives as long as its owner's session file is flocked. A
+session's file is closed for writing only once, by its owner's last close
+(closing the session, or dying): inotify reports it as ``IN_CLOSE_WRITE`` of
+the session's name in the sessions directory. That wakes the watches on a key
+the session owns (each watch on a key follows the owner written in that key's
+header as it changes) and every watch on a prefix under the same root (wake-ups
+there may be spurious). The kernel reports that close a moment before it drops
+the flock, so a watch is woken only once the flock is seen dropped.
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ import os
 import struct
 
 from moot.backends.base import CallbackWatch, Dispatcher
-from moot.backends.file.format import SPARE
-from moot.realthreads import select, threading
+from moot.backends.file.format import SESSION_RE, alive, owner_of
+from moot.realthreads import pause, select, threading
 
 _IN_CLOSE_WRITE, _IN_MOVED_FROM, _IN_MOVED_TO = 0x8, 0x40, 0x80
 _IN_CREATE, _IN_DELETE = 0x100, 0x200
 _IN_Q_OVERFLOW, _IN_IGNORED, _IN_ONLYDIR = 0x4000, 0x8000, 0x1000000
 _MASK = _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE | _IN_ONLYDIR
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, name length
+#: How long a closed session's flock may linger before its watches are woken anyway.
+_DROP_BOUND = 5.0
 
 _Target = tuple[CallbackWatch, Dispatcher]
 
@@ -43,17 +50,40 @@ def _check_call(result: int) -> int:
     return result
 
 
+def _locked(path: str) -> bool:
+    """True while the file at ``path`` (a session file) is flocked by its owner."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        return alive(fd)
+    finally:
+        os.close(fd)
+
+
+class _Named:
+    """A watch on one key file, and the session owning that key (if any)."""
+
+    __slots__ = ("owner", "path", "sessions", "target")
+
+    def __init__(self, target: _Target, path: str, sessions: int):
+        self.target, self.path, self.sessions = target, path, sessions
+        self.owner: str | None = None
+
+
 class _Spot:
     """The watches on one directory: by file name, and on any key file."""
 
-    __slots__ = ("any", "names")
+    __slots__ = ("any", "names", "sessions")
 
-    def __init__(self) -> None:
-        self.names: dict[str, set[_Target]] = {}
+    def __init__(self, sessions: int) -> None:
+        self.names: dict[str, set[_Named]] = {}
         self.any: set[_Target] = set()
+        self.sessions = sessions  # the wd of its root's sessions directory
 
     def everything(self) -> list[_Target]:
-        return [*self.any, *(t for targets in self.names.values() for t in targets)]
+        return [*self.any, *(n.target for named in self.names.values() for n in named)]
 
 
 class Inotify:
@@ -88,6 +118,9 @@ class Inotify:
         self._users = 0
         self._lock = threading.Lock()
         self._spots: dict[int, _Spot] = {}
+        self._sessions: dict[int, str] = {}  # wd of a sessions directory -> its path
+        self._session_wds: dict[str, int] = {}  # and back
+        self._owned: dict[tuple[int, str], set[_Named]] = {}  # (sessions wd, session) -> watches on its keys
         self._thread = threading.Thread(target=self._run, name="moot-file-inotify", daemon=True)
         self._thread.start()
 
@@ -95,25 +128,71 @@ class Inotify:
         for fd in (self._fd, self._wake_r, self._wake_w):
             os.close(fd)
 
-    def add(self, path: str, name: str | None, watch: CallbackWatch, dispatcher: Dispatcher) -> int:
+    def _add_watch(self, path: str) -> int:
+        return _check_call(_libc().inotify_add_watch(self._fd, os.fsencode(path), _MASK))
+
+    def add(self, path: str, name: str | None, watch: CallbackWatch, dispatcher: Dispatcher, sessions: str) -> int:
+        """Watch ``name`` in the directory ``path`` (any key file there if
+        None) of a root whose sessions directory is ``sessions``."""
         with self._lock:
-            wd = _check_call(_libc().inotify_add_watch(self._fd, os.fsencode(path), _MASK))
-            spot = self._spots.setdefault(wd, _Spot())
-            targets = spot.any if name is None else spot.names.setdefault(name, set())
-            targets.add((watch, dispatcher))
-            return wd
+            swd = self._session_wds.get(sessions)
+            if swd is None:
+                swd = self._session_wds[sessions] = self._add_watch(sessions)
+                self._sessions[swd] = sessions
+                self._spots.setdefault(swd, _Spot(swd))
+            wd = self._add_watch(path)
+            spot = self._spots.setdefault(wd, _Spot(swd))
+            if name is None:
+                spot.any.add((watch, dispatcher))
+                return wd
+            named = _Named((watch, dispatcher), f"{path}/{name}", swd)
+            spot.names.setdefault(name, set()).add(named)
+            dead = wd not in self._sessions and self._follow(named)
+        if dead:
+            dispatcher.submit(watch.fire)
+        return wd
+
+    def _follow(self, named: _Named) -> bool:
+        """Read the owner of ``named``'s key again and follow its session;
+        True if that session is already gone. Caller holds the lock."""
+        owner = owner_of(named.path)
+        if owner != named.owner:
+            self._unfollow(named)
+            named.owner = owner
+            if owner is not None:
+                self._owned.setdefault((named.sessions, owner), set()).add(named)
+        if owner is None:
+            return False
+        sessions = self._sessions.get(named.sessions)
+        return sessions is None or not SESSION_RE.match(owner) or not _locked(f"{sessions}/{owner}")
+
+    def _unfollow(self, named: _Named) -> None:
+        if named.owner is None:
+            return
+        key = (named.sessions, named.owner)
+        followers = self._owned.get(key)
+        if followers is not None:
+            followers.discard(named)
+            if not followers:
+                del self._owned[key]
+        named.owner = None
 
     def remove(self, wd: int, name: str | None, watch: CallbackWatch) -> None:
         with self._lock:
             spot = self._spots.get(wd)
             if spot is None:
                 return
-            targets = spot.any if name is None else spot.names.get(name, set())
-            for target in [t for t in targets if t[0] is watch]:
-                targets.discard(target)
-            if name is not None and not targets:
-                spot.names.pop(name, None)
-            if not spot.any and not spot.names:
+            if name is None:
+                for target in [t for t in spot.any if t[0] is watch]:
+                    spot.any.discard(target)
+            else:
+                named = spot.names.get(name, set())
+                for gone in [n for n in named if n.target[0] is watch]:
+                    named.discard(gone)
+                    self._unfollow(gone)
+                if not named:
+                    spot.names.pop(name, None)
+            if not spot.any and not spot.names and wd not in self._sessions:
                 del self._spots[wd]
                 _libc().inotify_rm_watch(self._fd, wd)
 
@@ -135,8 +214,11 @@ class Inotify:
                 dispatcher.submit(watch.fire)
 
     def _route(self, data: bytes) -> set[_Target]:
-        """The watches that a batch of inotify events concerns."""
+        """The watches that a batch of inotify events concerns now (those
+        woken by a closed session whose flock lingers are woken later)."""
         fire: set[_Target] = set()
+        follow: set[_Named] = set()
+        closed: list[tuple[int, str]] = []
         with self._lock:
             offset = 0
             while offset < len(data):
@@ -153,16 +235,58 @@ class Inotify:
                 spot = found
                 if mask & _IN_IGNORED:  # the directory is gone: nothing more will come from it
                     fire.update(spot.everything())
+                    for named in spot.names.values():
+                        for one in named:
+                            self._unfollow(one)
                     del self._spots[wd]
+                    gone = self._sessions.pop(wd, None)
+                    if gone is not None:
+                        self._session_wds.pop(gone, None)
                     continue
                 name = raw.split(b"\0", 1)[0].decode(errors="replace")
-                if name.startswith(SPARE) and mask & _IN_CLOSE_WRITE:  # an owner closed or died
-                    fire.update(spot.everything())
+                named = spot.names.get(name, set())
+                fire.update(n.target for n in named)
+                if wd in self._sessions:
+                    if mask & _IN_CLOSE_WRITE and SESSION_RE.match(name):  # an owner closed or died
+                        closed.append((wd, name))
                     continue
-                fire.update(spot.names.get(name, ()))
+                follow.update(named)
                 if name[:1] != "." and "." not in name:  # a key file, not a subdirectory
                     fire.update(spot.any)
+            for named_one in follow:
+                if self._follow(named_one):
+                    fire.add(named_one.target)
+            for swd, session in closed:
+                if _locked(f"{self._sessions[swd]}/{session}"):
+                    threading.Thread(target=self._when_dropped, args=(swd, session), daemon=True,
+                                     name="moot-file-inotify-drop").start()
+                else:
+                    fire.update(self._woken_by(swd, session))
         return fire
+
+    def _woken_by(self, swd: int, session: str) -> set[_Target]:
+        """The watches to wake once ``session`` (of sessions directory ``swd``)
+        ended: those on its keys, and those on prefixes of that root. Caller
+        holds the lock."""
+        woken = {named.target for named in self._owned.get((swd, session), ())}
+        for spot in self._spots.values():
+            if spot.sessions == swd:
+                woken.update(spot.any)
+        return woken
+
+    def _when_dropped(self, swd: int, session: str) -> None:
+        """Wake the watches of ``session`` once its flock is dropped (at most
+        _DROP_BOUND seconds after its file was closed)."""
+        path = f"{self._sessions.get(swd, '')}/{session}"
+        wait, waited = 0.0001, 0.0
+        while waited < _DROP_BOUND and _locked(path):
+            pause(wait)
+            waited += wait
+            wait = min(wait * 2, 0.05)
+        with self._lock:
+            woken = self._woken_by(swd, session)
+        for watch, dispatcher in woken:
+            dispatcher.submit(watch.fire)
 
     @classmethod
     def after_fork_in_child(cls) -> None:

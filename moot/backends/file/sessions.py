@@ -1,6 +1,16 @@
-"""Sessions of the file:// backend: one file per session in ``.sessions/``,
+"""Sessions of the file:// backend: one file per session in ``.sessions.2/``,
 flocked by its owner (alive while flocked; the heartbeat touches its mtime),
 listing the directories where the session made ephemeral keys, and eviction.
+Every ephemeral key of a session lives exactly as long as that one flock, so
+a process keeps one descriptor per session, however many keys it has.
+
+Format 1 (before this layout) kept its session files in ``.sessions/`` and
+made each ephemeral key a hard link to a flocked file of its own. A format 1
+process would take a format 2 key (flocked by nobody) for dead, so the two
+never share a directory: format 2 replaces the ``.sessions/`` directory by a
+file once no format 1 session is alive there, and a format 1 process then
+fails to open it as a directory and refuses to connect; while one is alive,
+a format 2 process refuses to connect and says which process it is.
 
 An evicted session gets a marker file; the evicter then deletes the session's
 keys in the directories it listed, bumping each one's eviction epoch, and an
@@ -11,17 +21,22 @@ so an evicted session cannot add keys behind the evicter's back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 import time
 import uuid
 
 from moot.backends.base import Watch
+from moot.backends.file.access import Access
 from moot.backends.file.dirs import Dir
 from moot.backends.file.format import (
     EVICTED,
+    LEGACY,
     PREFIX_RE,
+    SESSIONS,
     alive,
     count_keys,
     load,
@@ -30,7 +45,10 @@ from moot.backends.file.format import (
     store,
     unlink_if_dead,
 )
-from moot.errors import SessionExpired
+from moot.errors import ConfigurationError, SessionExpired
+
+_MARKER = (b"moot file:// format 2: the session files are in .sessions.2/. A moot from before format 2 "
+           b"cannot use this directory (it would not see format 2 keys as alive).\n")
 
 
 class Session:
@@ -47,17 +65,30 @@ class Sessions:
     """The ``.sessions`` directory of one backend object. Callers hold the
     backend's lock where the original call did."""
 
-    __slots__ = ("fd", "path")
+    __slots__ = ("access", "fd", "path")
 
-    def __init__(self) -> None:
+    def __init__(self, access: Access) -> None:
+        self.access = access
         self.fd = -1
         self.path = ""
 
     def open(self, root: str) -> None:
-        self.path = os.path.join(root, ".sessions")
+        """Open the sessions directory of ``root``, claiming ``root`` for
+        format 2 first (under its mutex): see the module docstring."""
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            lock = self.access.open_or_create(".lock", os.O_RDWR, root_fd)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                _claim(root, root_fd, self.access)
+            finally:
+                os.close(lock)
+        finally:
+            os.close(root_fd)
+        self.path = os.path.join(root, SESSIONS)
         with contextlib.suppress(FileExistsError):
-            os.mkdir(self.path, 0o700)
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            self.access.mkdir(self.path)
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -71,16 +102,23 @@ class Sessions:
         return True
 
     def new(self, ttl: float) -> Session:
-        """A new session: its file made under a temporary name, flocked, then linked."""
-        session_id = uuid.uuid4().hex
+        """A new session: its file made under its own name and flocked.
+
+        Opened under its own name (not a temporary one linked later) because
+        inotify names the file of a close by the name it was opened with,
+        and watchers learn of the owner's death by that close. A sweep may
+        take the new file for dead before the flock and remove it: then it
+        has no link left, and another id is tried."""
         self._sweep()
-        temp = f".t-{session_id}"
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600, dir_fd=self.fd)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        while True:
+            session_id = uuid.uuid4().hex
+            fd = self.access.create(session_id, os.O_RDWR | os.O_APPEND, self.fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                break
+            os.close(fd)
         header = {"ttl": ttl, "pid": os.getpid(), "created": time.time()}
         os.write(fd, json.dumps(header).encode() + b"\n")
-        os.link(temp, session_id, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-        os.unlink(temp, dir_fd=self.fd)
         return Session(session_id, fd)
 
     def _sweep(self) -> None:
@@ -137,8 +175,7 @@ class Sessions:
             if not alive(fd):
                 return None
             try:
-                os.close(os.open(session_id + EVICTED, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600,
-                                 dir_fd=self.fd))
+                os.close(self.access.create(session_id + EVICTED, os.O_WRONLY, self.fd))
             except FileExistsError:
                 return None
             text = read_all(fd, b"", os.fstat(fd).st_size).decode()
@@ -168,8 +205,75 @@ def evict_in(handle: Dir, session_id: str) -> None:
         removed = 0
         for name in os.listdir(handle.fd):
             if name[0] != "." and not name.endswith(".d"):
-                entry, _ = probe(handle.fd, handle.rel, name)
+                entry, _ = probe(handle.fd, handle.rel, name, handle.sessions)
                 if entry is not None and entry.owner == session_id:
                     os.unlink(name, dir_fd=handle.fd)
                     removed += 1
         count_keys(handle.lock, -removed)
+
+
+def _claim(root: str, root_fd: int, access: Access) -> None:
+    """Make ``root`` a format 2 directory (its ``.sessions`` a file saying
+    so), or refuse it while a format 1 session lives there. Caller holds the
+    root's mutex (format 1 processes make ``.sessions`` without it, hence the
+    retries)."""
+    for _ in range(5):
+        try:
+            info = os.stat(LEGACY, dir_fd=root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            try:
+                fd = access.create(LEGACY, os.O_WRONLY, root_fd)
+            except FileExistsError:
+                continue  # a format 1 process made its directory meanwhile
+            try:
+                os.write(fd, _MARKER)
+            finally:
+                os.close(fd)
+            return
+        if stat.S_ISREG(info.st_mode):
+            return
+        if not stat.S_ISDIR(info.st_mode):
+            raise ConfigurationError(f"refusing to use {root!r} as a file backend: {root}/{LEGACY} is neither "
+                                     f"moot's file nor its directory; remove it if nothing else uses it")
+        _retire(root, root_fd)
+    raise OSError(errno.EAGAIN, "format 1 processes keep making .sessions/ (retry)")
+
+
+def _retire(root: str, root_fd: int) -> None:
+    """Remove format 1's ``.sessions/`` directory if no session there lives;
+    refuse ``root`` (ConfigurationError naming the process) if one does."""
+    try:
+        fd = os.open(LEGACY, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        for name in os.listdir(fd):  # session files (and temporary ones) flocked by a live owner stay
+            if not name.endswith(EVICTED):
+                unlink_if_dead(fd, name)
+        live = [name for name in os.listdir(fd) if not name.endswith(EVICTED)]
+        if live:
+            raise ConfigurationError(
+                f"refusing to use {root!r} as a file backend: a moot from before format 2 uses it "
+                f"({_describe(fd, live[0])}), and the two formats cannot share a directory (each would take "
+                f"the other's locks for free); stop or upgrade that process, or use another directory")
+        for name in os.listdir(fd):
+            if name.endswith(EVICTED):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(LEGACY, dir_fd=root_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            raise
+
+
+def _describe(sessions: int, name: str) -> str:
+    """``session <id> of pid <pid>`` for a format 1 session file."""
+    try:
+        with open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=sessions), "rb") as text:
+            pid = json.loads(text.readline()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        pid = None
+    return f"session {name}" + (f" of pid {pid}" if pid is not None else "")

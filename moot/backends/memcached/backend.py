@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 from moot import realthreads
 from moot.backends._support import fork
@@ -21,7 +22,7 @@ from moot.backends.memcached.dirs import Directory, check_prefix, record, split_
 from moot.backends.memcached.meta import MetaError, Replies, md, mg, ms
 from moot.backends.memcached.poller import Poller
 from moot.backends.memcached.pool import LoginRefused, Pool, dial
-from moot.backends.memcached.store import Plan, Store, session_key
+from moot.backends.memcached.store import InLine, Plan, Store, session_key
 from moot.deadline import bounded, remaining
 from moot.errors import (
     AuthenticationFailed,
@@ -79,7 +80,7 @@ class MemcachedBackend(Backend):
         self._poll_pool: Pool | None = None
         self._poller: Poller | None = None
         self._dispatcher: Dispatcher | None = None
-        self._store = Store(self._run, self._committed)
+        self._store = Store(self._run, self._committed, f"{self._host}:{self._port}")
         self._version = "?"
 
     def __repr__(self) -> str:
@@ -145,9 +146,7 @@ class MemcachedBackend(Backend):
                 pool.forget()
         if self._poller is not None:
             self._poller.forget()
-        self._pool = self._poll_pool = None
-        self._poller = None
-        self._dispatcher = None  # its thread stayed in the parent
+        self._pool = self._poll_pool = self._poller = self._dispatcher = None  # the dispatcher thread is the parent's
 
     def ping(self) -> str:
         (reply,) = self._run([b"version\r\n"], self._until())
@@ -170,7 +169,8 @@ class MemcachedBackend(Backend):
 
     def _lost(self, exc: BaseException, started: float) -> ConnectionLost:
         """The ConnectionLost for ``exc``, stating the time really spent."""
-        return connection_lost(f"memcached at {self.url.redacted()}", exc, started)
+        return connection_lost(f"memcached at {self.url.redacted()}", exc, started,
+                               f"was not written in time ({exc})" if isinstance(exc, InLine) else None)
 
     @contextlib.contextmanager
     def _translated(self, started: float) -> Iterator[None]:
@@ -336,10 +336,12 @@ class MemcachedBackend(Backend):
         if poller is not None:
             poller.changed(written)
 
-    def _read(self, paths: Sequence[str], until: float) -> dict[str, Directory]:
-        """The live entries of ``paths``, spilled values loaded."""
+    def _read(self, paths: Sequence[str], until: float,
+              names: dict[str, frozenset[str]] | None = None) -> dict[str, Directory]:
+        """The live entries of ``paths``, spilled values loaded (with
+        ``names``: and each one's subdirectories, filled in)."""
         while True:
-            found = self._store.read(paths, until)
+            found = self._store.read(paths, until, names=names)
             values = self._store.load(found.values(), until)
             if values is not None:
                 break
@@ -375,8 +377,7 @@ class MemcachedBackend(Backend):
         if done.new is None:
             return None
         self._check_own(owner, alive)
-        made: Entry = done.result.entry(key, value)
-        return made
+        return cast(Entry, done.result.entry(key, value))
 
     def compare_and_set(self, key: str, value: bytes, version: int) -> Entry | None:
         path, leaf = split_key(key)
@@ -395,8 +396,7 @@ class MemcachedBackend(Backend):
             done, alive = self._store.transact(path, plan, until)
         if done.new is None or not all(alive.values()):
             return None
-        updated: Entry = done.result.entry(key, value)
-        return updated
+        return cast(Entry, done.result.entry(key, value))
 
     def delete(self, key: str, version: int | None = None) -> bool:
         path, leaf = split_key(key)
@@ -421,13 +421,23 @@ class MemcachedBackend(Backend):
         with self._call() as until:
             while level:
                 below = []
-                for directory in self._read(level, until).values():
+                names: dict[str, frozenset[str]] = {}
+                for directory in self._read(level, until, names).values():
                     found += [r.entry(directory.path + leaf) for leaf, r in directory.entries.items()
                               if (directory.path + leaf).startswith(prefix)]
-                    subs = (f"{directory.path}{name}/" for name in directory.subdirs)
+                    subs = (f"{directory.path}{name}/" for name in sorted(names[directory.path]))
                     below += [sub for sub in subs if sub.startswith(prefix)]
                 level = below
         return sorted(found, key=lambda e: e.key)
+
+    def names(self, directory: str) -> builtins.list[str]:
+        """One read of the directory item (its owners' sessions checked in the
+        same pipeline): no spilled value is loaded, no Entry built."""
+        check_prefix(directory)
+        if directory and not directory.endswith("/"):
+            return super().names(directory)
+        with self._call() as until:
+            return sorted(self._store.read([directory], until)[directory].entries)
 
     def _sequential(self, prefix: str, value: bytes, ephemeral: bool,
                     with_queue: bool) -> tuple[Entry, builtins.list[Entry]]:
@@ -467,11 +477,11 @@ class MemcachedBackend(Backend):
         return self._sequential(prefix, value, True, True)
 
     def watch(self, key: str, callback: Callable[[], None]) -> Watch:
+        leaf: str | None
         if key == "" or key.endswith("/"):
             path, leaf = check_prefix(key), None
         else:
-            path, leaf_text = split_key(key)
-            leaf = leaf_text
+            path, leaf = split_key(key)
         poller = self._poller
         self._check_open()
         if poller is None:

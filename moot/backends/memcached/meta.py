@@ -146,6 +146,10 @@ def exchange(sock: socket.socket, payload: bytes, count: int, until: float) -> l
         buf += data
         try:
             while len(replies) < count:
+                if buf.startswith(b"HD\r\n", pos):  # a session check's reply (a listing sends one per owner)
+                    replies.append(Reply(b"HD", []))
+                    pos += 4
+                    continue
                 reply, pos = _parse(buf, pos)
                 replies.append(reply)
         except _Incomplete:

@@ -58,7 +58,17 @@ class _Target:
         return not self.prefix and not self.keys
 
     def update(self, seen: Directory) -> set[CallbackWatch]:
-        """Take ``seen`` (live entries only) as the new state; the watches it wakes."""
+        """Take ``seen`` (live entries only) as the new state; the watches it wakes.
+
+        A state older than the one already taken is ignored: a poll round's
+        read can be overtaken by a write of this object (:meth:`Poller.changed`),
+        and taking the older state after it would make the next change look
+        like no change (a key created, then deleted, compared to the state
+        before it was created). Within one server run a later write has a
+        greater CAS value; an absent item (CAS 0) cannot be ordered."""
+        server, cas = self.cas
+        if seen.server == server and 0 < seen.cas < cas:
+            return set()
         versions = seen.versions()
         woken: set[CallbackWatch] = set()
         if versions != self.versions:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from moot.backends._support.loop import readable
+from moot.backends._support.tls import closed_after_handshake, handshake_failure
 from moot.backends.memcached.meta import MetaError, Reply, exchange, left, server_instance
 from moot.realthreads import threading
 
@@ -37,6 +38,13 @@ def dial(module: Any, address: tuple[str, int], tls: ssl.SSLContext | None, user
         if username is not None or password is not None:
             _login(sock, f"{username or ''} {password or ''}".encode(), until, where)
         return sock, server_instance(sock, until)
+    except OSError as exc:  # a refused client certificate shows at the first read (TLS 1.3)
+        sock.close()
+        failure = None if tls is None else handshake_failure(exc, where) or closed_after_handshake(
+            exc, lambda: module.create_connection(address, timeout=left(until)), tls, address[0], where)
+        if failure is None:
+            raise
+        raise failure from None
     except BaseException:
         sock.close()
         raise

@@ -27,14 +27,26 @@ outlives its server): otherwise the change is planned again on a fresh read.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import functools
+import os
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from moot import realthreads
-from moot.backends.memcached.dirs import Directory, decode, mkey, parent, spill_key
+from moot.backends.memcached.dirs import (
+    Directory,
+    decode,
+    decode_names,
+    mkey,
+    name_line,
+    names_key,
+    parent,
+    spill_key,
+)
 from moot.backends.memcached.meta import Replies, Reply, md, mg, ms
 from moot.backends.memcached.pool import ServerChanged
 from moot.errors import BackendError
@@ -74,12 +86,107 @@ def session_key(session_id: str) -> bytes:
     return mkey(b"s", session_id)
 
 
+@functools.lru_cache(maxsize=_DEAD_SESSIONS)
+def alive_probe(session_id: str) -> bytes:
+    """The command that asks whether the session is alive (remembered: a
+    listing asks it of every owner, every time)."""
+    return mg(session_key(session_id))
+
+
+class InLine(TimeoutError):
+    """The caller's deadline passed while this process's other writers of
+    the directory had their turns (nothing was sent)."""
+
+
+class _Gate:
+    """This process's writers of one directory: one at a time, the others
+    queued in arrival order (``waiting``: the event each one waits on), and
+    ``latest``: the directory as last written or read by one of them."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.waiting: collections.deque[threading.Event] = collections.deque()
+        self.users = 0
+        self.latest: Directory | None = None
+
+
+_gates: dict[tuple[str, str], _Gate] = {}
+_gates_lock = threading.Lock()  # real; held for no I/O
+
+
+def _forget_gates() -> None:
+    """In a forked child: the writers that held or awaited a gate stayed in the parent."""
+    global _gates_lock
+    _gates.clear()
+    _gates_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_gates)
+
+
+def _release(key: tuple[str, str], gate: _Gate) -> None:
+    """Pass ``gate`` to the next writer in line (called with _gates_lock held)."""
+    if gate.waiting:
+        gate.waiting.popleft().set()
+    else:
+        gate.busy = False
+    gate.users -= 1
+    if gate.users == 0:
+        del _gates[key]
+
+
+@contextlib.contextmanager
+def _turn(key: tuple[str, str], until: float) -> Iterator[_Gate]:
+    """Run the block as the only writer of directory ``key`` in this process,
+    after those that came first; TimeoutError if the turn does not come
+    before ``until``. Writers in one process that raced for the same CAS
+    value would all but one lose it and send the whole directory again
+    (a thousand members joining at once from a few processes wasted ten
+    writes per member); queued, they lose only to other processes, and
+    each plans on the directory its predecessor wrote (``latest``), as on
+    its own cache: no read first."""
+    with _gates_lock:
+        gate = _gates.get(key)
+        if gate is None:
+            gate = _gates[key] = _Gate()
+        gate.users += 1
+        turn = None
+        if gate.busy:
+            turn = threading.Event()
+            gate.waiting.append(turn)
+        else:
+            gate.busy = True
+    if turn is not None:
+        interrupted = True
+        try:
+            realthreads.wait_until(turn.is_set, turn.wait, max(0.0, until - time.monotonic()))
+            interrupted = False
+        finally:
+            with _gates_lock:
+                mine = turn.is_set()
+                if mine and interrupted:  # the turn came, but the caller leaves: pass it on
+                    _release(key, gate)
+                elif not mine:  # the deadline passed (or the wait was interrupted) in line
+                    gate.waiting.remove(turn)
+                    gate.users -= 1
+                    if gate.users == 0:
+                        del _gates[key]
+        if not mine:
+            raise InLine(f"this process's other writers of directory {key[1]!r:.80} took the time left")
+    try:
+        yield gate
+    finally:
+        with _gates_lock:
+            _release(key, gate)
+
+
 class Store:
     """Directories and liveness over one runner (the pool's); the watch
     poller passes its own runner to the same reads."""
 
-    def __init__(self, run: Runner, committed: Callable[[Directory], None]):
+    def __init__(self, run: Runner, committed: Callable[[Directory], None], server: str = ""):
         self._run = run
+        self._server = server  # the server's address: this process's writers of a directory queue by it
         self._committed = committed
         self._lock = threading.Lock()  # real; held for no I/O
         self._cache: collections.OrderedDict[str, Directory] = collections.OrderedDict()
@@ -89,6 +196,11 @@ class Store:
     def is_dead(self, session_id: str) -> bool:
         with self._lock:
             return session_id in self._dead
+
+    def not_dead(self, session_ids: Iterable[str]) -> list[str]:
+        """``session_ids`` less those known to be gone (one lookup under one lock)."""
+        with self._lock:
+            return [s for s in session_ids if s not in self._dead]
 
     def mark_dead(self, session_ids: Iterable[str]) -> None:
         with self._lock:
@@ -129,7 +241,7 @@ class Store:
         """Whether each session is alive now (one round trip; none if empty)."""
         if not sessions:
             return {}
-        replies = (run or self._run)([mg(session_key(s)) for s in sessions], until)
+        replies = (run or self._run)([alive_probe(s) for s in sessions], until)
         return self._alive(sessions, replies)
 
     def _alive(self, sessions: Sequence[str], replies: Sequence[Reply]) -> dict[str, bool]:
@@ -137,24 +249,51 @@ class Store:
         self.mark_dead(s for s, up in alive.items() if not up)
         return alive
 
-    def read(self, paths: Sequence[str], until: float, run: Runner | None = None) -> dict[str, Directory]:
+    def read(self, paths: Sequence[str], until: float, run: Runner | None = None,
+             names: dict[str, frozenset[str]] | None = None) -> dict[str, Directory]:
         """The live entries of each directory (dead ones removed, best effort),
         their spilled values not loaded: one round trip, two when the owners
-        there are not those the cache expected, plus one to remove dead ones."""
+        there are not those the cache expected, plus one to remove dead ones.
+        With ``names``, also fills it with each directory's subdirectories
+        (its names item, and the names an item of the older layout holds),
+        read in the same pipeline."""
         run = run or self._run
-        guessed = sorted({o for p in paths if (c := self.cached(p)) for o in c.owners() if not self.is_dead(o)})
-        replies = run([mg(mkey(b"d", p), b"v c") for p in paths] + [mg(session_key(s)) for s in guessed], until)
-        alive = self._alive(guessed, replies[len(paths):])
+        guessed = sorted(self.not_dead({o for p in paths if (c := self.cached(p)) for o in c.owners()}))
+        listing = [mg(names_key(p), b"v") for p in paths] if names is not None else []
+        replies = run([mg(mkey(b"d", p), b"v c") for p in paths] + listing + [alive_probe(s) for s in guessed],
+                      until)
+        alive = self._alive(guessed, replies[len(paths) + len(listing):])
         found = {}
         for path, reply in zip(paths, replies, strict=False):
-            directory = Directory(path) if reply.code == b"EN" else decode(path, _value(reply), reply.cas)
-            directory.server = replies.server
-            self._remember(directory)
-            found[path] = directory
+            found[path] = self._directory(path, reply, replies.server)
+        if names is not None:
+            for path, reply in zip(paths, replies[len(paths):len(paths) + len(listing)], strict=True):
+                appended = frozenset() if reply.code == b"EN" else decode_names(path, _value(reply))
+                names[path] = found[path].subdirs | appended
         unknown = sorted({o for d in found.values() for o in d.owners()} - set(alive))
-        alive.update(self.check_sessions([o for o in unknown if not self.is_dead(o)], until, run))
-        self.purge([d for d in found.values() if self.without_dead(d) is not d], until, run)
-        return {path: self.without_dead(d) for path, d in found.items()}
+        alive.update(self.check_sessions(self.not_dead(unknown), until, run))
+        live = {path: self.without_dead(d) for path, d in found.items()}
+        self.purge([d for path, d in found.items() if live[path] is not d], until, run)
+        return live
+
+    def _directory(self, path: str, reply: Reply, server: str) -> Directory:
+        """The directory ``path`` in ``reply`` (an ``mg`` with ``v c``) from
+        server run ``server``, remembered. Not decoded again when it is the
+        one remembered: a CAS value names one version of an item within a
+        server run (a listing of an unchanged group of a thousand members
+        skips a thousand entries' parsing)."""
+        if reply.code == b"EN":
+            directory = Directory(path)
+        else:
+            known = self.cached(path)
+            value = _value(reply)
+            if known is not None and known.cas == reply.cas and known.server == server and server:
+                self._remember(known)
+                return known
+            directory = decode(path, value, reply.cas)
+        directory.server = server
+        self._remember(directory)
+        return directory
 
     def purge(self, directories: Sequence[Directory], until: float, run: Runner | None = None) -> None:
         """Remove the entries of dead sessions from ``directories``: one try
@@ -183,7 +322,7 @@ class Store:
               run: Runner) -> tuple[dict[str, tuple[str, int]], dict[str, bool]]:
         """The server run and CAS value of each directory item (0: absent)
         and whether each session is alive: one round trip, no values sent."""
-        replies = run([mg(mkey(b"d", p), b"c") for p in paths] + [mg(session_key(s)) for s in sessions], until)
+        replies = run([mg(mkey(b"d", p), b"c") for p in paths] + [alive_probe(s) for s in sessions], until)
         cas = {p: (replies.server, 0 if r.code == b"EN" else r.cas) for p, r in zip(paths, replies, strict=False)}
         return cas, self._alive(sessions, replies[len(paths):])
 
@@ -207,18 +346,24 @@ class Store:
         """Apply ``plan`` to directory ``path`` under its CAS value (see the
         module docstring); returns the plan committed (or the one that wrote
         nothing) and the liveness of its ``check`` sessions."""
-        state = self.cached(path)
+        with _turn((self._server, path), until) as gate:
+            return self._transact(path, plan, until, gate)
+
+    def _transact(self, path: str, plan: Callable[[Directory], Plan], until: float,
+                  gate: _Gate) -> tuple[Plan, dict[str, bool]]:
+        state = _newer(self.cached(path), gate.latest)
         fresh = False
         conflicts = 0
         while True:
             if state is None:
                 state, fresh = self._read_raw(path, until), True
+                gate.latest = state
             stored, state = state, self.without_dead(state)
             attempt = plan(state)
             if attempt.new is None and not fresh:
                 state = None
                 continue
-            commands = [mg(session_key(s)) for s in attempt.check]
+            commands = [alive_probe(s) for s in attempt.check]
             spills: list[bytes] = []
             if attempt.new is not None:
                 if attempt.new.cas == 0 and path:
@@ -249,6 +394,7 @@ class Store:
             if reply.code == b"HD":
                 attempt.new.cas, attempt.new.server = reply.cas, replies.server
                 self._remember(attempt.new)
+                gate.latest = attempt.new
                 self._committed(attempt.new)
                 self.drop_spills(_replaced_spills(stored, attempt.new), until)
                 return attempt, alive
@@ -262,26 +408,39 @@ class Store:
 
     def _read_raw(self, path: str, until: float) -> Directory:
         replies = self._run([mg(mkey(b"d", path), b"v c")], until)
-        (reply,) = replies
-        directory = Directory(path) if reply.code == b"EN" else decode(path, _value(reply), reply.cas)
-        directory.server = replies.server
-        self._remember(directory)
-        return directory
+        return self._directory(path, replies[0], replies.server)
 
     def register(self, path: str, until: float) -> None:
-        """List directory ``path`` in its parent (and the parent in its own,
-        as needed), before ``path``'s item is created: a directory item that
-        exists is always reachable from the root."""
+        """Name directory ``path`` in its parent, before ``path``'s item is
+        created, so that a directory item that exists is always reachable from
+        the root: one append of the name to the parent's names item (a few
+        bytes, however many names it holds; no CAS: appends never lose one
+        another). A parent without a names item yet is first named in its own
+        parent (and so on up), then its names item is added."""
         above, name = parent(path)
+        key, line = names_key(above), name_line(above, name)
+        while True:
+            (reply,) = self._run([ms(key, line, b"MA")], until)
+            if reply.code == b"HD":
+                return
+            if reply.code != b"NS":  # NS: no names item yet
+                raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} to an append")
+            if above:
+                self.register(above, until)
+            (reply,) = self._run([ms(key, line, b"ME")], until)
+            if reply.code == b"HD":
+                return
+            if reply.code != b"NS":  # NS: another writer added it meanwhile: append to it
+                raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} to an add")
 
-        def add(state: Directory) -> Plan:
-            if name in state.subdirs:
-                return Plan(None)
-            new = state.copy()
-            new.subdirs = state.subdirs | {name}
-            return Plan(new)
 
-        self.transact(above, add, until)
+def _newer(mine: Directory | None, shared: Directory | None) -> Directory | None:
+    """The later of two states of a directory (a later write has a greater
+    CAS value within one server run; across runs, the shared one: a write
+    planned on a state of the wrong run is refused before it is sent)."""
+    if mine is None or (shared is not None and (shared.server != mine.server or shared.cas > mine.cas)):
+        return shared
+    return mine
 
 
 def _value(reply: Reply) -> bytes:

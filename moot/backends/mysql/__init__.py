@@ -10,7 +10,8 @@ Install with ``pip install 'moot[mysql]'`` (PyMySQL). Options:
 spellings as aliases: ``ssl_ca``, ``ssl_cert``, ``ssl_key``,
 ``ssl_verify_cert``. The tables (``<prefix>sessions``, ``<prefix>counters``,
 ``<prefix>entries``) are created on first use; a user that may not create
-them gets a BackendError with the statements to have an administrator run.
+them gets a PermissionDenied with the statements to have an administrator run
+(so does a user refused the database or a table: docs/security.md).
 The user then needs SELECT, INSERT, UPDATE and DELETE on them.
 
 Guarantees (how they are kept: ``docs/design/mysql.md``):
@@ -34,7 +35,10 @@ Guarantees (how they are kept: ``docs/design/mysql.md``):
   poll for all of them), every 2 ms after a change doubling up to
   ``poll_interval``; a write made by a backend of the same process wakes its
   watchers at once; the end of an owner session wakes them a few ms after
-  its expiry.
+  its expiry. On a single server (not Galera) the delete of a queue entry
+  also wakes its watchers at once, through the entry's wake-up hint (a
+  ``GET_LOCK`` name its maker holds; a hint only wakes: nothing relies on
+  it for exclusion), and such a watch is polled at ``poll_interval``.
 * Several hosts: a connection that cannot be opened moves on to the next
   host. On Galera every read waits for the node to be in sync
   (``wsrep_sync_wait=1``); no node-local lock is used for exclusion.

@@ -10,6 +10,10 @@ backend of this process wakes its watchers at once), and the end of an
 owner session (the re-check at that session's expiry removes its dead
 entries, advancing the counter, which wakes every watcher of every
 process). Callbacks run on the dispatcher thread, never on the poller's.
+A watch of a queue entry that also waits on the entry's wake-up hint
+(:mod:`.hints`) is polled at the slow end of the backoff, and a change of
+its directory fires it only if that entry is gone or was written since the
+watch began (one more statement, for all such watches at once).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ RETRY_CHECK = 0.5
 #: Directories per polling statement.
 CHUNK = 500
 
-Run = Callable[[str, list[Any]], Sequence[Sequence[tuple[Any, ...]]]]
+Run = Callable[[str, Any], Sequence[Sequence[tuple[Any, ...]]]]
 
 #: Pollers of this process, by database, for the fast path (see :func:`local_write`).
 _LOCAL: dict[tuple[object, ...], weakref.WeakSet[Poller]] = {}
@@ -64,10 +68,13 @@ def local_write(database: tuple[object, ...], directory: bytes, counter: int) ->
 
 
 class _Dir:
-    __slots__ = ("check_at", "n", "watches")
+    __slots__ = ("check_at", "hinted", "n", "watches")
 
     def __init__(self, n: int) -> None:
         self.watches: set[CallbackWatch] = set()
+        #: Watches of one entry also woken by its hint (see hints.py), with the entry's key and the
+        #: directory's counter when the watch began: polled without haste, fired only if that entry changed.
+        self.hinted: dict[CallbackWatch, tuple[bytes, int]] = {}
         self.n = n
         self.check_at: float | None = time.monotonic()  # re-check at once: find the owners' expiry
 
@@ -79,11 +86,13 @@ class Poller:
     ``counters`` and ``recheck`` are the statements (tables named)."""
 
     def __init__(self, database: tuple[object, ...], run: Run, counters: str, recheck: str,
-                 dispatcher: Dispatcher, interval: float):
+                 dispatcher: Dispatcher, interval: float, entries: str = "", peek: str = ""):
         self._database = database
         self._run_sql = run
         self._counters = counters
         self._recheck = recheck
+        self._entries = entries
+        self._peek = peek
         self._dispatcher = dispatcher
         self._interval = interval
         self._pause = FIRST_PAUSE
@@ -100,15 +109,23 @@ class Poller:
         with self._lock:
             return directory in self._dirs
 
-    def watch(self, directory: bytes, baseline: int | None, callback: Callable[[], None]) -> CallbackWatch:
+    def watch(self, directory: bytes, baseline: int | None, callback: Callable[[], None],
+              hinted: bytes | None = None) -> CallbackWatch:
         """Fire ``callback`` after changes of ``directory`` past ``baseline``
-        (its counter read by the caller; None if the directory is already polled)."""
+        (its counter read by the caller; None if the directory is already polled).
+        A watch of the entry ``hinted`` (its key) is also woken by a hint: a
+        change of its directory does not bring the next polls closer, and
+        fires it only if that entry is gone or has a version past the
+        directory's counter when the watch began (every write of the
+        directory takes its version from that counter) -- until
+        :meth:`unhint`."""
 
         def forget(watch: CallbackWatch) -> None:
             with self._lock:
                 found = self._dirs.get(directory)
                 if found is not None:
                     found.watches.discard(watch)
+                    found.hinted.pop(watch, None)
                     if not found.watches:
                         del self._dirs[directory]
 
@@ -117,15 +134,30 @@ class Poller:
             if self._closed:
                 raise RuntimeError("closed")
             found = self._dirs.get(directory)
+            hasty = found is None or hinted is None  # a new directory is re-checked at once
             if found is None:
                 found = self._dirs[directory] = _Dir(baseline or 0)
             found.watches.add(watch)
-            self._pause = FIRST_PAUSE
+            if hinted is not None:
+                found.hinted[watch] = (hinted, found.n)
+            if hasty:
+                self._pause = FIRST_PAUSE
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="moot-mysql-poller", daemon=True)
                 self._thread.start()
-        self._wake.set()
+        if hasty:
+            self._wake.set()
         return watch
+
+    def unhint(self, directory: bytes, watch: CallbackWatch) -> None:
+        """``watch``'s hint cannot wake it: poll for it as for any other."""
+        with self._lock:
+            found = self._dirs.get(directory)
+            if found is None or watch not in found.hinted:
+                return
+            del found.hinted[watch]
+            self._pause = FIRST_PAUSE
+        self._wake.set()
 
     def changed(self, directory: bytes, counter: int) -> None:
         """``directory`` is at ``counter`` now: fire its watches if that is news."""
@@ -136,7 +168,8 @@ class Poller:
             found.n = counter
             found.check_at = time.monotonic()
             watches = list(found.watches)
-            self._pause = FIRST_PAUSE
+            if len(found.hinted) < len(watches):
+                self._pause = FIRST_PAUSE
         self._fire(watches)
         self._wake.set()
 
@@ -183,6 +216,8 @@ class Poller:
         with self._lock:
             dirs = list(self._dirs)
         fired: list[CallbackWatch] = []
+        entries: dict[CallbackWatch, tuple[bytes, int]] = {}  # hinted watches of changed directories
+        hasty = False  # a change seen where some watch has no hint: poll again soon
         for start in range(0, len(dirs), CHUNK):
             chunk = dirs[start:start + CHUNK]
             rows = self._run_sql(self._counters.format(marks=", ".join(["%s"] * len(chunk))), chunk)[-1]
@@ -194,10 +229,24 @@ class Poller:
                     if found is not None and counter > found.n:
                         found.n = counter
                         found.check_at = time.monotonic()
-                        fired += found.watches
+                        fired += [w for w in found.watches if w not in found.hinted]
+                        entries.update(found.hinted)
+                        hasty = hasty or len(found.hinted) < len(found.watches)
         with self._lock:
-            self._pause = FIRST_PAUSE if fired else min(self._pause * 2, self._interval)
+            self._pause = FIRST_PAUSE if hasty else min(self._pause * 2, self._interval)
         self._fire(fired)
+        if entries:
+            self._fire(self._changed_entries(entries))
+
+    def _changed_entries(self, watches: dict[CallbackWatch, tuple[bytes, int]]) -> list[CallbackWatch]:
+        """The watches whose entry is gone, or was written after the watch began."""
+        keys = sorted({key for key, _ in watches.values()})
+        versions: dict[bytes, int] = {}
+        for start in range(0, len(keys), CHUNK):
+            chunk = keys[start:start + CHUNK]
+            rows = self._run_sql(self._entries.format(marks=", ".join(["%s"] * len(chunk))), chunk)[-1]
+            versions.update((bytes(k), int(v)) for k, v in rows)
+        return [watch for watch, (key, since) in watches.items() if versions.get(key, since + 1) > since]
 
     def _run_checks(self) -> None:
         now = time.monotonic()
@@ -207,7 +256,10 @@ class Poller:
             for directory in due:
                 self._dirs[directory].check_at = retry
         for directory in due:
-            removed, left_us, counter = self._run_sql(self._recheck, [directory])[-1][0]
+            peeked = self._run_sql(self._peek, {"dir": directory})[-1][0] if self._peek else (1, 0, 0)
+            removed, left_us, counter = peeked
+            if int(removed):  # dead entries to remove (or no peek): the write transaction
+                removed, left_us, counter = self._run_sql(self._recheck, [directory])[-1][0]
             with self._lock:
                 found = self._dirs.get(directory)
                 if found is None:

@@ -17,14 +17,15 @@ import contextlib
 import os
 import random
 import socket
-import ssl
 import time
 from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import CLIENT  # type: ignore[import-untyped]
 
+from moot.backends._support.idle import Idle, may_open_at
 from moot.backends._support.loop import readable
+from moot.backends._support.tls import handshake_failure
 from moot.backends.mysql import sql
 from moot.realthreads import green, original, threading
 
@@ -81,7 +82,7 @@ class Pool:
         self._size = size
         self._real = real_sockets
         self._lock = threading.Lock()  # real, held for no I/O
-        self._idle: list[_Conn] = []
+        self._idle: Idle[_Conn] = Idle()
         self._open: set[_Conn] = set()
         self._opening = 0
         self._current = 0  # the host new connections try first
@@ -128,11 +129,12 @@ class Pool:
             index = (first + step) % len(self._hosts)
             try:
                 conn = self._dial(index, until)
-            except pymysql.err.OperationalError as exc:
-                if exc.args and exc.args[0] in DENIED:
+            except (pymysql.err.OperationalError, OSError) as exc:
+                if isinstance(exc, pymysql.err.OperationalError) and exc.args and exc.args[0] in DENIED:
                     raise Refused(exc.args[0], str(exc.args[1] if len(exc.args) > 1 else exc)) from None
-                error = exc
-            except (OSError, ssl.SSLError) as exc:
+                failure = handshake_failure(exc, "{}:{}".format(*self._hosts[index]))
+                if failure is not None:  # an untrusted or misnamed certificate, or no TLS on the server
+                    raise failure from None
                 error = exc
             else:
                 self._current = index
@@ -149,22 +151,29 @@ class Pool:
     # -- the pool ----------------------------------------------------------
     def _checkout(self, until: float) -> _Conn:
         pause = 0.0005
+        grace: float | None = None
         while True:
             with self._lock:
                 if self._closed:
                     raise Unanswered("the backend is closed")
                 while self._idle:
-                    conn = self._idle.pop()
+                    conn = self._idle.take()
                     if conn.raw._sock is not None and not readable(conn.raw._sock):
                         return conn
                     self._open.discard(conn)  # the server closed it while idle
                     with contextlib.suppress(Exception):
                         conn.raw._force_close()
-                if len(self._open) + self._opening < self._size:
-                    self._opening += 1
-                    break
+                busy = len(self._open) + self._opening
+                if busy < self._size:
+                    now = time.monotonic()
+                    if grace is None:
+                        grace = may_open_at(busy, now, until)
+                    if now >= grace:
+                        self._opening += 1
+                        break
             _left(until)
-            time.sleep(min(pause, max(0.0, until - time.monotonic())))  # green-friendly
+            wake = until if grace is None or grace <= time.monotonic() else min(grace, until)
+            time.sleep(min(pause, max(0.0, wake - time.monotonic())))  # green-friendly
             pause = min(pause * 2, 0.02)
         try:
             conn = self._connect(until)
@@ -178,8 +187,19 @@ class Pool:
     def _checkin(self, conn: _Conn) -> None:
         with self._lock:
             if not self._closed and conn in self._open:
-                self._idle.append(conn)
-                return
+                spare = self._idle.put(conn, time.monotonic())
+                if spare is None:
+                    return
+                self._open.discard(spare)
+            else:
+                spare = None
+        if spare is not None:
+            try:
+                spare.raw.close()  # COM_QUIT: the server logs no aborted connection
+            except Exception:
+                with contextlib.suppress(Exception):
+                    spare.raw._force_close()
+            return
         with contextlib.suppress(Exception):
             conn.raw._force_close()
 
@@ -233,12 +253,24 @@ class Pool:
         """Close the idle connections; those in use close when their call ends."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
+            idle = self._idle.clear()
             for conn in idle:
                 self._open.discard(conn)
         for conn in idle:
             with contextlib.suppress(Exception):
                 conn.raw.close()  # COM_QUIT, bounded by the connection's last timeouts
+
+    def interrupt(self) -> None:
+        """Close the pool and cut off the calls in progress at once (their
+        sockets are shut down: they raise Unanswered)."""
+        self.close()
+        with self._lock:
+            busy = list(self._open)
+        for conn in busy:
+            sock = conn.raw._sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def forget(self) -> None:
         """In a forked child: close every inherited descriptor, no COM_QUIT,
@@ -252,7 +284,7 @@ class Pool:
                 with contextlib.suppress(OSError):
                     os.close(sock.detach())
             _ORPHANS.append(conn)
-        self._open, self._idle = set(), []
+        self._open, self._idle = set(), Idle()
 
 
 class Result(list[tuple[Any, ...]]):

@@ -6,7 +6,9 @@ Options: ``schema`` (where moot keeps its tables, default ``moot``; also
 the NOTIFY channel: give each application its own to keep them apart),
 ``socket_timeout`` (the most one call may take, in seconds, default 5;
 also the server's ``statement_timeout`` for moot's connections),
-``max_connections`` (command connections, default 20; one more listens),
+``max_connections`` (command connections, default 20: one is kept, more
+are opened only for calls made at once; one more listens while anything is
+watched),
 and the TLS options of :mod:`moot.backends._support.tls` (``tls``,
 ``ca_cert``, ``cert``, ``key``, ``verify``) with libpq's spellings as
 aliases: ``sslrootcert``, ``sslcert``, ``sslkey``. ``tls=true`` is libpq's
@@ -17,8 +19,9 @@ Schema: created on first use (``CREATE ... IF NOT EXISTS``, one client at
 a time under an advisory lock): a sequence, the tables ``sessions``,
 ``entries`` and ``meta``, and the functions every write runs (see
 :mod:`moot.backends.postgresql.schema`). A role that may not create them
-gets a BackendError whose message lists the statements an administrator
-runs for it.
+gets a PermissionDenied whose message lists the statements an administrator
+runs for it; so does a role refused another tenant's schema or database
+(docs/security.md).
 
 Guarantees (how they are kept: ``docs/design/postgresql.md``):
 

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg.waiting import Ready, Wait
 
+from moot.backends._support.idle import Idle, may_open_at
 from moot.realthreads import green_caller, select, threading
 
 _READY_R, _READY_W = Ready.R, Ready.W
@@ -121,26 +122,36 @@ class NoConnection(TimeoutError):
 
 class Pool:
     """At most ``size`` connections made by ``open_conn(until)``; each used by
-    one call at a time and kept for the next unless anything went wrong on it."""
+    one call at a time and kept for the next unless anything went wrong on it.
+    One more is opened only when a call found every connection busy for
+    :data:`~moot.backends._support.idle.GRACE` seconds; one idle for
+    :data:`~moot.backends._support.idle.SPARE_IDLE` seconds while another
+    was idle is closed."""
 
     def __init__(self, open_conn: Callable[[float], Conn], size: int):
         self._open = open_conn
         self._size = size
         self._lock = threading.Lock()  # real, held for no I/O
-        self._idle: list[Conn] = []
+        self._idle: Idle[Conn] = Idle()
         self._all: set[Conn] = set()
         self._opening = 0
         self._closed = False
 
+    def opened(self) -> int:
+        """The connections open now (in use or idle)."""
+        with self._lock:
+            return len(self._all)
+
     def checkout(self, until: float) -> Conn:
         pause = 0.0005
+        grace: float | None = None
         while True:
             stale = None
             with self._lock:
                 if self._closed:
                     raise ConnectionAbortedError("the backend is closed")
                 if self._idle:
-                    conn = self._idle.pop()
+                    conn = self._idle.take()
                     if not conn.closed and not _readable(conn):
                         return conn
                     self._all.discard(conn)
@@ -148,13 +159,19 @@ class Pool:
             if stale is not None:
                 stale.close()
                 continue
+            now = time.monotonic()
             with self._lock:
-                if len(self._all) + self._opening < self._size:
-                    self._opening += 1
-                    break
-            if time.monotonic() >= until:  # rare (max_connections calls at once): polled, no hub blocks
+                busy = len(self._all) + self._opening
+                if busy < self._size:
+                    if grace is None:
+                        grace = may_open_at(busy, now, until)
+                    if now >= grace:
+                        self._opening += 1
+                        break
+            if now >= until:  # rare (max_connections calls at once): polled, no hub blocks
                 raise NoConnection(f"all {self._size} connections stayed busy (max_connections)")
-            time.sleep(max(0.0, min(pause, until - time.monotonic())))
+            wake = until if grace is None or grace <= now else min(grace, until)
+            time.sleep(max(0.0, min(pause, wake - now)))
             pause = min(pause * 2, 0.02)
         try:
             conn = self._open(until)
@@ -170,15 +187,21 @@ class Pool:
 
     def checkin(self, conn: Conn) -> None:
         """Give back a connection that is idle and in a known state."""
+        spare = None
         with self._lock:
             keep = not self._closed and conn in self._all and not conn.closed \
                 and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             if keep:
-                self._idle.append(conn)
+                spare = self._idle.put(conn, time.monotonic())
+                if spare is not None:
+                    self._all.discard(spare)
             else:
                 self._all.discard(conn)
         if not keep:
             conn.close()
+        if spare is not None:
+            with contextlib.suppress(Exception):
+                spare.close()
 
     def discard(self, conn: Conn) -> None:
         with self._lock:
@@ -190,7 +213,7 @@ class Pool:
         """Close the idle connections; those in use close when their call ends."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
+            idle = self._idle.clear()
             for conn in idle:
                 self._all.discard(conn)
         for conn in idle:
@@ -203,4 +226,4 @@ class Pool:
         self._closed = True
         for conn in list(self._all):
             forget(conn)
-        self._all, self._idle = set(), []
+        self._all, self._idle = set(), Idle()

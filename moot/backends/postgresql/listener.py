@@ -4,9 +4,12 @@ re-checks at owner expiry, the own-session check.
 Every write NOTIFYs the schema's channel in its own transaction (see
 :mod:`moot.backends.postgresql.schema` for the payloads), so a watch
 registered while the connection is listening sees every later commit.
-Watches are filtered here, by key. When the connection is lost, every watch
-fires once after it is listening again (changes may have been missed
-meanwhile); a watch made while it is down fires then too.
+Watches are filtered here, by key. The connection is open only while
+something is watched (and for :data:`LINGER` seconds after the last watch
+went, so that a run of short lock waits reuses it): a backend that watches
+nothing holds no connection here. A watch made while no connection listens
+(none was needed yet, or it was lost) fires once the thread listens again:
+changes may have been made meanwhile.
 
 A watched entry whose owner session expires without anyone deleting it
 raises no notice by itself: the thread keeps a timer at the earliest such
@@ -38,6 +41,8 @@ _PING_INTERVAL = 5.0  # seconds of silence on the LISTEN connection before it is
 #: most waits end sooner (their watch is cancelled, so no query is made at
 #: all), and a re-check never delays a notice in that time.
 _FIRST_CHECK = 0.02
+#: Seconds the connection stays open after the last watch went.
+LINGER = 10.0
 _WAKE, _SOCK = "wake", "sock"
 
 
@@ -67,7 +72,6 @@ class Listener:
                  session_left: Callable[[str], float | None], session_gone: Callable[[str], None],
                  dispatcher: Dispatcher, timeout: float):
         self._open = open_conn
-        self._session_gone = session_gone
         self._dispatcher = dispatcher
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -81,10 +85,12 @@ class Listener:
         self._poller.register(self._waker.fd, _WAKE)
         self._closed = False
         self._last_rx = 0.0
+        self._unwatched_since = time.monotonic()  # when the last target went (lock held)
+        self._lost = False  # the connection was lost (not closed for want of watches)
         self._thread = threading.Thread(target=self._run, name="moot-postgresql-listener", daemon=True)
 
-    def start(self, conn: Conn) -> None:
-        self._use(conn)
+    def start(self) -> None:
+        """Start the thread; it connects once something is watched."""
         self._thread.start()
 
     def _use(self, conn: Conn) -> None:
@@ -115,13 +121,16 @@ class Listener:
     # -- called from any thread --------------------------------------------
     def watch(self, key: str, callback: Callable[[], None]) -> CallbackWatch:
         """Call ``callback`` after every change of ``key`` (or directly under
-        it, for a prefix). No I/O: the connection already listens."""
+        it, for a prefix). No I/O: if no connection listens yet, the thread
+        makes one and then fires the watch."""
 
         def cancel(watch: CallbackWatch) -> None:
             with self._lock:
                 target.watches.discard(watch)
                 if not target.watches and self._targets.get(key) is target:
                     del self._targets[key]
+                    if not self._targets:
+                        self._unwatched_since = time.monotonic()
 
         watch = CallbackWatch(callback, cancel)
         with self._lock:
@@ -146,42 +155,69 @@ class Listener:
         backoff = 0.05
         while not self._closed:
             if self._conn is None:
+                with self._lock:
+                    wanted = bool(self._targets)
+                if not wanted:
+                    self._sleep(self._idle_wait(time.monotonic()))
+                    self._rechecks.run()
+                    continue
                 try:
                     conn = self._open()
                 except Exception as exc:  # unreachable, refused, TLS: retry with backoff
-                    log.debug("postgresql LISTEN reconnect failed: %s", type(exc).__name__)
+                    log.debug("postgresql LISTEN connect failed: %s", type(exc).__name__)
                     self._sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     self._rechecks.run()
                     continue
                 self._use(conn)
                 backoff = 0.05
-                self._fire_all()  # changes may have been missed while it was down
+                # changes may have been made before it listened; after a loss, owners may have changed too
+                self._fire_all(recheck=self._lost)
+                self._lost = False
             try:
                 self._receive()
                 self._keepalive()
             except (psycopg.Error, OSError) as exc:
                 log.info("postgresql LISTEN connection lost (%s); reconnecting", type(exc).__name__)
                 self._drop()
+                self._lost = True
             except Exception:  # a bug must not end the thread every watch relies on
                 log.exception("postgresql listener failed; reconnecting")
                 self._drop()
+                self._lost = True
+            else:
+                self._linger()
             self._rechecks.run()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _sleep(self, seconds: float) -> None:
+    def _sleep(self, seconds: float | None) -> None:
         if _WAKE in self._poller.poll(seconds):
             self._waker.drain()
+
+    def _idle_wait(self, now: float) -> float | None:
+        """Seconds until the own-session check (None: none), while not listening."""
+        with self._lock:
+            first = self._rechecks.next_due()
+        return None if first is None else max(0.0, first - now)
 
     def _next_wait(self, now: float) -> float:
         times = [self._last_rx + _PING_INTERVAL]
         with self._lock:
             first = self._rechecks.next_due()
+            if not self._targets:
+                times.append(self._unwatched_since + LINGER)
         if first is not None:
             times.append(first)
         return max(0.0, min(times) - now)
+
+    def _linger(self) -> None:
+        """Close the connection once nothing was watched for LINGER seconds."""
+        with self._lock:
+            idle = not self._targets and time.monotonic() - self._unwatched_since >= LINGER
+        if idle:
+            self._drop()
 
     def _receive(self) -> None:
         conn = self._conn
@@ -213,10 +249,9 @@ class Listener:
             self._fire_all()
             return
         if payload.startswith("!"):
-            with self._lock:
-                mine = self._rechecks.own() == payload[1:]
-            if mine:
-                self._session_gone(payload[1:])
+            # Any role that may connect to the database may NOTIFY this channel:
+            # the server is asked whether the session really ended.
+            self._rechecks.check_session_now(payload[1:])
             return
         ms, _, rest = payload.partition(":")
         owner, _, key = rest.partition(":")
@@ -233,16 +268,18 @@ class Listener:
         for watch in watches:
             self._dispatcher.submit(watch.fire)
 
-    def _fire_all(self) -> None:
+    def _fire_all(self, recheck: bool = True) -> None:
         with self._lock:
             watches = [w for t in self._targets.values() for w in t.watches]
-            now = time.monotonic()
-            for target in self._targets.values():
-                self._rechecks.at(target, now)  # its owners may have changed meanwhile too
+            if recheck:
+                now = time.monotonic()
+                for target in self._targets.values():
+                    self._rechecks.at(target, now)  # its owners may have changed meanwhile too
         self._fire(watches)
 
     def _drop(self) -> None:
-        """Forget the broken connection; every watch fires once it listens again."""
+        """Close the connection (broken, or no longer needed); every watch
+        fires once it listens again."""
         if self._conn is not None:
             self._poller.unregister(_SOCK)
             with contextlib.suppress(Exception):

@@ -22,6 +22,7 @@ when a session ended, ``*`` for a key too long to name (every watch fires).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 #: The version of the layout below; a schema made by another version is
 #: brought up to this one (``CREATE OR REPLACE``) on first use.
@@ -38,9 +39,14 @@ def valid_schema(name: str) -> bool:
     return bool(_NAME.fullmatch(name)) and not name.startswith("pg_")
 
 
-def _functions(s: str) -> list[str]:
-    live = f"(e.owner IS NULL OR EXISTS (SELECT 1 FROM {s}.sessions x WHERE x.id = e.owner " \
+def live(s: str) -> str:
+    """True for an entry ``e`` that is persistent or whose owner session has not expired."""
+    return f"(e.owner IS NULL OR EXISTS (SELECT 1 FROM {s}.sessions x WHERE x.id = e.owner " \
            "AND x.expires > clock_timestamp()))"
+
+
+def _functions(s: str) -> list[str]:
+    alive = live(s)
     ms = "ceil(extract(epoch FROM x.expires - clock_timestamp()) * 1000)::bigint"
     return [
         # A change notice (see the module docstring); returns 1 so that it can be counted.
@@ -77,7 +83,7 @@ END $$""",
         f"""CREATE OR REPLACE FUNCTION {s}.scan(lo text, hi text)
 RETURNS TABLE(key text, value bytea, version bigint, seq bigint, owner text) LANGUAGE sql AS $$
 SELECT e.key, e.value, e.version, e.seq, e.owner FROM {s}.entries e
- WHERE e.key >= lo AND e.key < hi AND {live} ORDER BY e.key $$""",
+ WHERE e.key >= lo AND e.key < hi AND {alive} ORDER BY e.key $$""",
         # Create ``k`` unless a live entry has it; an entry of an expired
         # session is reaped (with the rest of that session) first.
         f"""CREATE OR REPLACE FUNCTION {s}.add(k text, v bytea, own text) RETURNS bigint
@@ -120,14 +126,14 @@ RETURNS TABLE(version bigint, seq bigint, owner text) LANGUAGE plpgsql AS $$
 DECLARE r record;
 BEGIN
   UPDATE {s}.entries e SET value = v, version = nextval('{s}.seq')
-   WHERE e.key = k AND e.version = ver AND {live} RETURNING e.version, e.seq, e.owner INTO r;
+   WHERE e.key = k AND e.version = ver AND {alive} RETURNING e.version, e.seq, e.owner INTO r;
   IF NOT FOUND THEN RETURN; END IF;
   PERFORM {s}.note(k, r.owner);
   RETURN QUERY SELECT r.version, r.seq, r.owner;
 END $$""",
         f"""CREATE OR REPLACE FUNCTION {s}.remove(k text, ver bigint) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-  DELETE FROM {s}.entries e WHERE e.key = k AND (ver IS NULL OR e.version = ver) AND {live};
+  DELETE FROM {s}.entries e WHERE e.key = k AND (ver IS NULL OR e.version = ver) AND {alive};
   IF NOT FOUND THEN RETURN false; END IF;
   PERFORM {s}.note(k, NULL);
   RETURN true;
@@ -180,3 +186,24 @@ def admin_script(s: str, role: str) -> str:
     """The statements an administrator runs for a role that may not create
     the layout itself, as one script."""
     return "".join(f"{statement};\n" for statement in [*statements(s), *grants(s, role)])
+
+
+def installed(conn: Any, name: str, version_sql: str) -> int | None:
+    """The layout version schema ``name`` holds (None if none yet), read on
+    ``conn`` (a :class:`~moot.backends.postgresql.connection.Conn`)."""
+    (meta,), = conn.execute(b"SELECT to_regclass(%s)::text", (f"{name}.meta",)).fetchall()
+    if meta is None:
+        return None
+    rows = conn.execute(version_sql.encode()).fetchall()
+    return int(rows[0][0]) if rows else None
+
+
+def creation(conn: Any, name: str) -> list[str]:
+    """The statements that make the layout in schema ``name``, read on ``conn``.
+    CREATE SCHEMA IF NOT EXISTS wants CREATE on the database even when the
+    schema exists: it is left out then, so that a role given a schema of its
+    own (AUTHORIZATION) need not have that privilege."""
+    made = statements(name)
+    if conn.execute(b"SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchall():
+        made = [s for s in made if not s.startswith("CREATE SCHEMA ")]
+    return made

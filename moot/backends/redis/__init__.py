@@ -1,19 +1,24 @@
-"""``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) and
-``redis+sentinel://[[user]:password@]sentinel:port[,sentinel:port...]/service[/db]``.
+"""``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
+``redis+sentinel://[[user]:password@]sentinel:port[,sentinel:port...]/service[/db]``
+and ``rediss+sentinel://`` (TLS to the Sentinels and to the primary, with the
+same options; ``redis+sentinel://...?tls=true`` is the same).
 
 Needs Redis 5.0 or newer (scripts replicate their effects, so they may read
 the server's clock); install with ``pip install 'moot[redis]'``. Options:
 ``socket_timeout`` (the most one call may take, in seconds, default 5),
 ``max_connections`` (command connections, default 50),
-``sentinel_password`` (for the Sentinels, if they need one), and the TLS
+``sentinel_password`` (for the Sentinels, if they need one), ``prefix``
+(the root: every key and pub/sub channel starts with it, default
+``moot:``; 1 to 64 of ``[A-Za-z0-9_.:/-]``), and the TLS
 options of :mod:`moot.backends._support.tls` (``tls``, ``ca_cert``,
 ``cert``, ``key``, ``verify``; ``rediss://`` implies ``tls=true``) with
 redis-py's spellings as aliases: ``ssl_ca_certs``, ``ssl_certfile``,
 ``ssl_keyfile``, ``ssl_cert_reqs`` (required, optional or none). An ACL user
-needs the keys ``~moot:*``, the channels ``&moot:*`` and the commands
-EVALSHA, SCRIPT, PEXPIRE, PTTL, HGET, HSET, HGETALL, HDEL, DEL, ZADD,
+needs the keys ``~<prefix>*``, the channels ``&<prefix>*`` and the commands
+(docs/security.md gives the ACL SETUSER line) EVALSHA, SCRIPT LOAD, PEXPIRE, PTTL, HGET, HSET, HGETALL, HDEL, DEL, ZADD,
 ZRANGEBYLEX, PUBLISH, TIME (the last seven run inside the scripts), MULTI,
-EXEC, SELECT, SUBSCRIBE, UNSUBSCRIBE, PING and INFO.
+EXEC, SELECT, SUBSCRIBE, UNSUBSCRIBE, PING and INFO; a refusal is
+PermissionDenied.
 
 Guarantees (how they are kept: ``docs/design/redis.md``):
 

@@ -7,8 +7,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import socket
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,20 +14,27 @@ from typing import Any
 
 from moot.backends._support import fork
 from moot.backends._support.lost import connection_lost
-from moot.backends._support.tls import REDIS_ALIASES, option_names, tls_context
+from moot.backends._support.tls import (
+    REDIS_ALIASES,
+    option_names,
+    tls_context,
+)
 from moot.backends.base import Backend, Dispatcher, Entry, Watch
+from moot.backends.redis.dialer import Dialer, _is_auth_error
 from moot.backends.redis.listener import _Listener
 from moot.backends.redis.pool import _Pool
-from moot.backends.redis.resp import _AuthFailed, _exchange, _left, _pack, _RespError
-from moot.backends.redis.scripts import _COMMON, _SCRIPTS, KP, _entry, dir_key, split_key
+from moot.backends.redis.resp import _AuthFailed, _pack, _RespError
+from moot.backends.redis.scripts import _COMMON, _SCRIPTS, KP, PREFIX_CHARS, _entry, dir_key, split_key
 from moot.deadline import bounded, remaining
 from moot.errors import (
     AuthenticationFailed,
     BackendError,
+    ConfigurationError,
     ConnectionLost,
     CoordinatorClosed,
     InvalidArgument,
     InvalidURL,
+    PermissionDenied,
     SessionExpired,
 )
 from moot.url import BackendURL, option_float
@@ -60,32 +65,42 @@ def _info_field(info: object, name: bytes) -> str:
 class RedisBackend(Backend):
     """Primitives over one Redis server; see the package docstring."""
 
-    OPTIONS = frozenset({"socket_timeout", "max_connections", "sentinel_password"}) | option_names(REDIS_ALIASES)
+    OPTIONS = frozenset({"socket_timeout", "max_connections", "sentinel_password", "prefix"}) | \
+        option_names(REDIS_ALIASES)
 
     def __init__(self, url: BackendURL, options: dict[str, object]):
         super().__init__(url, options)
         path = [part for part in url.path.split("/") if part]
         self._service: str | None = None  # the Sentinel service name of redis+sentinel://
-        if url.scheme == "redis+sentinel":
+        sentinels: list[tuple[str, int]] = []
+        if url.scheme in ("redis+sentinel", "rediss+sentinel"):
             if not url.hosts or not 1 <= len(path) <= 2:
                 raise InvalidURL(f"{url.redacted()}: write redis+sentinel://host:port[,host:port...]/service[/db]")
             self._service = path.pop(0)
-            self._sentinels = [url.host_port(26379, i) for i in range(len(url.hosts))]
+            sentinels = [url.host_port(26379, i) for i in range(len(url.hosts))]
         elif len(url.hosts) > 1:
             raise InvalidURL(f"{url.redacted()}: {url.scheme}:// takes one host:port "
                              "(redis+sentinel:// takes several)")
         self._host, self._port = url.host_port(6379)
         db_text = path[0] if path else "0"
-        if len(path) > 1 or not db_text.isdigit():
+        if len(path) > 1 or not (db_text.isascii() and db_text.isdigit() and len(db_text) <= 9):
             raise InvalidURL(f"{url.redacted()}: the path must be a database number, e.g. /0")
         self._db = int(db_text)
-        self._channels = f"{KP}{self._db}:"
+        prefix = options.get("prefix", KP)
+        if not isinstance(prefix, str) or not PREFIX_CHARS.fullmatch(prefix):
+            raise InvalidURL(f"{url.redacted()}: option prefix={prefix!r:.80} must be 1 to 64 of "
+                             "[A-Za-z0-9_.:/-] (e.g. prefix=billing: for the ACL patterns ~billing:* &billing:*)")
+        self._prefix = prefix
+        self._channels = f"{prefix}{self._db}:"
         self._socket_timeout = option_float(options, "socket_timeout", 5.0, maximum=3600)
         self._max_connections = int(option_float(options, "max_connections", 50, minimum=1, allow_equal=True,
                                                  maximum=10_000))
-        self._tls = tls_context(options, default=url.scheme == "rediss", aliases=REDIS_ALIASES,
-                                where=url.redacted())
-        self._connect_timeout = self._socket_timeout
+        tls = tls_context(options, default=url.scheme in ("rediss", "rediss+sentinel"), aliases=REDIS_ALIASES,
+                          where=url.redacted())
+        sentinel_password = options.get("sentinel_password")
+        self._dialer = Dialer((self._host, self._port), self._db, tls, url.username, url.password,
+                              self._socket_timeout, self._service, sentinels,
+                              None if sentinel_password is None else str(sentinel_password))
         self._session: tuple[str, int] | None = None  # id, ttl in ms
         self._notices: Watch | None = None
         self._closed = False
@@ -95,7 +110,7 @@ class RedisBackend(Backend):
         self._listener: _Listener | None = None
         self._switches: _Listener | None = None
         self._dispatcher: Dispatcher | None = None
-        self._kp, self._cp = KP.encode(), self._channels.encode()
+        self._kp, self._cp = prefix.encode(), self._channels.encode()
         self._scripts = {name: (_COMMON + body).encode() for name, body in _SCRIPTS.items()}
         self._shas = {name: hashlib.sha1(body).hexdigest().encode() for name, body in self._scripts.items()}
 
@@ -108,22 +123,22 @@ class RedisBackend(Backend):
             self._forked = self._closed = False
         self._check_open()
         started = time.monotonic()
-        self._connect_timeout = timeout
+        self._dialer.connect_timeout = timeout
         with bounded(started + timeout), self._translated(started):
-            self._pool = _Pool(self._open_command, self._max_connections)
+            self._pool = _Pool(self._dialer.open_command, self._max_connections)
             self._run([b"PING"])
-            sock = self._open_pubsub()
+            sock = self._dialer.open_pubsub()
             self._dispatcher = Dispatcher("moot-redis-watch")
             listen_timeout = max(timeout, self._socket_timeout)
-            self._listener = _Listener(self._open_pubsub, self._recheck, self._session_left, self._session_gone,
+            self._listener = _Listener(self._dialer.open_pubsub, self._recheck, self._session_left, self._session_gone,
                                        self._dispatcher, listen_timeout)
             self._listener.start(sock)
             self._connected = True
             fork.track(self)
             if self._service is not None:
-                self._switches = _Listener(self._open_sentinel, self._recheck, self._session_left,
+                self._switches = _Listener(self._dialer.open_sentinel, self._recheck, self._session_left,
                                            self._session_gone, self._dispatcher, listen_timeout)
-                self._switches.start(self._open_sentinel())
+                self._switches.start(self._dialer.open_sentinel())
                 self._switches.watch(b"+switch-master", None, self._on_switch_master, wait=True)
 
     def close(self) -> None:
@@ -164,97 +179,11 @@ class RedisBackend(Backend):
 
     def ping(self) -> str:
         (info,) = self._run([b"INFO", b"server"])
-        host, port = self._address(time.monotonic() + remaining(self._socket_timeout))
+        host, port = self._dialer.address(time.monotonic() + remaining(self._socket_timeout))
         where = f" (primary of Sentinel service {self._service!r})" if self._service else ""
         return f"redis {_info_field(info, b'redis_version')} at {host}:{port}{where}"
 
     # -- connections ------------------------------------------------------
-    def _address(self, until: float) -> tuple[str, int]:
-        """Where the server is now: for redis+sentinel://, the primary that the
-        first Sentinel which answers names (and does not see down)."""
-        if self._service is None:
-            return self._host, self._port
-        password = self.options.get("sentinel_password")
-        error: Exception = ConnectionRefusedError("no Sentinel answered")
-        for host, port in self._sentinels:
-            try:
-                sock = self._dial(host, port, None, None, None if password is None else str(password), until)
-                try:
-                    (reply,) = _exchange(sock, _pack(b"SENTINEL", b"MASTER", self._service.encode()), 1, until)
-                finally:
-                    sock.close()
-            except (OSError, _AuthFailed, _RespError, ValueError) as exc:
-                error = exc
-                continue
-            if not isinstance(reply, list):
-                error = ConnectionRefusedError(f"Sentinel {host}:{port} answered {reply}")
-                continue
-            fields = dict(zip(reply[::2], reply[1::2], strict=False))
-            flags = set(bytes(fields.get(b"flags") or b"").split(b","))
-            if b"master" in flags and not flags & {b"s_down", b"o_down", b"disconnected"}:
-                return bytes(fields[b"ip"]).decode(), int(fields[b"port"])
-            error = ConnectionRefusedError(f"Sentinel {host}:{port} sees the primary of {self._service!r} down")
-        if isinstance(error, _AuthFailed):
-            raise _AuthFailed(f"a Sentinel refused the credentials (the sentinel_password option): {error}")
-        raise error
-
-    def _dial(self, host: str, port: int, tls: ssl.SSLContext | None, username: str | None,
-              password: str | None, until: float, *setup: builtins.list[bytes]) -> socket.socket:
-        """A new connection, with its TLS and AUTH handshake and the ``setup``
-        commands (whose error replies are ignored), all within ``until``."""
-        sock = socket.create_connection((host, port), timeout=_left(until, self._connect_timeout))
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if tls is not None:
-                sock.settimeout(_left(until))
-                sock = tls.wrap_socket(sock, server_hostname=host)
-            commands = list(setup)
-            if password is not None:
-                commands.insert(0, [b"AUTH", *([username.encode()] if username else []), password.encode()])
-            if commands:
-                replies = _exchange(sock, b"".join(_pack(*c) for c in commands), len(commands), until)
-                if password is not None and isinstance(replies[0], _RespError):
-                    raise _AuthFailed(str(replies[0]))
-                for command, reply in zip(commands, replies, strict=True):
-                    if isinstance(reply, _RespError) and _is_auth_error(reply):
-                        raise _AuthFailed(str(reply))  # the server wants a password the URL lacks
-                    if isinstance(reply, _RespError) and command[0] == b"SELECT":
-                        raise reply
-            sock.settimeout(self._socket_timeout)
-            return sock
-        except BaseException:
-            sock.close()
-            raise
-
-    def _open_command(self, until: float) -> socket.socket:
-        """A new command connection (the pool's), within ``until``."""
-        until = min(until, time.monotonic() + self._connect_timeout)
-        host, port = self._address(until)
-        setup = [[b"CLIENT", b"SETNAME", b"moot"]]
-        if self._db:
-            setup.insert(0, [b"SELECT", b"%d" % self._db])
-        return self._dial(host, port, self._tls, self.url.username, self.url.password, until, *setup)
-
-    def _open_pubsub(self) -> socket.socket:
-        """A new authenticated connection for the listener (TLS if rediss://)."""
-        until = time.monotonic() + remaining(self._connect_timeout)
-        host, port = self._address(until)
-        return self._dial(host, port, self._tls, self.url.username, self.url.password, until,
-                          [b"CLIENT", b"SETNAME", b"moot-watch"])
-
-    def _open_sentinel(self) -> socket.socket:
-        """A connection to the first Sentinel that answers, to hear of failovers."""
-        until = time.monotonic() + remaining(self._connect_timeout)
-        password = self.options.get("sentinel_password")
-        error: Exception = ConnectionRefusedError("no Sentinel answered")
-        for host, port in self._sentinels:
-            try:
-                return self._dial(host, port, None, None, None if password is None else str(password), until,
-                                  [b"CLIENT", b"SETNAME", b"moot-watch"])
-            except (OSError, _AuthFailed) as exc:
-                error = exc
-        raise error
-
     def _on_switch_master(self) -> None:
         """A Sentinel announced a failover (or the connection to the Sentinels was
         re-established, so one may have been missed): leave the old primary at
@@ -291,7 +220,7 @@ class RedisBackend(Backend):
             yield
         except _AuthFailed as exc:
             raise self._refused(exc) from None
-        except AuthenticationFailed:  # a ValueError too (ConfigurationError), not a reply that is not RESP
+        except ConfigurationError:  # AuthenticationFailed, TLSFailed: ValueErrors, not replies that are not RESP
             raise
         except (OSError, _RespError, ValueError) as exc:
             raise self._lost(exc, started) from None
@@ -308,15 +237,27 @@ class RedisBackend(Backend):
         if pool is None:
             raise CoordinatorClosed("this redis backend is not connected")
         try:
-            return pool.run(b"".join(_pack(*c) for c in commands), len(commands), until)
+            replies = pool.run(b"".join(_pack(*c) for c in commands), len(commands), until)
         except _AuthFailed as exc:
             raise self._refused(exc) from None
-        except AuthenticationFailed:  # a ValueError too (ConfigurationError), not a reply that is not RESP
+        except ConfigurationError:  # AuthenticationFailed, TLSFailed: ValueErrors, not replies that are not RESP
             raise
         except (OSError, _RespError, ValueError) as exc:
             if self._closed:
                 raise CoordinatorClosed("this redis backend is closed") from None
             raise self._lost(exc, started) from None
+        for reply in replies:
+            if isinstance(reply, _RespError) and _is_permission_error(reply):
+                raise self._denied(reply)
+        return replies
+
+    def _denied(self, reply: _RespError) -> PermissionDenied:
+        """The error for a command, key or channel the ACL user may not use."""
+        user = self.url.username or "default"
+        return PermissionDenied(
+            f"redis at {self.url.redacted()} refused user {user!r} access under the key prefix "
+            f"{self._prefix!r}: {reply}; give the user the keys ~{self._prefix}* and the channels "
+            f"&{self._prefix}* (docs/security.md), or use the prefix it was given (the prefix option)")
 
     def _eval(self, name: str, keys: builtins.list[str], args: builtins.list[str | bytes]) -> Any:
         """Run one of the scripts: one round trip (two if the server lacks it)."""
@@ -343,7 +284,7 @@ class RedisBackend(Backend):
 
     # -- session ----------------------------------------------------------
     def _session_key(self, session_id: str) -> str:
-        return f"{KP}s:{session_id}"
+        return f"{self._prefix}s:{session_id}"
 
     def open_session(self, ttl: float) -> str:
         self._check_open()
@@ -434,32 +375,43 @@ class RedisBackend(Backend):
 
     def get(self, key: str) -> Entry | None:
         directory, leaf = split_key(key)
-        raw = self._eval("get", [dir_key(directory)], [directory, leaf])
+        raw = self._eval("get", [dir_key(directory, self._prefix)], [directory, leaf])
         return _entry(key.encode(), raw) if raw else None
 
     def create(self, key: str, value: bytes, *, ephemeral: bool = False) -> Entry | None:
         owner = self._owner(ephemeral)
         directory, leaf = split_key(key)
-        raw = self._eval("create", [dir_key(directory)], [directory, leaf, owner, bytes(value)])
+        raw = self._eval("create", [dir_key(directory, self._prefix)], [directory, leaf, owner, bytes(value)])
         return _entry(key.encode(), raw) if raw else None
 
     def compare_and_set(self, key: str, value: bytes, version: int) -> Entry | None:
         directory, leaf = split_key(key)
-        raw = self._eval("cas", [dir_key(directory)], [directory, leaf, str(version), bytes(value)])
+        raw = self._eval("cas", [dir_key(directory, self._prefix)], [directory, leaf, str(version), bytes(value)])
         return _entry(key.encode(), raw) if raw else None
 
     def delete(self, key: str, version: int | None = None) -> bool:
         directory, leaf = split_key(key)
         version_text = "" if version is None else str(version)
-        return bool(self._eval("delete", [dir_key(directory)], [directory, leaf, version_text]))
+        return bool(self._eval("delete", [dir_key(directory, self._prefix)], [directory, leaf, version_text]))
 
     def list(self, prefix: str) -> list[Entry]:
         flat = self._eval("list", [], [prefix])
         return sorted((_entry(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)), key=lambda e: e.key)
 
+    def names(self, directory: str) -> builtins.list[str]:
+        """One script call: the directory hash's live leaves, without their
+        values, in one string (one reply to parse, not one per member)."""
+        if directory and not directory.endswith("/"):
+            return super().names(directory)
+        joined = self._eval("names", [dir_key(directory, self._prefix)], [directory])
+        if not isinstance(joined, bytes):
+            raise BackendError(f"redis at {self.url.redacted()} answered {joined!r:.80} to the names script")
+        return sorted(joined.decode().split("/")[1:])
+
     def _sequential(self, prefix: str, value: bytes, ephemeral: bool, with_list: bool) -> builtins.list[Entry]:
         owner = self._owner(ephemeral)
-        flat = self._eval("sequential", [dir_key(prefix)], [prefix, owner, bytes(value), "1" if with_list else "0"])
+        flat = self._eval("sequential", [dir_key(prefix, self._prefix)],
+                          [prefix, owner, bytes(value), "1" if with_list else "0"])
         return [_entry(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def create_sequential(self, prefix: str, value: bytes, *, ephemeral: bool = True) -> Entry:
@@ -473,10 +425,10 @@ class RedisBackend(Backend):
     def watch(self, key: str, callback: Callable[[], None]) -> Watch:
         self._check_open()
         if key == "" or key.endswith("/"):
-            scope = (dir_key(key), key, "")
+            scope = (dir_key(key, self._prefix), key, "")
         else:
             directory, leaf = split_key(key)
-            scope = (dir_key(directory), directory, leaf)
+            scope = (dir_key(directory, self._prefix), directory, leaf)
         listener = self._listener
         if listener is None:
             raise CoordinatorClosed("this redis backend is not connected")
@@ -490,6 +442,9 @@ class RedisBackend(Backend):
 
 
 
-def _is_auth_error(reply: _RespError) -> bool:
-    """An error reply saying the connection is not (or wrongly) authenticated."""
-    return str(reply).startswith(("NOAUTH", "WRONGPASS"))
+def _is_permission_error(reply: _RespError) -> bool:
+    """An error reply saying the ACL user may not run that command, or touch
+    that key or channel (Redis 7 words it differently inside a script)."""
+    text = str(reply)
+    return text.startswith("NOPERM") or "The user executing the script can't" in text
+

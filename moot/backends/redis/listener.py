@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from moot.backends._support.loop import Poller, Waker
+from moot.backends._support.lost import spent
 from moot.backends._support.rechecks import MARGIN, Rechecks
 from moot.backends.base import CallbackWatch, Dispatcher
 from moot.backends.redis.pool import _wait_set
@@ -24,6 +25,16 @@ from moot.realthreads import threading
 log = logging.getLogger("moot.backends.redis")
 
 _PING_INTERVAL = 5.0  # seconds of silence on the pub/sub connection before it is probed
+#: Channels nobody watches any more are unsubscribed in batches, at most this
+#: late or this many at once: a waiter's watch on the entry ahead of it ends at
+#: every handoff, and one UNSUBSCRIBE each would be a third request per handoff
+#: (a message on such a channel meanwhile finds no target and is dropped). The
+#: delay is the probe interval, and an UNSUBSCRIBE is the probe (its replies
+#: show the connection alive, as PING's would): one request per interval at
+#: most for both, however many handoffs happen in it. (A delay of 0.5 s still
+#: cost one UNSUBSCRIBE per handoff when handoffs came about 0.5 s apart.)
+_UNSUBSCRIBE_DELAY = _PING_INTERVAL
+_UNSUBSCRIBE_BATCH = 256
 
 
 _NEW, _PENDING, _LIVE = "new", "pending", "live"
@@ -64,6 +75,8 @@ class _Listener:
         self._lock = threading.Lock()
         self._targets: dict[bytes, _Target] = {}
         self._dirty: set[bytes] = set()
+        self._unwatched: set[bytes] = set()  # subscribed, unwatched, their UNSUBSCRIBE not sent yet
+        self._unsubscribe_at: float | None = None
         self._rechecks: Rechecks[_Target] = Rechecks(
             self._lock, self._recheck_target, lambda target: self._targets.get(target.channel) is target,
             session_left, self._session_ended, log, "redis")
@@ -135,8 +148,7 @@ class _Listener:
         self._poke()
         if wait and not _wait_set(target.live, bound):
             watch.cancel()
-            raise ConnectionLost("redis did not confirm a subscription; gave up after "
-                                 f"{time.monotonic() - started:.2f}s")
+            raise ConnectionLost(f"redis did not confirm a subscription; gave up {spent(started)}")
         return watch
 
     def reconnect(self) -> None:
@@ -191,10 +203,14 @@ class _Listener:
         assert self._sock is not None
         self._sock.sendall(_pack(*args))
 
-    def _flush(self) -> None:
-        """Send the (un)subscriptions that watch()/cancel() asked for."""
+    def _flush(self, probe: bool = False) -> bool:
+        """Send the subscriptions that watch() asked for, and the
+        unsubscriptions that cancel() asked for once a batch is due (or at
+        once with ``probe``, to serve as the keepalive probe). True if an
+        UNSUBSCRIBE was sent: it probes the connection as a PING would."""
         subscribe: list[bytes] = []
         unsubscribe: list[bytes] = []
+        now = time.monotonic()
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             for channel in dirty:
@@ -204,20 +220,31 @@ class _Listener:
                 if target.watches and target.state == _NEW:
                     target.state = _PENDING
                     subscribe.append(channel)
+                    self._unwatched.discard(channel)  # subscribed again (confirmed again, harmlessly)
                 elif not target.watches and target.state != _PENDING:
                     del self._targets[channel]
                     if target.state == _LIVE:
-                        unsubscribe.append(channel)
+                        self._unwatched.add(channel)
+                        if self._unsubscribe_at is None:
+                            self._unsubscribe_at = now + _UNSUBSCRIBE_DELAY
+            if self._unwatched and (probe or len(self._unwatched) >= _UNSUBSCRIBE_BATCH
+                                    or (self._unsubscribe_at is not None and now >= self._unsubscribe_at)):
+                unsubscribe, self._unwatched, self._unsubscribe_at = list(self._unwatched), set(), None
         if subscribe:
             self._send(b"SUBSCRIBE", *subscribe)
         if unsubscribe:
             self._send(b"UNSUBSCRIBE", *unsubscribe)
+            if self._ping_sent is None:
+                self._ping_sent = now  # its replies must come as a PING's would
+        return bool(unsubscribe)
 
     def _next_wait(self, now: float) -> float:
         times = [self._ping_sent + self._timeout if self._ping_sent is not None
                  else self._last_rx + _PING_INTERVAL]
         with self._lock:
             first = self._rechecks.next_due()
+            if self._unsubscribe_at is not None:
+                times.append(self._unsubscribe_at)
         if first is not None:
             times.append(first)
         return max(0.0, min(times) - now)
@@ -259,7 +286,7 @@ class _Listener:
     def _keepalive(self) -> None:
         now = time.monotonic()
         if self._ping_sent is None:
-            if now - self._last_rx >= _PING_INTERVAL:
+            if now - self._last_rx >= _PING_INTERVAL and not self._flush(probe=True):
                 self._send(b"PING")
                 self._ping_sent = now
         elif now - self._ping_sent > self._timeout:
@@ -317,6 +344,7 @@ class _Listener:
             self._sock.close()
         self._sock = None
         with self._lock:
+            self._unwatched, self._unsubscribe_at = set(), None  # the new connection subscribes afresh
             for channel, target in list(self._targets.items()):
                 if not target.watches:
                     del self._targets[channel]

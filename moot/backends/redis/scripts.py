@@ -3,15 +3,44 @@ and the key layout they share."""
 
 from __future__ import annotations
 
+import re
+
 from moot.backends.base import Entry
 
+#: The default key prefix (the ``prefix`` option): every key and pub/sub
+#: channel the backend uses starts with it, so an ACL user limited to
+#: ``~<prefix>*`` and ``&<prefix>*`` can use moot there and nowhere else.
 KP = "moot:"
 
+#: What a ``prefix`` may be made of: no glob characters (the ACL patterns
+#: ``~<prefix>*`` and ``&<prefix>*`` then match exactly the backend's names),
+#: no braces (the Cluster hash tag comes after it), no spaces.
+PREFIX_CHARS = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+
 # -- scripts -----------------------------------------------------------------
-# Every script gets ARGV[1] = key prefix, ARGV[2] = channel prefix.
+# Every script gets ARGV[1] = key prefix, ARGV[2] = channel prefix. Besides
+# KEYS[1] a script touches only keys it names as KP .. something (the session
+# hashes, KP .. 'dirs') or reads from KP .. 'dirs' (directory hashes, named
+# by dir_key() with the same prefix), and publishes only on CP .. something:
+# all inside the prefix, so ACL key and channel patterns on it hold in scripts
+# too (Redis 7 checks every command a script runs against them).
+# scan() reads a directory hash's live entries. Checking that each owner's
+# session exists (PTTL) is most of the cost of a large directory, so once it
+# has checked NOTE_FROM live entries or more it leaves a note in field
+# '#a' = '<#n>:<ms>': at counter #n, every owner's session exists until ms
+# (the server clock; the soonest expiry less 10 ms). While #n is the same (no
+# entry created or rewritten since: a removal only drops entries) and the
+# clock is before ms, every entry is live without a look at its owner: a
+# session key ends only by expiring (its TTL only grows while it lives) or by
+# end_session, which removes its entries. Older clients ignore the note and
+# bump #n as they write, which voids it. Only on Redis 7 or newer (NOTES),
+# which sends replicas absolute expiry times: an older one sends PEXPIRE as
+# is, so a replica's clock decides when its copy of a session expires.
 _COMMON = r"""
 if redis.replicate_commands then redis.replicate_commands() end
 local KP, CP = ARGV[1], ARGV[2]
+local NOTE_FROM = 32
+local NOTES = redis.REDIS_VERSION_NUM ~= nil
 local pttls = {}
 local function pttl_of(owner)
   local t = pttls[owner]
@@ -40,14 +69,49 @@ local function read(dkey, dir, leaf)
   if raw and live(dkey, dir, leaf, raw) then return raw end
   return false
 end
-local function collect(dkey, dir, out)
-  local all = redis.call('HGETALL', dkey)
+local clock_ms
+local function clock()
+  if clock_ms == nil then
+    local t = redis.call('TIME')
+    clock_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return clock_ms
+end
+local function scan(dkey, dir, all, keep)
+  local n, note = nil, nil
   for i = 1, #all, 2 do
-    if string.byte(all[i]) ~= 35 and live(dkey, dir, all[i], all[i + 1]) then
-      out[#out + 1] = dir .. all[i]
-      out[#out + 1] = all[i + 1]
+    if string.byte(all[i]) == 35 then
+      if all[i] == '#n' then n = all[i + 1] elseif all[i] == '#a' then note = all[i + 1] end
     end
   end
+  local counter, valid = string.match(note or '', '^(%d+):(%d+)$')
+  if NOTES and n ~= nil and counter == n and clock() < tonumber(valid) then
+    for i = 1, #all, 2 do
+      if string.byte(all[i]) ~= 35 then keep(all[i], all[i + 1]) end
+    end
+    return
+  end
+  local now, soonest, count = clock(), nil, 0
+  for i = 1, #all, 2 do
+    if string.byte(all[i]) ~= 35 and live(dkey, dir, all[i], all[i + 1]) then
+      keep(all[i], all[i + 1])
+      count = count + 1
+      local owner = owner_of(all[i + 1])
+      if owner ~= '' then
+        local left = pttl_of(owner)
+        if left < 0 then soonest = -1 elseif soonest == nil or (soonest >= 0 and left < soonest) then soonest = left end
+      end
+    end
+  end
+  if NOTES and n ~= nil and count >= NOTE_FROM and soonest ~= nil and soonest > 10 then
+    redis.call('HSET', dkey, '#a', n .. ':' .. string.format('%d', now + soonest - 10))
+  end
+end
+local function collect(dkey, dir, out)
+  scan(dkey, dir, redis.call('HGETALL', dkey), function(leaf, raw)
+    out[#out + 1] = dir .. leaf
+    out[#out + 1] = raw
+  end)
   return out
 end
 local function list(prefix, out)
@@ -86,6 +150,17 @@ _GET = "return read(KEYS[1], ARGV[3], ARGV[4])"
 
 # ARGV[3] = prefix
 _LIST = "return list(ARGV[3], {})"
+
+# The leaves of the live entries directly under a directory, without their
+# values (dead ones are removed, as list() removes them), in one string:
+# each leaf after a '/', which no leaf contains ('' if there are none).
+# KEYS[1] = directory hash; ARGV[3] = directory
+_NAMES = """
+local out = {''}
+scan(KEYS[1], ARGV[3], redis.call('HGETALL', KEYS[1]), function(leaf) out[#out + 1] = leaf end)
+if #out == 1 then return '' end
+return table.concat(out, '/')
+"""
 
 # KEYS[1] = directory hash; ARGV[3] = directory, ARGV[4] = leaf, ARGV[5] = owner or '', ARGV[6] = value
 _CREATE = """
@@ -190,7 +265,7 @@ end
 return soonest
 """
 
-_SCRIPTS = {"get": _GET, "list": _LIST, "create": _CREATE, "sequential": _SEQUENTIAL, "cas": _CAS,
+_SCRIPTS = {"get": _GET, "list": _LIST, "names": _NAMES, "create": _CREATE, "sequential": _SEQUENTIAL, "cas": _CAS,
             "delete": _DELETE, "end_session": _END_SESSION, "recheck": _RECHECK}
 
 
@@ -200,13 +275,14 @@ def split_key(key: str) -> tuple[str, str]:
     return key[:cut], key[cut:]
 
 
-def dir_key(directory: str) -> str:
-    """Name of the Redis hash holding the keys directly under ``directory``.
+def dir_key(directory: str, prefix: str = KP) -> str:
+    """Name of the Redis hash holding the keys directly under ``directory``
+    (for the key prefix ``prefix``).
 
     Hash-tagged by the directory's first three segments, so every directory
     of one lock, group or election lives in the same Cluster slot."""
     tag = "/".join(directory.split("/")[:3]).rstrip("/")
-    return f"{KP}{{{tag}}}{directory[len(tag):]}"
+    return f"{prefix}{{{tag}}}{directory[len(tag):]}"
 
 
 def _entry(key: bytes, raw: bytes) -> Entry:

@@ -5,8 +5,12 @@ Needs ZooKeeper 3.5 or newer (3.6+ lists a level in one request); install
 with ``pip install 'moot[zookeeper]'``. Keys live under the chroot (default
 ``/moot``). ``user:password@`` logs in with the ``digest`` scheme and makes
 every znode moot creates readable and writable by that identity only.
-Options: ``ttl`` (the session timeout asked, in seconds) and the
-coordinator's ``timeout`` (the most one call may take, default 10 s).
+Options: ``ttl`` (the session timeout asked, in seconds), the coordinator's
+``timeout`` (the most one call may take, default 10 s), and the TLS options
+of :mod:`moot.backends._support.tls` (``tls=true`` for the server's secure
+client port, ``ca_cert``, ``cert``, ``key``, ``verify``): moot makes the TLS
+connections itself, with that SSL context, and checks each server's
+certificate against the host name as the URL gives it.
 kazoo's own log goes to ``moot.backends.zookeeper.kazoo`` with every
 credential hidden and its warnings (one per reconnection try) lowered to
 INFO: moot reports what came of them itself, once.
@@ -16,7 +20,11 @@ Guarantees (how they are kept: ``docs/design/zookeeper.md``):
 * Every primitive, waiting for a reconnection included, returns or raises
   within the caller's deadline (:mod:`moot.deadline`), at most ``timeout``,
   plus a few milliseconds; ConnectionLost states the time it took.
-  ``connect`` fails at once when every host refuses or no host resolves.
+  ``connect`` fails at once when every host refuses or no host resolves,
+  with TLSFailed when every host fails the TLS handshake for a reason a retry
+  cannot fix (or refuses), and with AuthenticationFailed when the chroot's
+  ACLs leave out the URL's identity (a wrong password is another identity:
+  ZooKeeper takes any digest login).
 * A session is a native ZooKeeper session whose timeout is the TTL, as
   bounded by the server (``minSessionTimeout``/``maxSessionTimeout``);
   ``granted_ttl`` is what the server granted, logged once when it differs.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import re
 
 from kazoo.exceptions import BadVersionError, NoChildrenForEphemeralsError, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.protocol.states import ZnodeStat
@@ -16,6 +17,15 @@ from moot.backends.zookeeper.session import _Sessions
 from moot.backends.zookeeper.watches import _Watches
 from moot.backends.zookeeper.znodes import _KEY, _SEGMENT, _SEQ, _TAG, _header, _parent, _split, _value
 from moot.errors import BackendError, ConnectionLost
+
+#: Listings whose names :meth:`ZooKeeperBackend.list` remembers (the most
+#: recent ones), and the most names it remembers of one.
+_REMEMBERED_PARENTS = 256
+_REMEMBERED_NAMES = 1000
+#: Names past the highest one a directory of sequential znodes had that a
+#: listing of it also reads (see ZooKeeperBackend._foreseen).
+_GUESSED = 8
+_COUNTER = re.compile(r"[0-9]{10}\Z")
 
 
 class ZooKeeperBackend(_Sessions, _Watches):
@@ -138,32 +148,82 @@ class ZooKeeperBackend(_Sessions, _Watches):
 
     @_bounded
     def list(self, prefix: str) -> builtins.list[Entry]:
+        """One request when the names under the prefix's parent are foreseen
+        (see :meth:`_foreseen`; a lock waiter woken by its predecessor's
+        release): the listing and the data of those names are read in one
+        multi-read; only names not foreseen are read in a second request."""
         conn = self._client()
         head, _, start = prefix.rpartition("/")
         parent = self._path(head)
-        return self._walk(conn, parent, start, conn.zk.get_children_async(parent), {})
+        sent = self._send_listing(conn, parent, start)
+        if sent is None:
+            return self._walk(conn, parent, start, conn.zk.get_children_async(parent), {})
+        return self._receive_listing(conn, parent, start, sent, {})
 
-    def _walk(self, conn: _Conn, parent: str, start: str, children: Result,
-              known: dict[str, tuple[bytes, ZnodeStat]]) -> builtins.list[Entry]:
+    def _foreseen(self, parent: str, start: str) -> builtins.list[str]:
+        """The paths of the names a listing of ``parent`` (those starting with
+        ``start``) may find: those its last listing found and, under a
+        directory of sequential znodes (named by the parent's counter, which
+        every creation and deletion of a child moves on), the next few names.
+        A guess, never trusted: the listing decides what is there."""
+        with self._lock:
+            seen = self._listed.get(parent, ())
+        names = [name for name in seen if name.startswith(start)]
+        if seen and all(_COUNTER.match(name) for name in seen):
+            top = max(int(name) for name in seen)
+            names += [name for name in (f"{n:010d}" for n in range(top + 1, min(top + 1 + _GUESSED, 2 ** 31)))
+                      if name.startswith(start)]
+        return [f"{parent}/{name}" for name in names]
+
+    def _send_listing(self, conn: _Conn, parent: str, start: str) -> tuple[Result, builtins.list[str]] | None:
+        """The listing of ``parent`` with the data of its foreseen names, sent in one multi-read (or None)."""
+        foreseen = self._foreseen(parent, start)
+        return self._reads.send_listing(conn.zk, parent, foreseen) if foreseen else None
+
+    def _receive_listing(self, conn: _Conn, parent: str, start: str, sent: tuple[Result, builtins.list[str]],
+                         known: dict[str, tuple[bytes, ZnodeStat]]) -> builtins.list[Entry]:
+        names, read = self._reads.receive_listing(sent, self._wait)
+        gone = {path for path, answer in read.items() if answer is None}  # deleted after the listing
+        known = {**{path: answer for path, answer in read.items() if answer is not None}, **known}
+        return self._walk(conn, parent, start, names or [], known, gone)
+
+    @_bounded
+    def names(self, directory: str) -> builtins.list[str]:
+        """One getChildren: the entries under a directory of entries are its
+        child znodes, which ZooKeeper removes with their session."""
+        path = self._path(directory.rstrip("/"))
+        try:
+            children = self._wait(self._client().zk.get_children_async(path), NoNodeError)
+        except NoNodeError:
+            return []
+        return sorted(name for name in children if _SEGMENT.match(name))
+
+    def _walk(self, conn: _Conn, parent: str, start: str, children: Result | builtins.list[str],
+              known: dict[str, tuple[bytes, ZnodeStat]], gone: builtins.set[str] | None = None) -> builtins.list[Entry]:
         """Every key under ``parent`` whose name there starts with ``start``,
         level by level: the listings of one level are in flight together,
-        then the data of all their children is read in one request."""
-        level: builtins.list[tuple[str, Result]] = [(parent, children)]
+        then the data of all their children is read in one request, but for
+        those already ``known`` (read no earlier than the listing) or ``gone``
+        (found deleted after it). ``children``: the parent's listing, or
+        the request for it."""
+        level: builtins.list[tuple[str, Result | builtins.list[str]]] = [(parent, children)]
         entries: builtins.list[Entry] = []
         while level:
             found: builtins.list[tuple[str, bytes, ZnodeStat]] = []
             unread: builtins.list[str] = []
             for path, listing in level:
                 try:
-                    names = self._wait(listing, NoNodeError)
+                    names = listing if isinstance(listing, builtins.list) else self._wait(listing, NoNodeError)
                 except NoNodeError:
                     continue  # deleted meanwhile
+                if path == parent:
+                    self._remember(parent, start, names)
                 for name in names:
                     if _SEGMENT.match(name) and (path != parent or name.startswith(start)):
                         child = f"{path}/{name}"
                         if child in known:
                             found.append((child, *known[child]))
-                        else:
+                        elif gone is None or child not in gone:
                             unread.append(child)
             found += self._read_all(conn, unread)
             level = []
@@ -174,6 +234,16 @@ class ZooKeeperBackend(_Sessions, _Watches):
                 if stat.numChildren:
                     level.append((path, conn.zk.get_children_async(path)))
         return sorted(entries, key=lambda e: e.key)
+
+    def _remember(self, parent: str, start: str, names: builtins.list[str]) -> None:
+        """Note the names a listing of ``parent`` found, for the next one (see :meth:`list`)."""
+        names = [name for name in names if _SEGMENT.match(name) and name.startswith(start)]
+        with self._lock:
+            self._listed.pop(parent, None)
+            if names and len(names) < _REMEMBERED_NAMES:
+                self._listed[parent] = tuple(names)
+                while len(self._listed) > _REMEMBERED_PARENTS:
+                    del self._listed[next(iter(self._listed))]  # the least recently listed
 
     def _read_all(self, conn: _Conn, paths: builtins.list[str]) -> builtins.list[tuple[str, bytes, ZnodeStat]]:
         """(path, data, stat) of each of ``paths`` that exists (see multiread.py)."""
@@ -201,7 +271,8 @@ class ZooKeeperBackend(_Sessions, _Watches):
         while True:
             created = conn.zk.create_async(parent + "/", data, ephemeral=ephemeral, sequence=True,
                                            include_data=True)
-            children = conn.zk.get_children_async(parent) if listing else None
+            sent = self._send_listing(conn, parent, "") if listing else None
+            children = conn.zk.get_children_async(parent) if listing and sent is None else None
             try:
                 path, stat = self._wait(created, NoNodeError, session=ephemeral)
             except NoNodeError:
@@ -217,6 +288,8 @@ class ZooKeeperBackend(_Sessions, _Watches):
             self._own[path] = (stat.mzxid, stat.version, _header(data))
         entry = self._entry(path, data, stat)
         assert entry is not None
+        if sent is not None:
+            return entry, self._receive_listing(conn, parent, "", sent, {path: (data, stat)})
         if children is None:
             return entry, []
         return entry, self._walk(conn, parent, "", children, {path: (data, stat)})

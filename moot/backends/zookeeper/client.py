@@ -30,6 +30,8 @@ from kazoo.protocol.states import KeeperState, WatchedEvent
 from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 
 from moot import deadline
+from moot.backends._support.lost import spent
+from moot.backends._support.tls import option_names, tls_context
 from moot.backends.base import Backend, CallbackWatch, Dispatcher
 from moot.backends.zookeeper.connection import Result, _asked_ms, _Conn, _Connection, _kazoo_logger, _Session
 from moot.backends.zookeeper.handler import _RealHandler, _SessionLock
@@ -42,6 +44,7 @@ from moot.errors import (
     CoordinatorClosed,
     InvalidURL,
     SessionExpired,
+    TLSFailed,
 )
 from moot.realthreads import threading
 from moot.realthreads import wait_until as _await
@@ -87,14 +90,23 @@ def _bounded(method: _Method[_B, _P, _R]) -> _Method[_B, _P, _R]:
     return functools.update_wrapper(call, method)  # type: ignore[return-value]
 
 
+def _handshake_timeout(ttl: float) -> float:
+    """The most a TLS handshake may take: kazoo would allow the whole session
+    timeout, but a serving server answers in milliseconds (as for the
+    Connect request, see _Connection._invoke)."""
+    return max(2.0, ttl / 5)
+
+
 def _elapsed() -> str:
     started = _call_started.get()
-    return "" if started is None else f" after {time.monotonic() - started:.2f}s"
+    return "" if started is None else f" {spent(started)}"
 
 
 
 class _Client(Backend):
     """The state and the kazoo clients of a ZooKeeper backend."""
+
+    OPTIONS = option_names({})  # the TLS options: tls, ca_cert, cert, key, verify
 
     def __init__(self, url: BackendURL, options: dict[str, object]):
         super().__init__(url, options)
@@ -108,6 +120,7 @@ class _Client(Backend):
             for host, port in (url.host_port(2181, i) for i in range(max(1, len(url.hosts))))
         )
         self._auth = [("digest", f"{url.username}:{url.password or ''}")] if url.username is not None else []
+        self._tls = tls_context(options, default=False, aliases={}, where=url.redacted())
         self._acl = CREATOR_ALL_ACL if self._auth else OPEN_ACL_UNSAFE
         self._timeout = _DEFAULT_TIMEOUT
         self._lock = threading.Lock()  # watch tables, caches, the current client
@@ -119,6 +132,7 @@ class _Client(Backend):
         self._own: dict[str, tuple[int, int, bytes]] = {}  # path -> (mzxid, version, header) of my sequential keys
         self._orphans: dict[bytes, str] = {}  # tag -> parent path of a creation with an unknown outcome
         self._reads = MultiReader(url.redacted())  # many znodes in one request, or one by one
+        self._listed: dict[str, tuple[str, ...]] = {}  # parent path -> names its last listing found (a guess)
         self._warned: set[tuple[float, float]] = set()  # (asked, granted) session timeouts already logged
         self._closed = False
         self._forked = False
@@ -138,6 +152,9 @@ class _Client(Backend):
         with self._serialized():
             conn = self._replace(ttl)
         self._wait(conn.zk.ensure_path_async(self._sessions, self._acl))
+        # exists() checks no ACL: a read does, so an identity the chroot's
+        # ACLs leave out is refused here (AuthenticationFailed), not later
+        self._wait(conn.zk.get_async(self._sessions))
 
     def close(self) -> None:
         if self._forked:
@@ -200,7 +217,10 @@ class _Client(Backend):
             peer = sock.getpeername()[:2] if sock is not None else None
             if peer is None:
                 return None
-            with socket.create_connection(peer, timeout=self._left()) as probe:
+            with contextlib.ExitStack() as stack:
+                probe = stack.enter_context(socket.create_connection(peer, timeout=self._left()))
+                if self._tls is not None:
+                    probe = stack.enter_context(self._tls.wrap_socket(probe, server_hostname=conn.handler.host))
                 probe.sendall(b"srvr")
                 answer = b""
                 while chunk := probe.recv(4096):
@@ -248,7 +268,9 @@ class _Client(Backend):
             auth_data=self._auth,
             default_acl=self._acl,
             logger=_kazoo_logger(self._auth),
-            handler=_RealHandler(),
+            # the handler makes the TLS connections with moot's context; kazoo's TLS options stay unused
+            handler=_RealHandler(self._tls, handshake_timeout=_handshake_timeout(ttl)),
+            use_ssl=self._tls is not None,
             connection_retry={"max_tries": -1, "delay": 0.05, "max_delay": min(1.0, ttl / 3),
                               "sleep_func": _RealHandler.sleep_func},
         )
@@ -266,26 +288,29 @@ class _Client(Backend):
             self._clients.add(zk)
         started = _call_started.get() or time.monotonic()  # messages state the whole call's time
         zk.start_async()
-        problem: BackendError | AuthenticationFailed | None = None
+        problem: BackendError | AuthenticationFailed | TLSFailed | None = None
         while not zk.connected:
             try:
                 step = min(0.02, self._left())
             except ConnectionLost:
-                problem = ConnectionLost(f"ZooKeeper at {self.url.redacted()} did not answer: gave up after "
-                                         f"{time.monotonic() - started:.2f}s")
+                problem = ConnectionLost(f"ZooKeeper at {self.url.redacted()} did not answer: gave up "
+                                         f"{spent(started)}")
                 break
             if zk.client_state == KeeperState.AUTH_FAILED:
                 problem = AuthenticationFailed(f"ZooKeeper at {self.url.redacted()} refused the credentials; "
                                                f"{_FIX_CREDENTIALS}")
                 break
+            if handler.tls_failure is not None:  # every host failed the handshake (or refused) for good
+                problem = handler.tls_failure
+                break
             if handler.unresolved_rounds:
                 problem = ConnectionLost(f"no host of {self.url.redacted()} resolves to an address; gave up "
-                                         f"after {time.monotonic() - started:.2f}s")
+                                         f"{spent(started)}")
                 break
             if handler.refused_rounds:
                 problem = ConnectionLost(f"ZooKeeper at {self.url.redacted()} refused the connection (nothing "
-                                         f"listens on {self._hosts}?); gave up after "
-                                         f"{time.monotonic() - started:.2f}s")
+                                         f"listens on {self._hosts}?); gave up "
+                                         f"{spent(started)}")
                 break
             _await(zk._live.is_set, zk._live.wait, step)
         if problem is not None:
@@ -375,6 +400,7 @@ class _Client(Backend):
             session = self._session if current else None
         if session is not None and not session.expired and conn.session() == session.sid:
             self._grant(session, conn)  # a reconnection renegotiates the timeout
+            self._watch_record(conn, session)  # kazoo dropped it with the connection
         conn.live.set()
         if current:
             self._rearm_all(conn)
@@ -448,6 +474,10 @@ class _Client(Backend):
     @abc.abstractmethod
     def _on_event(self, conn: _Conn, event: WatchedEvent) -> None:
         """A one-shot watch fired (kazoo's callback thread: must not block)."""
+
+    @abc.abstractmethod
+    def _watch_record(self, conn: _Conn, session: _Session) -> Result:
+        """Watch the session's record (see session.py)."""
 
     @abc.abstractmethod
     def _remove_orphans(self, conn: _Conn) -> None:

@@ -1,6 +1,7 @@
 """One kazoo client and what kazoo keeps to itself: the session timeout the
-server granted, whether every host refused, the sockets to close after a
-fork; the record of a moot session; kazoo's log with credentials hidden."""
+server granted, whether every host refused (the connection, or its TLS
+handshake for good), the sockets to close after a fork; the record of a moot
+session; kazoo's log with credentials hidden."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from kazoo.protocol.connection import ConnectionHandler
 from kazoo.protocol.serialization import Connect
 from kazoo.protocol.states import WatchedEvent
 
+from moot.backends._support.tls import handshake_failure
 from moot.backends.zookeeper.handler import _real_socket
+from moot.errors import TLSFailed
 from moot.realthreads import threading
 
 _U64 = (1 << 64) - 1
@@ -27,7 +30,8 @@ _U64 = (1 << 64) - 1
 
 class _Connection(ConnectionHandler):  # type: ignore[misc]
     """kazoo's connection handler, noting what kazoo keeps to itself: the
-    session timeout the server granted, and whether every host refused."""
+    session timeout the server granted, and whether every host refused the
+    connection or failed its TLS handshake for a reason a retry cannot fix."""
 
     _socket: socket.socket | None
     _read_sock: socket.socket | None
@@ -41,15 +45,22 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         self.refused_rounds = 0
         #: rounds in which no host name resolved
         self.unresolved_rounds = 0
-        self._round: list[bool] = []
+        #: set after a round in which every host refused the connection or
+        #: the TLS handshake (at least one the handshake) for good
+        self.tls_failure: TLSFailed | None = None
+        #: the host name (as the URL gives it) of the last connection made
+        self.host: str | None = None
+        self._round: list[TLSFailed | bool] = []  # per host: refused (True), TLS failure, other (False)
 
     def _connect_loop(self, retry: Any) -> Any:
         self._round = []
         try:
             return super()._connect_loop(retry)
         finally:
-            if self._round and all(self._round):
+            if self._round and all(outcome is True for outcome in self._round):
                 self.refused_rounds += 1
+            elif self._round and all(outcome is not False for outcome in self._round):
+                self.tls_failure = next(f for f in self._round if isinstance(f, TLSFailed))
 
     def _expand_client_hosts(self) -> list[tuple[str, str, int]]:
         """(host, address, port) of every address of every host, resolved
@@ -72,13 +83,15 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
     def _connect(self, host: str, hostip: str, port: int) -> Any:
         try:
             answer = super()._connect(host, hostip, port)
-        except ConnectionDropped as exc:  # kazoo's wrapper of the socket error
-            self._round.append(isinstance(exc.__context__, ConnectionRefusedError))
+        except ConnectionDropped as exc:  # kazoo's wrapper of the socket error (the TLS one included)
+            failure = handshake_failure(exc, f"{host}:{port}") if self.client.use_ssl else None
+            self._round.append(failure or isinstance(exc.__context__, ConnectionRefusedError))
             raise
         except BaseException:
             self._round.append(False)
             raise
         self._round.append(False)
+        self.host = host
         return answer
 
     def _invoke(self, timeout: float, request: Any, xid: int | None = None) -> Any:
@@ -216,4 +229,5 @@ class _Session:
         self.sid = sid
         self.ttl = ttl
         self.expired = False
+        self.record_gone = False  # its record was found missing: the session counts as ended
 

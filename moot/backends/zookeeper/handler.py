@@ -1,12 +1,14 @@
 """kazoo on real OS threads, also under ``eventlet.monkey_patch()``: a kazoo
 handler made only of what the OS provides, and waits that never block
-eventlet's hub when a green thread makes them."""
+eventlet's hub when a green thread makes them. The handler also makes the
+TLS connections, with moot's own SSL context (see _support/tls.py)."""
 
 from __future__ import annotations
 
 import collections
 import importlib
 import math
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -104,12 +106,18 @@ class _RealHandler(SequentialThreadingHandler):  # type: ignore[misc]
     queue_impl = _RealQueue
     sleep_func = staticmethod(_real_time.sleep)
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, handshake_timeout: float | None = None) -> None:
         super().__init__()
         self._state_change = threading.Lock()  # kazoo made it from its (maybe green) threading
+        self._tls = tls
+        self._handshake_timeout = handshake_timeout
 
     def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+        # A TLS socket may hold decrypted bytes that poll() cannot see (kazoo
+        # reads one reply at a time): such a socket is readable now.
+        if any(getattr(obj, "pending", None) and obj.pending() for obj in rlist):
+            timeout = 0
         poller = select.poll()
         masks: dict[int, int] = {}
         for objects, mask in ((rlist, select.POLLIN), (wlist, select.POLLOUT)):
@@ -121,7 +129,8 @@ class _RealHandler(SequentialThreadingHandler):  # type: ignore[misc]
         events = dict(poller.poll(None if timeout is None else math.ceil(max(0.0, timeout) * 1000)))
         failed = select.POLLERR | select.POLLHUP | select.POLLNVAL  # the next recv/send reports it
         readable = [obj for obj in rlist
-                    if events.get(kazoo_utils.fileobj_to_fd(obj), 0) & (select.POLLIN | failed)]
+                    if events.get(kazoo_utils.fileobj_to_fd(obj), 0) & (select.POLLIN | failed)
+                    or (getattr(obj, "pending", None) and obj.pending())]
         writable = [obj for obj in wlist
                     if events.get(kazoo_utils.fileobj_to_fd(obj), 0) & (select.POLLOUT | failed)]
         return readable, writable, []
@@ -129,8 +138,22 @@ class _RealHandler(SequentialThreadingHandler):  # type: ignore[misc]
     def socket(self) -> Any:
         return kazoo_utils.create_tcp_socket(_real_socket)
 
-    def create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        return kazoo_utils.create_tcp_connection(_real_socket, *args, **kwargs)
+    def create_connection(self, address: tuple[str, int], hostname: str | None = None,
+                          timeout: float | None = None, **ignored: Any) -> Any:
+        """A TCP connection to ``address``, over TLS when the backend asked
+        for it: the handshake, with the backend's SSL context, checks the
+        certificate against ``hostname`` (the host as the URL names it).
+        kazoo's own TLS options are ignored: moot's context decides."""
+        sock = kazoo_utils.create_tcp_connection(_real_socket, address, timeout=timeout)
+        if self._tls is None:
+            return sock
+        try:
+            if self._handshake_timeout is not None and timeout is not None:
+                sock.settimeout(min(timeout, self._handshake_timeout))
+            return self._tls.wrap_socket(sock, server_hostname=hostname)  # the handshake, now
+        except BaseException:
+            sock.close()
+            raise
 
     def create_socket_pair(self) -> Any:
         return kazoo_utils.create_socket_pair(_real_socket)

@@ -13,7 +13,15 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import EXCEPTIONS, MarshallingError, NoNodeError, UnimplementedError
-from kazoo.protocol.serialization import GetData, int_struct, multiheader_struct, read_buffer, stat_struct
+from kazoo.protocol.serialization import (
+    GetChildren,
+    GetData,
+    int_struct,
+    multiheader_struct,
+    read_buffer,
+    read_string,
+    stat_struct,
+)
 from kazoo.protocol.states import ZnodeStat
 
 from moot.errors import BackendError, ConnectionLost
@@ -36,21 +44,29 @@ Result = Any  # a kazoo IAsyncResult
 class _MultiRead:
     """ZooKeeper's multi-read request (opcode 22, ZooKeeper 3.6+): the data
     and stat of many znodes in one round trip; kazoo 2.11 has no call for it.
-    Its answer lists, per path, ``(data, stat)`` or None (no such znode)."""
+    Its answer lists, per path, ``(data, stat)`` or None (no such znode).
+    With ``children_of``, the request starts with a getChildren of that
+    znode, answered first as its list of names (None: no such znode); the
+    server runs the reads in order, so the reads see the tree no older than
+    the listing."""
 
     type = 22
 
-    def __init__(self, paths: list[str]):
+    def __init__(self, paths: list[str], children_of: str | None = None):
         self.paths = paths
+        self.children_of = children_of
 
     def serialize(self) -> bytes:
         parts = [_MULTI_HEADER.pack(GetData.type, False, -1) + bytes(GetData(path, None).serialize())
                  for path in self.paths]
+        if self.children_of is not None:
+            parts.insert(0, _MULTI_HEADER.pack(GetChildren.type, False, -1)
+                         + bytes(GetChildren(self.children_of, None).serialize()))
         end: bytes = _MULTI_HEADER.pack(-1, True, -1)
         return b"".join(parts) + end
 
-    def deserialize(self, data: bytes, offset: int) -> list[tuple[bytes, ZnodeStat] | None]:
-        answers: list[tuple[bytes, ZnodeStat] | None] = []
+    def deserialize(self, data: bytes, offset: int) -> list[Any]:
+        answers: list[Any] = []
         while True:
             kind, done, _ = _MULTI_HEADER.unpack_from(data, offset)
             offset += _MULTI_HEADER.size
@@ -61,6 +77,14 @@ class _MultiRead:
                 stat = ZnodeStat._make(stat_struct.unpack_from(data, offset))
                 offset += stat_struct.size
                 answers.append((bytes(value or b""), stat))
+            elif kind == GetChildren.type:
+                count = int_struct.unpack_from(data, offset)[0]
+                offset += int_struct.size
+                names = []
+                for _ in range(max(0, count)):
+                    name, offset = read_string(data, offset)
+                    names.append(name)
+                answers.append(names)
             elif kind == -1:  # an error result: its code follows
                 code = int_struct.unpack_from(data, offset)[0]
                 offset += int_struct.size
@@ -122,6 +146,30 @@ class MultiReader:
                 self.supported = True
                 return out
         return _one_by_one(zk, paths, wait)
+
+    def send_listing(self, zk: KazooClient, parent: str, paths: list[str]) -> tuple[Result, list[str]] | None:
+        """Send one multi-read of the children of ``parent`` and of the data
+        and stat of each of ``paths`` (read after the listing); see
+        :meth:`receive_listing`. None (nothing sent) unless the server is
+        known to answer multi-reads and ``paths`` fit in one request."""
+        size = sum(_MULTI_HEADER.size + 5 + len(path.encode()) for path in paths)
+        if self.supported is not True or len(paths) >= _MULTIREAD_BATCH or size > _MULTIREAD_BYTES:
+            return None
+        result = zk.handler.async_result()
+        zk._call(_MultiRead(paths, children_of=parent), result)
+        return result, paths
+
+    @staticmethod
+    def receive_listing(sent: tuple[Result, list[str]], wait: Callable[..., Any]
+                        ) -> tuple[list[str] | None, dict[str, tuple[bytes, ZnodeStat] | None]]:
+        """The answer to :meth:`send_listing`: the children (None: no such
+        znode) and, per path, ``(data, stat)`` or None (no such znode)."""
+        result, paths = sent
+        try:
+            names, *answers = wait(result, UnimplementedError, MarshallingError)
+        except (UnimplementedError, MarshallingError, struct.error) as exc:
+            raise BackendError(f"ZooKeeper answered a multi-read with {type(exc).__name__}") from None
+        return names, dict(zip(paths, answers, strict=True))
 
 
 def _one_by_one(zk: KazooClient, paths: list[str], wait: Callable[..., Any]) -> list[tuple[str, bytes, ZnodeStat]]:

@@ -8,7 +8,7 @@ import contextlib
 import time
 
 from kazoo.exceptions import ConnectionLoss, NoNodeError
-from kazoo.protocol.states import ZnodeStat
+from kazoo.protocol.states import EventType, WatchedEvent, ZnodeStat
 
 from moot import deadline
 from moot.backends.zookeeper.client import _DEFAULT_TTL, _bounded, _Client, _elapsed
@@ -50,9 +50,12 @@ class _Sessions(_Client):
             if sid is None:
                 raise ConnectionLost(f"ZooKeeper at {self.url.redacted()}: disconnected while opening a session")
             password = conn.zk.client_id[1]
-            _, stat = self._wait(conn.zk.create_async(self._record(_hex(sid)), password, ephemeral=True,
-                                                      makepath=True, include_data=True))
             session = _Session(sid, ttl)
+            created = conn.zk.create_async(self._record(_hex(sid)), password, ephemeral=True, makepath=True,
+                                           include_data=True)
+            watched = self._watch_record(conn, session)  # sent together: answered after the creation
+            _, stat = self._wait(created)
+            self._wait(watched)
             if stat.ephemeralOwner != sid:
                 raise ConnectionLost("the ZooKeeper session changed while it was being opened")
             self.granted_ttl = None
@@ -62,12 +65,38 @@ class _Sessions(_Client):
                 self._own.clear()
             return session.id
 
+    def _watch_record(self, conn: _Conn, session: _Session) -> Result:
+        """An ``exists`` watch on the session's record (the request, answered
+        after any sent before it): the record found missing, or deleted
+        later, marks the session's record gone, and its next refresh raises
+        SessionExpired. Armed when the session opens and again after each
+        reconnection (kazoo drops its watches with the connection)."""
+        path = self._record(session.id)
+
+        def on_event(event: WatchedEvent) -> None:
+            if event.type == EventType.DELETED:
+                session.record_gone = True
+            elif event.type != EventType.NONE:  # not a connection state: watch on
+                self._watch_record(conn, session)
+
+        def on_answer(result: Result) -> None:
+            if result.successful() and (result.value is None or result.value.ephemeralOwner != session.sid):
+                session.record_gone = True
+
+        found = conn.zk.exists_async(path, watch=on_event)
+        found.rawlink(on_answer)
+        return found
+
     @_bounded
     def refresh_session(self) -> None:
-        """A sync (answered only once the server has heard from the ensemble's
-        leader) then an ``exists`` of the session record, sent together: the
-        server answering has received them after this call started, and
-        renews the session from that moment."""
+        """One request: a sync, answered only once the server has heard from
+        the ensemble's leader (the server renews the session when it receives
+        it, after this call started). A session that ended is never answered
+        so: its end reaches the server before the sync's answer, and the
+        server then closes the connection (kazoo reports LOST when it
+        reconnects); a sync sent after kazoo moved on to a new session is
+        told apart by the session id. The record deleted (a watch sees it)
+        ends the session as well."""
         conn = self._conn
         if conn is None:
             raise SessionExpired("no ZooKeeper session")
@@ -79,16 +108,14 @@ class _Sessions(_Client):
                                      f"still reconnecting{_elapsed()}")
         started = time.monotonic()
         synced = conn.zk.sync_async("/")
-        found = conn.zk.exists_async(self._record(session.id))
         try:
             # An answer later than the session timeout proves nothing: the session may be gone by then.
             with deadline.bounded(started + min(session.ttl, conn.granted() or session.ttl)):
                 self._wait(synced, session=True)
-                stat = self._wait(found, session=True)
         except ConnectionLost:
             self._settle(conn, session)  # SessionExpired if the connection dropped because it ended
             raise
-        if stat is None or stat.ephemeralOwner != session.sid:
+        if session.expired or session.record_gone or conn.session() != session.sid:
             session.expired = True
             raise SessionExpired("the ZooKeeper session expired")
         if self._orphans:

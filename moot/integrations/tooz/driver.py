@@ -253,7 +253,7 @@ class MootDriver(coordination.CoordinationDriverCachedRunWatchers):
         def run() -> set[bytes]:
             group = self._group(gid)
             with translated(gid):
-                return {member_id.encode("utf-8") for member_id in group.members()}
+                return {member_id.encode("utf-8") for member_id in group.member_ids()}
 
         return self._submit(run)
 

@@ -1,0 +1,140 @@
+"""Writers of one directory in one process take turns (moot/backends/memcached/store.py,
+``_turn``): they never race one another for its CAS value, so a herd of
+joiners in a few processes loses CAS races only to the other processes, and
+a writer whose deadline passes in line gives up saying so. Each test runs
+a memcached of its own, so the server's CAS counters count only its writes."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from moot import deadline
+from moot.backends.memcached import MemcachedBackend, store
+from moot.backends.memcached.dirs import Directory
+from moot.backends.memcached.store import Plan
+from moot.errors import ConnectionLost
+from moot.url import parse_url
+from tests import servers
+from tests.conftest import MakeBackend
+from tests.forking import in_forked_child
+from tests.waiting import BOUND, wait_until
+
+WRITERS = 16
+KEYS_EACH = 8
+
+
+@pytest.fixture
+def own() -> Iterator[servers.Cluster]:
+    with servers.own_cluster("memcached") as cluster:
+        yield cluster
+
+
+def _stats(member: servers.Member) -> dict[str, int]:
+    with socket.create_connection(("127.0.0.1", member.port), timeout=BOUND) as sock:
+        sock.sendall(b"stats\r\n")
+        raw = b""
+        while not raw.endswith(b"END\r\n"):
+            raw += sock.recv(65536)
+    return {line.split()[1].decode(): int(line.split()[2]) for line in raw.split(b"\r\n")
+            if line.startswith(b"STAT ") and line.split()[2].isdigit()}
+
+
+def _backend(open_backend: MakeBackend, url: str, **options: object) -> MemcachedBackend:
+    made = open_backend(url, ttl=30.0, timeout=BOUND, **options)
+    assert isinstance(made, MemcachedBackend)
+    return made
+
+
+def test_writers_of_one_directory_in_one_process_never_race(own: servers.Cluster,
+                                                             open_backend: MakeBackend) -> None:
+    """16 threads, each with a backend of its own (as 16 coordinators),
+    create keys in one directory at once: every write is committed at its
+    first CAS try (memcached counts no CAS mismatch), and all are listed."""
+    backends = [_backend(open_backend, own.url) for _ in range(WRITERS)]
+    before = _stats(own.members[0])
+    start = threading.Barrier(WRITERS)
+    failed: list[BaseException] = []
+
+    def write(index: int) -> None:
+        try:
+            start.wait(BOUND)
+            for n in range(KEYS_EACH):
+                assert backends[index].create(f"herd/w{index}-{n}", b"x" * 40, ephemeral=True) is not None
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND)
+    assert not failed, failed
+    after = _stats(own.members[0])
+    assert after["cas_badval"] - before["cas_badval"] == 0
+    assert after["cas_hits"] - before["cas_hits"] == WRITERS * KEYS_EACH - 1  # the first write is an add
+    assert len(backends[0].list("herd/")) == WRITERS * KEYS_EACH
+
+
+def test_a_writer_whose_deadline_passes_in_line_gives_up_saying_so(own: servers.Cluster,
+                                                                     open_backend: MakeBackend) -> None:
+    """A writer holds the directory's turn on a frozen server; another
+    writer of the same directory in this process, with 0.2 s left, gives up
+    at its deadline without sending anything, and says why."""
+    first, second = _backend(open_backend, own.url), _backend(open_backend, own.url)
+    member = own.members[0]
+    member.freeze()
+    outcome: list[object] = []
+    holder = threading.Thread(target=lambda: outcome.append(first.create("line/a", b"a")))
+    holder.start()
+    key = (f"127.0.0.1:{member.port}", "line/")
+    wait_until(lambda: key in store._gates and store._gates[key].busy, what="the holder has the turn")
+    began = time.monotonic()
+    with deadline.bounded(began + 0.2), pytest.raises(ConnectionLost) as lost:
+        second.create("line/b", b"b")
+    message = str(lost.value)
+    assert "was not written in time" in message and "other writers of directory 'line/'" in message, message
+    assert "when the caller's deadline passed" in message, message
+    member.send(signal.SIGCONT)
+    holder.join(BOUND)
+    assert len(outcome) == 1 and outcome[0] is not None  # the holder's write went through once the server ran
+    assert [e.key for e in second.list("line/")] == ["line/a"]
+
+
+def test_a_forked_child_does_not_wait_for_the_parents_writers(own: servers.Cluster,
+                                                               open_backend: MakeBackend) -> None:
+    """A child forked while a parent thread holds a directory's turn writes
+    that directory at once: the parent's writers, and their turn, stayed
+    in the parent."""
+    first = _backend(open_backend, own.url)
+    entered, go_on = threading.Event(), threading.Event()
+
+    def slow_plan(state: Directory) -> Plan:
+        entered.set()
+        go_on.wait(BOUND)
+        return Plan(None)
+
+    holder = threading.Thread(target=lambda: first._store.transact("fork/", slow_plan, time.monotonic() + BOUND))
+    holder.start()
+    try:
+        assert entered.wait(BOUND)  # the holder has the turn, and keeps it until go_on
+
+        def child() -> None:
+            backend = MemcachedBackend(parse_url(own.url), {})
+            backend.connect(BOUND)
+            backend.open_session(30.0)
+            try:
+                with deadline.bounded(time.monotonic() + BOUND / 2):
+                    assert backend.create("fork/b", b"b", ephemeral=True) is not None
+            finally:
+                backend.close()
+
+        assert in_forked_child(child) == "ok"
+    finally:
+        go_on.set()
+        holder.join(BOUND)
