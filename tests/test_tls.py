@@ -167,7 +167,8 @@ def test_tls_never_falls_back_to_plain_tcp(tls: TlsServers, server: Callable[[st
     too: a retryable ConnectionLost, never a plain connection."""
     plain = server(tls.kind).split("?", 1)[0]
     base = plain.replace("etcd://", "etcd3+https://")
-    expected: tuple[type[MootError], str] = (ConnectionLost, "EOF|reset by peer") if tls.kind == "etcd" else (TLSFailed, "TLS")
+    expected: tuple[type[MootError], str] = \
+        (ConnectionLost, "EOF|reset by peer") if tls.kind == "etcd" else (TLSFailed, "TLS")
     with pytest.raises(expected[0], match=expected[1]):
         make(tls.url(base, ca_cert=str(tls.made.ca), client_cert=False))
 
