@@ -27,7 +27,7 @@ from tests.waiting import BOUND
 
 REPO = Path(__file__).resolve().parents[1]
 #: The last commit whose file:// backend wrote format 1.
-FORMAT_1 = "6ac19b3"
+FORMAT_1 = "d4c6e80"
 
 _OLD = """
 import sys, time
