@@ -110,9 +110,11 @@ class PostgreSQLBackend(Backend):
             # separate plan whose rows are materialized first: twice the server time for 1,000 rows)
             "scan": f"SELECT e.key, e.value, e.version, e.seq, e.owner FROM {s}.entries e "
                     f"WHERE e.key >= %s AND e.key < %s AND {schema.live(s)} ORDER BY e.key",
-            # only the names of the live entries directly under a directory, no values
-            "names": f"SELECT substr(e.key, %s) FROM {s}.entries e WHERE e.key >= %s AND e.key < %s "
-                     f"AND strpos(substr(e.key, %s), '/') = 0 AND {schema.live(s)} ORDER BY e.key",
+            # only the names of the live entries directly under a directory, no values, in one
+            # value: a name holds no '/', which joins them (1,000 rows cost psycopg ~1 ms to unpack)
+            "names": f"SELECT string_agg(substr(e.key, %s), '/' ORDER BY e.key) FROM {s}.entries e "
+                     f"WHERE e.key >= %s AND e.key < %s "
+                     f"AND strpos(substr(e.key, %s), '/') = 0 AND {schema.live(s)}",
             "add": f"SELECT {s}.add(%s, %s, %s)",
             "sequential": f"SELECT * FROM {s}.sequential(%s, %s, %s, %s, %s)",
             "cas": f"SELECT * FROM {s}.cas(%s, %s, %s::bigint)",
@@ -458,9 +460,10 @@ class PostgreSQLBackend(Backend):
         return [_entry(row) for row in self._query(self._sql["scan"], (prefix, _upper(prefix)))]
 
     def names(self, directory: str) -> builtins.list[str]:
-        """One SELECT returning the names only (no values, no versions)."""
+        """One SELECT returning the names only (no values, no versions), joined by '/'."""
         start = len(directory) + 1  # substr() counts characters from 1, as len() counts them
-        return [row[0] for row in self._query(self._sql["names"], (start, directory, _upper(directory), start))]
+        ((joined,),) = self._query(self._sql["names"], (start, directory, _upper(directory), start))
+        return joined.split("/") if joined is not None else []
 
     def _sequential(self, prefix: str, value: bytes, ephemeral: bool, listed: bool) -> builtins.list[Entry]:
         owner = self._owner(ephemeral)
