@@ -109,9 +109,10 @@ def reported(error: BaseException) -> float:
 def test_granted_ttl_reflects_the_server_cap(capped: servers.Cluster, make: Callable[..., ZooKeeperBackend],
                                              caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="moot.backends.zookeeper")
-    backend = make(capped.url, ttl=5.0)
+    backend = make(capped.url, ttl=5.0)  # asked for the TTL less its 250 ms tick: 4.75 s
     assert backend.granted_ttl == CAP_MS / 1000
-    warnings = [r for r in caplog.records if "granted a session timeout of 3s instead of the 5s" in r.message]
+    warnings = [r for r in caplog.records
+                if "granted a session timeout of 3s instead of the 4.75s asked for a TTL of 5s" in r.message]
     assert len(warnings) == 1
     backend.close_session()
     backend.open_session(5.0)  # the same answer is not logged again
@@ -119,10 +120,11 @@ def test_granted_ttl_reflects_the_server_cap(capped: servers.Cluster, make: Call
     assert len([r for r in caplog.records if "granted a session timeout" in r.message]) == 1
 
     within = make(capped.url, ttl=1.0)
-    assert within.granted_ttl == 1.0
+    assert within.granted_ttl == 0.75  # less one tick
     raised = make(capped.url, ttl=0.2)  # below minSessionTimeout (500 ms): raised
     assert raised.granted_ttl == 0.5
-    assert any("granted a session timeout of 0.5s instead of the 0.2s" in r.message for r in caplog.records)
+    assert any("granted a session timeout of 0.5s instead of the 0.2s asked for a TTL of 0.2s" in r.message
+               for r in caplog.records)
 
 
 def test_granted_ttl_is_read_again_after_a_reconnection(capped: servers.Cluster,

@@ -25,10 +25,12 @@ Guarantees (how they are kept: ``docs/design/zookeeper.md``):
   cannot fix (or refuses), and with AuthenticationFailed when the chroot's
   ACLs leave out the URL's identity (a wrong password is another identity:
   ZooKeeper takes any digest login).
-* A session is a native ZooKeeper session whose timeout is the TTL, as
-  bounded by the server (``minSessionTimeout``/``maxSessionTimeout``);
-  ``granted_ttl`` is what the server granted, logged once when it differs.
-  kazoo pings the server by itself.
+* A session is a native ZooKeeper session whose timeout is the TTL less one
+  tick of the server (read at connect), as bounded by the server
+  (``minSessionTimeout``/``maxSessionTimeout``): the server expires sessions
+  on its ticks, so a crashed holder's session ends within the TTL.
+  ``granted_ttl`` is what the server granted, logged once when it differs
+  from what was asked. kazoo pings the server by itself.
 * ``refresh_session`` succeeds only if the server has heard from the
   ensemble's leader after the call started; an ended session (expired, or
   evicted by ``expire_session``) is reported as SessionExpired, also when the

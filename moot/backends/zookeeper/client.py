@@ -36,6 +36,7 @@ from moot.backends.base import Backend, CallbackWatch, Dispatcher
 from moot.backends.zookeeper.connection import Result, _asked_ms, _Conn, _Connection, _kazoo_logger, _Session
 from moot.backends.zookeeper.handler import _RealHandler, _SessionLock
 from moot.backends.zookeeper.multiread import MultiReader
+from moot.backends.zookeeper.tick import smallest_session_timeout
 from moot.backends.zookeeper.znodes import _SESSIONS
 from moot.errors import (
     AuthenticationFailed,
@@ -53,6 +54,7 @@ from moot.url import BackendURL
 _DEFAULT_TTL = 10.0
 _DEFAULT_TIMEOUT = 10.0
 _CLOSE_FLOOR = 0.2  # seconds close() always grants the close request, even past a deadline
+_PROBE_TIMEOUT = 1.0  # seconds one host may take to tell its tick (a serving server: milliseconds)
 
 _FIX_CREDENTIALS = "fix user:password in the URL (zookeeper://user:password@host:port/chroot)"
 
@@ -134,6 +136,7 @@ class _Client(Backend):
         self._reads = MultiReader(url.redacted())  # many znodes in one request, or one by one
         self._listed: dict[str, tuple[str, ...]] = {}  # parent path -> names its last listing found (a guess)
         self._warned: set[tuple[float, float]] = set()  # (asked, granted) session timeouts already logged
+        self._tick: float | None = None  # the server's tickTime as estimated (tick.py), once known
         self._closed = False
         self._forked = False
         self._dispatcher: Dispatcher | None = None
@@ -259,6 +262,26 @@ class _Client(Backend):
             self._session_lock.release()
 
     # -- clients ----------------------------------------------------------
+    def _asked(self, ttl: float) -> float:
+        """The session timeout to ask for a session of ``ttl``: one tick of
+        the server less, so that it ends within the TTL (see tick.py)."""
+        if self._tick is None:
+            self._tick = self._probe_tick()
+        return ttl - self._tick if self._tick is not None and ttl > self._tick else ttl
+
+    def _probe_tick(self) -> float | None:
+        """The server's tick, from the first host that tells it in time; None
+        if none does (the next connection asks again)."""
+        for index in range(max(1, len(self.url.hosts))):
+            host, port = self.url.host_port(2181, index)
+            try:
+                smallest = smallest_session_timeout((host, port), min(self._left(), _PROBE_TIMEOUT), self._tls, host)
+            except (OSError, ValueError, ConnectionLost) as exc:
+                log.debug("ZooKeeper at %s:%s did not tell its tick (%s)", host, port, type(exc).__name__)
+                continue
+            return smallest / 2
+        return None
+
     def _new_client(self, ttl: float, client_id: tuple[int, bytes] | None = None) -> KazooClient:
         """A kazoo client, not started, whose connection handler is a :class:`_Connection`."""
         zk = KazooClient(
@@ -275,7 +298,7 @@ class _Client(Backend):
                               "sleep_func": _RealHandler.sleep_func},
         )
         # kazoo would ask int(ttl * 1000) ms: a hair less than the TTL, which the server grants
-        zk._session_timeout = _asked_ms(ttl)
+        zk._session_timeout = _asked_ms(self._asked(ttl))
         zk._connection = _Connection(zk)
         return zk
 
@@ -320,7 +343,7 @@ class _Client(Backend):
     def _start(self, ttl: float) -> _Conn:
         """A new connected client with session timeout ``ttl`` (not yet current)."""
         zk = self._new_client(ttl)
-        conn = _Conn(zk, ttl)
+        conn = _Conn(zk, ttl, zk._session_timeout)
         conn.watcher = lambda event: self._on_event(conn, event)
         zk.add_listener(lambda state: self._on_state(conn, state))
         self._run(zk)
@@ -411,11 +434,12 @@ class _Client(Backend):
         if granted is None:
             return
         self.granted_ttl = granted
-        if conn.handler.granted_ms != _asked_ms(session.ttl) and (session.ttl, granted) not in self._warned:
+        if conn.handler.granted_ms != conn.asked_ms and (session.ttl, granted) not in self._warned:
             self._warned.add((session.ttl, granted))
-            log.warning("ZooKeeper at %s granted a session timeout of %gs instead of the %gs asked (its "
-                        "minSessionTimeout/maxSessionTimeout); sessions are counted with %gs",
-                        self.url.redacted(), granted, session.ttl, min(granted, session.ttl))
+            log.warning("ZooKeeper at %s granted a session timeout of %gs instead of the %gs asked for a TTL "
+                        "of %gs (its minSessionTimeout/maxSessionTimeout); sessions are counted with %gs",
+                        self.url.redacted(), granted, conn.asked_ms / 1000, session.ttl,
+                        min(granted, session.ttl))
 
     def _submit(self, fn: Callable[[], None]) -> None:
         if self._dispatcher is not None:

@@ -204,9 +204,10 @@ def _session_int(text: str) -> int | None:
 class _Conn:
     """One kazoo client (one ZooKeeper session at a time) and its watch state."""
 
-    def __init__(self, zk: KazooClient, ttl: float):
+    def __init__(self, zk: KazooClient, ttl: float, asked_ms: int):
         self.zk = zk
         self.ttl = ttl
+        self.asked_ms = asked_ms  # the session timeout asked for the TTL: less one tick (tick.py)
         self.handler: _Connection = zk._connection
         self.watcher: Callable[[WatchedEvent], None] = lambda event: None
         self.live = threading.Event()  # connected (kazoo queues requests while it reconnects); see _await
