@@ -45,7 +45,7 @@ class _Store:
         parent = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
         for watched in (key, parent):
             for watch, dispatcher in self.watches.get(watched, ()):
-                dispatcher.submit(watch.fire)
+                dispatcher.fire(watch)
 
     def _locked_end_session(self, session_id: str) -> _Session | None:
         session = self.sessions.pop(session_id, None)

@@ -260,14 +260,15 @@ def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], wo
     afresh, None on deadline, or SESSION_ENDED if my session ended meanwhile."""
     watches: list[Watch] = []
     try:
-        for entry in watched:
-            watches.append(session.backend.watch(entry.key, woken.set))
-        # Re-read after arming the watches, so a change in between is not missed.
+        # Read again once the watches are armed, so a change in between is not missed.
         if len(watched) == 1:
-            current = session.backend.get(watched[0].key)
-            if current is None or current.version != watched[0].version:
+            watch, unchanged = session.backend.watch_unchanged(watched[0], woken.set)
+            watches.append(watch)
+            if not unchanged:
                 return ordered(session.backend.list(prefix))
         else:
+            for entry in watched:
+                watches.append(session.backend.watch(entry.key, woken.set))
             fresh = ordered(session.backend.list(prefix))
             versions = {entry.key: entry.version for entry in fresh}
             if any(versions.get(entry.key) != entry.version for entry in watched):

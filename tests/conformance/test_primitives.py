@@ -22,6 +22,7 @@ import pytest
 from moot.backends.base import MAX_VALUE_BYTES, Backend, Entry
 from moot.deadline import bounded
 from moot.errors import ConnectionLost, SessionExpired
+from moot.waits import Wake
 from tests.conftest import MakeBackend
 from tests.faults.proxy import Proxy
 from tests.forking import in_forked_child
@@ -567,6 +568,44 @@ def test_watch_fires_after_create_update_and_delete(make_backend: MakeBackend, n
     children.wait_past(mark, "the prefix watch after enqueue")
     main = threading.get_ident()
     assert main not in exact.threads and main not in children.threads  # called on a backend thread
+
+
+@pytest.mark.parametrize("watched_already", [False, True], ids=["first", "watched-already"])
+def test_watch_unchanged_says_whether_the_entry_changed_as_it_arms(make_backend: MakeBackend, ns: str,
+                                                                   watched_already: bool) -> None:
+    """True while the key holds the entry's version, False once it was
+    updated or deleted; the watch then calls back on a later change, a
+    waiter's wake-up (Wake.set) included. Also when another watch of the same
+    object watched the key already (the watch is then not armed afresh)."""
+    writer, watcher = make_backend(), make_backend()
+    key = f"{ns}k"
+    if watched_already:
+        watch(watcher, key)
+    first = writer.create(key, b"1", ephemeral=True)
+    assert first is not None
+    calls = Calls()
+    handle, unchanged = watcher.watch_unchanged(first, calls)
+    assert unchanged
+    mark = calls.mark()
+    updated = writer.compare_and_set(key, b"2", first.version)
+    assert updated is not None
+    calls.wait_past(mark, "a watch_unchanged watch after an update")
+    handle.cancel()
+    stale, unchanged = watcher.watch_unchanged(first, Calls())
+    stale.cancel()
+    assert not unchanged, "the entry was updated: it changed"
+    assert writer.delete(key) is True
+    gone, unchanged = watcher.watch_unchanged(updated, Calls())
+    gone.cancel()
+    assert not unchanged, "the entry was deleted: it changed"
+    again = writer.create(key, b"3", ephemeral=True)
+    assert again is not None
+    woken = Wake()
+    handle, unchanged = watcher.watch_unchanged(again, woken.set)
+    assert unchanged
+    assert writer.delete(key) is True
+    assert woken.wait(BOUND), "a waiter's wake-up was not set after the deletion"
+    handle.cancel()
 
 
 def test_watch_on_a_prefix_covers_its_direct_children(make_backend: MakeBackend, ns: str) -> None:

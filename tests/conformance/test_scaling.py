@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import moot.aio
-from moot.backends.base import Watch
+from moot.backends.base import Entry, Watch
 from moot.url import parse_url
 from tests.conformance.test_aio import run, until
 from tests.waiting import BOUND
@@ -78,22 +78,23 @@ def _server_ports(url: str) -> set[int]:
 
 
 class _ArmedWatches:
-    """Counts the watches the waiter's backend has armed (the watch is in
-    place once ``watch`` returns; a waiter then checks once and waits)."""
+    """Counts the watches the waiter's backend has armed: a lock waiter arms
+    the one on the entry ahead of it with ``watch_unchanged``, and once that
+    returns (unchanged) it waits."""
 
     def __init__(self, coord: moot.aio.AsyncCoordinator):
         backend = coord.sync.backend
         self.count = 0
         self._lock = threading.Lock()
-        armed = backend.watch
+        armed = backend.watch_unchanged
 
-        def watch(key: str, callback: Callable[[], None]) -> Watch:
-            made = armed(key, callback)
+        def watch_unchanged(entry: Entry, callback: Callable[[], None]) -> tuple[Watch, bool]:
+            made = armed(entry, callback)
             with self._lock:
                 self.count += 1
             return made
 
-        backend.watch = watch  # type: ignore[method-assign]
+        backend.watch_unchanged = watch_unchanged  # type: ignore[method-assign]
 
 
 async def _at_least(armed: _ArmedWatches, count: int) -> bool:

@@ -340,7 +340,7 @@ class EtcdBackend(Backend):
         if key.endswith("/"):
             request = self._range(key)
         watch = CallbackWatch(callback, lambda _watch: self._hub.drop(stream))
-        stream = self._hub.open(request, lambda _keys: self._dispatcher.submit(watch.fire), lambda: watch.cancelled)
+        stream = self._hub.open(request, lambda _keys: self._dispatcher.fire(watch), lambda: watch.cancelled)
         return watch
 
     def _watch_entry(self, key: str, callback: Callable[[], None]) -> Watch:

@@ -371,4 +371,4 @@ class _QueueWatch:
             else:
                 targets = [watch for key in keys for watch in self._watches.get(key, ())]
         for watch in targets:
-            self._dispatcher.submit(watch.fire)
+            self._dispatcher.fire(watch)

@@ -149,7 +149,7 @@ class Inotify:
             spot.names.setdefault(name, set()).add(named)
             dead = wd not in self._sessions and self._follow(named)
         if dead:
-            dispatcher.submit(watch.fire)
+            dispatcher.fire(watch)
         return wd
 
     def _follow(self, named: _Named) -> bool:
@@ -211,7 +211,7 @@ class Inotify:
             except OSError:
                 return
             for watch, dispatcher in self._route(data):
-                dispatcher.submit(watch.fire)
+                dispatcher.fire(watch)
 
     def _route(self, data: bytes) -> set[_Target]:
         """The watches that a batch of inotify events concerns now (those
@@ -286,7 +286,7 @@ class Inotify:
         with self._lock:
             woken = self._woken_by(swd, session)
         for watch, dispatcher in woken:
-            dispatcher.submit(watch.fire)
+            dispatcher.fire(watch)
 
     @classmethod
     def after_fork_in_child(cls) -> None:

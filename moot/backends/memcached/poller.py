@@ -157,7 +157,7 @@ class Poller:
 
     def _fire(self, woken: set[CallbackWatch]) -> None:
         for handle in woken:
-            self._dispatcher.submit(handle.fire)
+            self._dispatcher.fire(handle)
 
     # -- the thread ---------------------------------------------------------
     def _loop(self) -> None:

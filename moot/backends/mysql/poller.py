@@ -191,7 +191,7 @@ class Poller:
     # -- the poller thread ---------------------------------------------------
     def _fire(self, watches: list[CallbackWatch]) -> None:
         for watch in watches:
-            self._dispatcher.submit(watch.fire)
+            self._dispatcher.fire(watch)
 
     def _loop(self) -> None:
         while True:

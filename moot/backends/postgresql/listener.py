@@ -266,7 +266,7 @@ class Listener:
 
     def _fire(self, watches: list[CallbackWatch]) -> None:
         for watch in watches:
-            self._dispatcher.submit(watch.fire)
+            self._dispatcher.fire(watch)
 
     def _fire_all(self, recheck: bool = True) -> None:
         with self._lock:

@@ -308,7 +308,7 @@ class _Listener:
 
     def _fire(self, watches: Sequence[CallbackWatch]) -> None:
         for watch in watches:
-            self._dispatcher.submit(watch.fire)
+            self._dispatcher.fire(watch)
 
     def _on_message(self, channel: bytes, payload: bytes) -> None:
         with self._lock:

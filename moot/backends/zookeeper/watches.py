@@ -10,7 +10,7 @@ from collections.abc import Callable
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
-from moot.backends.base import CallbackWatch, Watch
+from moot.backends.base import CallbackWatch, Entry, Watch
 from moot.backends.zookeeper.client import _bounded, _Client
 from moot.backends.zookeeper.connection import Result, _Conn
 from moot.backends.zookeeper.handler import _real_time
@@ -37,6 +37,35 @@ class _Watches(_Client):
             _await(armed.is_set, armed.wait, self._budget())
         return watch  # if not armed yet, the reconnection arms it and calls back
 
+    @_bounded
+    def watch_unchanged(self, entry: Entry, callback: Callable[[], None]) -> tuple[Watch, bool]:
+        """The data watch's own read answers whether the key changed: one
+        round trip. Read apart only where this call did not arm the watch
+        (the key was watched already, or the connection is not live)."""
+        key = entry.key
+        watch = CallbackWatch(callback, lambda w: self._unwatch(key, w))
+        with self._lock:
+            first = key not in self._watches
+            self._watches.setdefault(key, set()).add(watch)
+            conn = self._conn
+        try:
+            if first and conn is not None and conn.live.is_set():
+                seen: list[int | None] = []
+                armed = threading.Event()
+
+                def done(version: int | None) -> None:
+                    seen.append(version)
+                    armed.set()
+
+                self._arm_key(conn, self._path(key), done)
+                if _await(armed.is_set, armed.wait, self._budget()):
+                    return watch, seen[0] == entry.version
+            current = self.get(key)
+        except BaseException:
+            watch.cancel()
+            raise
+        return watch, current is not None and current.version == entry.version
+
     def _unwatch(self, key: str, watch: CallbackWatch) -> None:
         with self._lock:
             watches = self._watches.get(key)
@@ -53,11 +82,14 @@ class _Watches(_Client):
 
     def _fire(self, *keys: str) -> None:
         """Have the dispatcher thread call the watches of ``keys`` (never
-        kazoo's threads, which must not block), in the order submitted."""
+        kazoo's threads, which must not block), in the order submitted; a
+        waiter's wake-up (``quick``) is set at once, on this thread."""
         with self._lock:
             watches = [w for key in keys for w in self._watches.get(key, ())]
-        for watch in watches:
-            self._submit(watch.fire)
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            for watch in watches:
+                dispatcher.fire(watch)
 
     def _arm(self, conn: _Conn, key: str, done: Callable[..., None]) -> None:
         if _is_prefix(key):
@@ -83,16 +115,17 @@ class _Watches(_Client):
         for key in keys:
             self._arm(conn, key, one_done)
 
-    def _arm_key(self, conn: _Conn, path: str, done: Callable[[bool], None]) -> None:
+    def _arm_key(self, conn: _Conn, path: str, done: Callable[[int | None], None]) -> None:
         """Data watch on ``path``, or while it is absent a child watch on its
-        parent; then ``done(exists)``."""
+        parent; then ``done(version)``: the key's version (``mzxid``) as the
+        watch read it, None if absent (or unread)."""
         zk, parent = conn.zk, _parent(path)
 
         def on_get(result: Result) -> None:
             if result.successful():
                 with self._lock:
                     conn.absent.discard(path)
-                done(True)
+                done(result.value[1].mzxid)
             elif isinstance(result.exception, NoNodeError):
                 with self._lock:
                     watched = self._key(path) in self._watches
@@ -103,20 +136,21 @@ class _Watches(_Client):
                 if watched:
                     zk.get_children_async(parent, watch=conn.watcher).rawlink(on_children)
                 else:
-                    done(False)  # cancelled meanwhile: leave no watch behind
+                    done(None)  # cancelled meanwhile: leave no watch behind
             else:
-                done(False)
+                done(None)
 
         def on_children(result: Result) -> None:
             if result.successful():
                 if path.rsplit("/", 1)[1] in result.value:
                     zk.get_async(path, watch=conn.watcher).rawlink(on_get)  # created meanwhile
                 else:
-                    done(False)
+                    done(None)
             elif isinstance(result.exception, NoNodeError):  # no parent either: watch the key itself
-                zk.exists_async(path, watch=conn.watcher).rawlink(lambda r: done(bool(r.successful() and r.value)))
+                zk.exists_async(path, watch=conn.watcher).rawlink(
+                    lambda r: done(r.value.mzxid if r.successful() and r.value else None))
             else:
-                done(False)
+                done(None)
 
         zk.get_async(path, watch=conn.watcher).rawlink(on_get)
 
@@ -210,11 +244,11 @@ class _Watches(_Client):
         with self._lock:
             if key not in self._watches or conn is not self._conn:
                 return
-        self._arm_key(conn, path, lambda exists: self._fire(key) if exists else None)
+        self._arm_key(conn, path, lambda version: self._fire(key) if version is not None else None)
 
     def _rearm_absent(self, conn: _Conn, path: str) -> None:
         """The parent of an absent watched key changed: call back if the key appeared."""
         key = self._key(path)
         if key is not None:
-            self._arm_key(conn, path, lambda exists: self._fire(key) if exists else None)
+            self._arm_key(conn, path, lambda version: self._fire(key) if version is not None else None)
 
