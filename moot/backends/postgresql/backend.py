@@ -111,8 +111,10 @@ class PostgreSQLBackend(Backend):
             "scan": f"SELECT e.key, e.value, e.version, e.seq, e.owner FROM {s}.entries e "
                     f"WHERE e.key >= %s AND e.key < %s AND {schema.live(s)} ORDER BY e.key",
             # only the names of the live entries directly under a directory, no values, in one
-            # value: a name holds no '/', which joins them (1,000 rows cost psycopg ~1 ms to unpack)
-            "names": f"SELECT string_agg(substr(e.key, %s), '/' ORDER BY e.key) FROM {s}.entries e "
+            # value: a name holds no '/', which joins them (1,000 rows cost psycopg ~1 ms to unpack);
+            # unsorted, as sorting 1,000 texts takes the server longer than Python (the same order:
+            # keys are COLLATE "C", byte order, which for UTF-8 is the order of Python's str)
+            "names": f"SELECT string_agg(substr(e.key, %s), '/') FROM {s}.entries e "
                      f"WHERE e.key >= %s AND e.key < %s "
                      f"AND strpos(substr(e.key, %s), '/') = 0 AND {schema.live(s)}",
             "add": f"SELECT {s}.add(%s, %s, %s)",
@@ -463,7 +465,7 @@ class PostgreSQLBackend(Backend):
         """One SELECT returning the names only (no values, no versions), joined by '/'."""
         start = len(directory) + 1  # substr() counts characters from 1, as len() counts them
         ((joined,),) = self._query(self._sql["names"], (start, directory, _upper(directory), start))
-        return joined.split("/") if joined is not None else []
+        return sorted(joined.split("/")) if joined is not None else []
 
     def _sequential(self, prefix: str, value: bytes, ephemeral: bool, listed: bool) -> builtins.list[Entry]:
         owner = self._owner(ephemeral)
