@@ -357,7 +357,7 @@ class MySQLBackend(Backend):
         return [_entry(row) for row in self._call(self._sql["LIST"], [raw, raw + b"\xff"])[-1]]
 
     def names(self, directory: str) -> builtins.list[str]:
-        """One SELECT answering one row: the live names joined (:data:`sql.NAMES`)."""
+        """One SELECT answering one row: the live names joined (:data:`sql.NAMES`), sorted here."""
         raw = self._key(directory)
         args = {"dir": raw, "upper": raw + b"\xff", "start": len(raw) + 1}
         ((count, keys, joined),) = self._call(self._sql["NAMES"], args)[-1]
@@ -365,7 +365,7 @@ class MySQLBackend(Backend):
             return []
         if len(joined) != int(keys) - count * len(raw) + count - 1:  # cut short by the server: a row per name
             return [bytes(row[0]).decode() for row in self._call(self._sql["NAME_ROWS"], args)[-1]]
-        return bytes(joined).decode().split("/")
+        return sorted(bytes(joined).decode().split("/"))
 
     def _sequential(self, name: str, prefix: str, value: bytes, ephemeral: bool) \
             -> tuple[Entry, builtins.list[Result]]:

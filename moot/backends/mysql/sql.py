@@ -92,11 +92,13 @@ LIST = (f"SELECT {_FIELDS} FROM {{t}}entries e WHERE e.k >= %s AND e.k < %s "
         f"AND {ALIVE.replace('{now}', NOW_US)} ORDER BY e.k")
 
 #: The names (the key after the directory) of the live entries directly under a directory, as one
-#: row: (how many, their length in bytes, the names joined by '/' in key order). One value to read where
-#: a row per name costs PyMySQL a packet each (the listing of 1,000 members took 3 times as long). '/' is
-#: in no name directly under a directory. A result cut short by the server (``max_allowed_packet``) is
-#: shorter than the lengths say: the caller then reads the rows of :data:`NAME_ROWS`.
-NAMES = (f"SELECT COUNT(*), SUM(LENGTH(e.k)), GROUP_CONCAT(SUBSTRING(e.k, %(start)s) ORDER BY e.k SEPARATOR '/') "
+#: row: (how many, their length in bytes, the names joined by '/'). One value to read where a row per
+#: name costs PyMySQL a packet each (the listing of 1,000 members took 3 times as long). '/' is in no name
+#: directly under a directory. Unsorted: the caller sorts them, in the same order (byte order of UTF-8
+#: keys is the order of Python's str) and faster than the server's sort (1,000 names: 1.9 -> 1.5 ms).
+#: A result cut short by the server (``max_allowed_packet``) is shorter than the lengths say: the
+#: caller then reads the rows of :data:`NAME_ROWS`.
+NAMES = (f"SELECT COUNT(*), SUM(LENGTH(e.k)), GROUP_CONCAT(SUBSTRING(e.k, %(start)s) SEPARATOR '/') "
          f"FROM {{t}}entries e WHERE e.k >= %(dir)s AND e.k < %(upper)s AND e.dir = %(dir)s "
          f"AND {ALIVE.replace('{now}', NOW_US)}")
 NAME_ROWS = (f"SELECT SUBSTRING(e.k, %(start)s) FROM {{t}}entries e WHERE e.k >= %(dir)s AND e.k < %(upper)s "
