@@ -110,13 +110,10 @@ class PostgreSQLBackend(Backend):
             # separate plan whose rows are materialized first: twice the server time for 1,000 rows)
             "scan": f"SELECT e.key, e.value, e.version, e.seq, e.owner FROM {s}.entries e "
                     f"WHERE e.key >= %s AND e.key < %s AND {schema.live(s)} ORDER BY e.key",
-            # only the names of the live entries directly under a directory, no values, in one
-            # value: a name holds no '/', which joins them (1,000 rows cost psycopg ~1 ms to unpack);
-            # unsorted, as sorting 1,000 texts takes the server longer than Python (the same order:
-            # keys are COLLATE "C", byte order, which for UTF-8 is the order of Python's str)
-            "names": f"SELECT string_agg(substr(e.key, %s), '/') FROM {s}.entries e "
-                     f"WHERE e.key >= %s AND e.key < %s "
-                     f"AND strpos(substr(e.key, %s), '/') = 0 AND {schema.live(s)}",
+            # the live names directly under a directory joined by '/' (in no name): one value, not a row
+            # each; unsorted (names() sorts faster than the server, in the same order: COLLATE "C")
+            "names": f"SELECT string_agg(substr(e.key, %s), '/') FROM {s}.entries e WHERE e.key >= %s "
+                     f"AND e.key < %s AND strpos(substr(e.key, %s), '/') = 0 AND {schema.live(s)}",
             "add": f"SELECT {s}.add(%s, %s, %s)",
             "sequential": f"SELECT * FROM {s}.sequential(%s, %s, %s, %s, %s)",
             "cas": f"SELECT * FROM {s}.cas(%s, %s, %s::bigint)",

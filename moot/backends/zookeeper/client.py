@@ -36,7 +36,7 @@ from moot.backends.base import Backend, CallbackWatch, Dispatcher
 from moot.backends.zookeeper.connection import Result, _asked_ms, _Conn, _Connection, _kazoo_logger, _Session
 from moot.backends.zookeeper.handler import _RealHandler, _SessionLock
 from moot.backends.zookeeper.multiread import MultiReader
-from moot.backends.zookeeper.tick import smallest_session_timeout
+from moot.backends.zookeeper.tick import server_tick
 from moot.backends.zookeeper.znodes import _SESSIONS
 from moot.errors import (
     AuthenticationFailed,
@@ -54,7 +54,6 @@ from moot.url import BackendURL
 _DEFAULT_TTL = 10.0
 _DEFAULT_TIMEOUT = 10.0
 _CLOSE_FLOOR = 0.2  # seconds close() always grants the close request, even past a deadline
-_PROBE_TIMEOUT = 1.0  # seconds one host may take to tell its tick (a serving server: milliseconds)
 
 _FIX_CREDENTIALS = "fix user:password in the URL (zookeeper://user:password@host:port/chroot)"
 
@@ -265,22 +264,10 @@ class _Client(Backend):
     def _asked(self, ttl: float) -> float:
         """The session timeout to ask for a session of ``ttl``: one tick of
         the server less, so that it ends within the TTL (see tick.py)."""
-        if self._tick is None:
-            self._tick = self._probe_tick()
+        if self._tick is None:  # until a host tells it: each new connection asks
+            hosts = [self.url.host_port(2181, i) for i in range(max(1, len(self.url.hosts)))]
+            self._tick = server_tick(hosts, self._left, self._tls)
         return ttl - self._tick if self._tick is not None and ttl > self._tick else ttl
-
-    def _probe_tick(self) -> float | None:
-        """The server's tick, from the first host that tells it in time; None
-        if none does (the next connection asks again)."""
-        for index in range(max(1, len(self.url.hosts))):
-            host, port = self.url.host_port(2181, index)
-            try:
-                smallest = smallest_session_timeout((host, port), min(self._left(), _PROBE_TIMEOUT), self._tls, host)
-            except (OSError, ValueError, ConnectionLost) as exc:
-                log.debug("ZooKeeper at %s:%s did not tell its tick (%s)", host, port, type(exc).__name__)
-                continue
-            return smallest / 2
-        return None
 
     def _new_client(self, ttl: float, client_id: tuple[int, bytes] | None = None) -> KazooClient:
         """A kazoo client, not started, whose connection handler is a :class:`_Connection`."""

@@ -16,16 +16,38 @@ sessions end earlier, never later.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 import struct
+from collections.abc import Callable, Sequence
 
 from kazoo.protocol.serialization import Close, Connect
 
+from moot.errors import ConnectionLost
+
+log = logging.getLogger("moot.backends.zookeeper")
+
+PROBE_TIMEOUT = 1.0  # seconds one host may take to tell its tick (a serving server: milliseconds)
 _LENGTH = struct.Struct("!i")
 _HEADER = struct.Struct("!ii")  # xid, request type
 _FRESH_PASSWORD = b"\x00" * 16  # what a client sends when it asks for a new session
 _LARGEST_ANSWER = 1 << 16
+
+
+def server_tick(hosts: Sequence[tuple[str, int]], left: Callable[[], float],
+                tls: ssl.SSLContext | None) -> float | None:
+    """Seconds: the tick of the first of ``hosts`` that tells it, each within
+    :data:`PROBE_TIMEOUT` and what ``left()`` grants of the caller's
+    deadline; None if none does."""
+    for host, port in hosts:
+        try:
+            smallest = smallest_session_timeout((host, port), min(left(), PROBE_TIMEOUT), tls, host)
+        except (OSError, ValueError, ConnectionLost) as exc:
+            log.debug("ZooKeeper at %s:%s did not tell its tick (%s)", host, port, type(exc).__name__)
+            continue
+        return smallest / 2
+    return None
 
 
 def smallest_session_timeout(peer: tuple[str, int], timeout: float, tls: ssl.SSLContext | None,
