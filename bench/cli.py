@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import engines, environment, plot, report
 from bench.systems import SYSTEMS, TOOZ_ON_MOOT_WORKLOADS
-from bench.workloads import MOOT_ONLY, MULTIPROCESS, WORKLOADS, Params
+from bench.workloads import MOOT_ONLY, MULTIPROCESS, WORKLOADS, Params, kill_all
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -212,11 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         urls["file"] = f"file://{scratch}/moot"
         run["environment"] = environment.describe(urls)
         progress.say(f"{len(steps)} steps; load average {run['environment']['machine']['load_at_start']}")
+        killed: dict[tuple[str, str], dict[str, Any]] | None = None  # every kill step runs in the first
         for kind, workload, system in steps:
             progress.begin(kind, system, workload)
             result: dict[str, Any]
             try:
-                if workload == "raw":
+                if workload == "kill":
+                    if killed is None:
+                        victims = [(s, k, urls[k]) for k, w, s in steps if w == "kill"]
+                        killed = kill_all(victims, params, progress.note)
+                    result = killed[(kind, system)]
+                elif workload == "raw":
                     result = engines.raw(kind, urls[kind], params.raw_ops, params.raw_seconds)
                     run["raw"][kind] = result
                 else:
