@@ -15,7 +15,8 @@ joined within a bound, then killed. Times between processes are taken with
   heartbeat and the requests the server handled for it.
 * ``kill``: a process holds a lock and is a group member; it is SIGKILLed
   while another process waits for the lock: time until the lock is acquired
-  and until the member is no longer listed.
+  and until the member is no longer listed. The run's kill steps run at
+  once (:func:`kill_all`).
 * ``members``: ``members()`` of a group of ``members`` members, each its own
   coordinator (spread over a few processes, as in a real deployment).
 * ``close``: ``close()`` of a client holding a lock and a group membership.
