@@ -1228,10 +1228,23 @@ def start_cluster(kind: str, size: int = 3) -> Cluster:
 
 
 @contextlib.contextmanager
-def own_cluster(kind: str, size: int = 1) -> Iterator[Cluster]:
+def own_cluster(kind: str | Kind, size: int = 1) -> Iterator[Cluster]:
     """A cluster of the caller's own (one a test may freeze, kill or
-    reconfigure), stopped on exit."""
-    cluster = start_cluster(kind, size)
+    reconfigure), stopped on exit. ``kind`` is a kind's name, or a Kind of
+    the caller's (a standard one configured otherwise), known by its name
+    only while the cluster starts."""
+    if isinstance(kind, Kind):
+        standard = KINDS.get(kind.name)
+        KINDS[kind.name] = kind
+        try:
+            cluster = start_cluster(kind.name, size)
+        finally:
+            if standard is None:
+                del KINDS[kind.name]
+            else:
+                KINDS[kind.name] = standard
+    else:
+        cluster = start_cluster(kind, size)
     try:
         yield cluster
     finally:

@@ -58,13 +58,8 @@ class CappedZooKeeper(servers.ZooKeeper):
 
 @pytest.fixture(scope="module")
 def capped() -> Iterator[servers.Cluster]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(servers.KINDS, CappedZooKeeper.name, CappedZooKeeper())
-        cluster = servers.start_cluster(CappedZooKeeper.name, size=1)
-    try:
+    with servers.own_cluster(CappedZooKeeper()) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

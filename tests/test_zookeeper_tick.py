@@ -51,13 +51,8 @@ class SlowTickZooKeeper(servers.ZooKeeper):
 
 @pytest.fixture(scope="module")
 def slow_tick() -> Iterator[servers.Cluster]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(servers.KINDS, SlowTickZooKeeper.name, SlowTickZooKeeper())
-        cluster = servers.start_cluster(SlowTickZooKeeper.name, size=1)
-    try:
+    with servers.own_cluster(SlowTickZooKeeper()) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def peer(url: str) -> tuple[str, int]:
