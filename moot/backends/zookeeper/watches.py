@@ -24,6 +24,28 @@ class _Watches(_Client):
 
     @_bounded
     def watch(self, key: str, callback: Callable[[], None]) -> Watch:
+        return self._add(key, callback)[0]  # if not armed yet, the reconnection arms it and calls back
+
+    @_bounded
+    def watch_unchanged(self, entry: Entry, callback: Callable[[], None]) -> tuple[Watch, bool]:
+        """The data watch's own read answers whether the key changed: one
+        round trip. Read apart only where this call did not arm the watch
+        (the key was watched already, or the connection is not live)."""
+        watch, armed = self._add(entry.key, callback)
+        if armed is not None:
+            return watch, armed == (entry.version,)
+        try:
+            current = self.get(entry.key)
+        except BaseException:
+            watch.cancel()
+            raise
+        return watch, current is not None and current.version == entry.version
+
+    def _add(self, key: str, callback: Callable[[], None]) -> tuple[CallbackWatch, tuple[int | None, ...] | None]:
+        """Register a watch on ``key``; if it is the key's first, on a live
+        connection, arm it within the deadline. Also what arming answered
+        (for a key: its version as read, None if absent); None where this
+        call did not arm it, or got no answer in time."""
         watch = CallbackWatch(callback, lambda w: self._unwatch(key, w))
         with self._lock:
             first = key not in self._watches
@@ -32,39 +54,17 @@ class _Watches(_Client):
             if first and conn is not None and _is_prefix(key):
                 conn.children.pop(self._dir(key), None)  # arm a data watch on every child again
         if first and conn is not None and conn.live.is_set():
+            answers: list[tuple[int | None, ...]] = []
             armed = threading.Event()
-            self._arm(conn, key, lambda *_: armed.set())
-            _await(armed.is_set, armed.wait, self._budget())
-        return watch  # if not armed yet, the reconnection arms it and calls back
 
-    @_bounded
-    def watch_unchanged(self, entry: Entry, callback: Callable[[], None]) -> tuple[Watch, bool]:
-        """The data watch's own read answers whether the key changed: one
-        round trip. Read apart only where this call did not arm the watch
-        (the key was watched already, or the connection is not live)."""
-        key = entry.key
-        watch = CallbackWatch(callback, lambda w: self._unwatch(key, w))
-        with self._lock:
-            first = key not in self._watches
-            self._watches.setdefault(key, set()).add(watch)
-            conn = self._conn
-        try:
-            if first and conn is not None and conn.live.is_set():
-                seen: list[int | None] = []
-                armed = threading.Event()
+            def done(*answer: int | None) -> None:
+                answers.append(answer)
+                armed.set()
 
-                def done(version: int | None) -> None:
-                    seen.append(version)
-                    armed.set()
-
-                self._arm_key(conn, self._path(key), done)
-                if _await(armed.is_set, armed.wait, self._budget()):
-                    return watch, seen[0] == entry.version
-            current = self.get(key)
-        except BaseException:
-            watch.cancel()
-            raise
-        return watch, current is not None and current.version == entry.version
+            self._arm(conn, key, done)
+            if _await(armed.is_set, armed.wait, self._budget()):
+                return watch, answers[0]
+        return watch, None
 
     def _unwatch(self, key: str, watch: CallbackWatch) -> None:
         with self._lock:
