@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -61,16 +60,12 @@ def peer(url: str) -> tuple[str, int]:
 
 def mntr(url: str, field: str) -> int:
     """One number of the server's ``mntr`` answer."""
-    with socket.create_connection(peer(url), timeout=5) as sock:
-        sock.sendall(b"mntr")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    answer = servers._tcp_exchange(peer(url)[1], b"mntr")
     for line in answer.decode().splitlines():
         name, _, value = line.partition("\t")
         if name == field:
             return int(value)
-    raise AssertionError(f"no {field} in mntr's answer")
+    raise AssertionError(f"no {field} in mntr's answer {answer!r}")
 
 
 def test_the_tick_is_read_from_the_smallest_session_timeout_and_that_session_is_closed(
