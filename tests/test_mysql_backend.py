@@ -4,7 +4,8 @@ that may not: the statements to run), keys that never collide (bytes, no
 hashing, case kept) up to InnoDB's key limit and refused past it, expired
 owners reaped by the client that needs the key, by an enqueue that sees
 them and by watchers at the owner's expiry, a release that wakes another process's waiter through
-its wake-up hint (and an entry without one left to the poller), a several-host URL that moves past a dead host, a server
+its wake-up hint (and an entry without one left to the poller), a release in this process that
+wakes its next waiter and no other (unless another process wrote meanwhile), a several-host URL that moves past a dead host, a server
 crash and restart, and bad URLs refused before any I/O.
 
 The server is ``$MOOT_TEST_MYSQL_URL`` if set, else one started by
@@ -30,6 +31,7 @@ from moot.backends.mysql import MySQLBackend, sql
 from moot.backends.mysql.sql import MAX_KEY_BYTES
 from moot.errors import ConnectionLost, InvalidArgument, InvalidURL, PermissionDenied
 from moot.url import parse_url
+from moot.waits import Wake
 from tests import servers
 from tests.conftest import MakeBackend
 from tests.waiting import wait_event, wait_until
@@ -307,6 +309,52 @@ def test_a_watched_entry_made_without_a_hint_is_left_to_the_poller(
     assert not woken.is_set()
     assert holder.delete(unhinted.key)
     wait_event(woken, what="the poll's wake-up")
+
+
+def _queue_of_waiters(make: Make, prefix: str, poll_interval: float) \
+        -> tuple[MySQLBackend, list[tuple[MySQLBackend, Wake]], list[str]]:
+    """A holder and three waiters of this process (each its own backend, as
+    each coordinator has), each waiter watching the entry before its own,
+    with its poller's pauses grown past 1 s: only the in-process fast path
+    (or a hint) can wake them now. -> holder, [(waiter, its wake)], keys."""
+    holder = make(ttl=10.0)
+    waiters = [make(ttl=10.0, poll_interval=poll_interval) for _ in range(3)]
+    keys = [holder.enqueue(f"{prefix}q/", b"h")[0].key]
+    keys += [waiter.enqueue(f"{prefix}q/", b"w")[0].key for waiter in waiters]
+    wakes = []
+    for waiter, before in zip(waiters, keys):
+        wake = Wake()  # a waiter's wake-up: the fast path sets it on the writing thread
+        waiter.watch(before, wake.set)
+        wakes.append((waiter, wake))
+    for waiter, _ in wakes:
+        poller = waiter._poller
+        assert poller is not None
+        wait_until(lambda p=poller: p._pause >= 1.0, what="the poller's pause to grow past 1 s")
+    return holder, wakes, keys
+
+
+@pytest.mark.parametrize("blocks", [True, False], ids=["compound", "batches"])
+def test_a_release_in_this_process_wakes_the_next_waiter_and_no_other(make: Make, prefix: str,
+                                                                       blocks: bool) -> None:
+    holder, wakes, keys = _queue_of_waiters(make, prefix, poll_interval=60)
+    assert holder._blocks  # MariaDB: the compound statement; the batch is MySQL's form
+    holder._blocks = blocks
+    assert not any(wake.is_set() for _, wake in wakes)
+    assert holder.delete(keys[0])
+    # The fast path runs on the releasing thread, before delete() returns.
+    assert [wake.is_set() for _, wake in wakes] == [True, False, False], "a herd: waiters behind were woken"
+
+
+def test_a_release_after_another_process_removed_a_watched_entry_still_wakes_its_waiter(
+        my_url: str, make: Make, prefix: str) -> None:
+    holder, wakes, keys = _queue_of_waiters(make, prefix, poll_interval=60)
+    elsewhere = make(url=_elsewhere(my_url), ttl=10.0)
+    # Removed by another process while its maker still holds its hint: only the directory's counter says so.
+    assert elsewhere.delete(keys[2])
+    assert not wakes[2][1].is_set()
+    assert holder.delete(keys[0])
+    # This process's release is not the only write since the pollers last looked: every watch fires.
+    assert [wake.is_set() for _, wake in wakes] == [True, True, True]
 
 
 def _free_port() -> int:

@@ -346,10 +346,10 @@ class MySQLBackend(Backend):
         at = None if version is None else int(version)
         args = {"k": raw, "dir": directory, "version": at}
         results = None if self._holder is None else self._holder.delete(raw, self._statement("DELETE_HINTED"), args)
-        counter, deleted = sql.outcome(results or self._call(self._statement("DELETE"), args))
+        before, counter, deleted = sql.deleted(results or self._call(self._statement("DELETE"), args))
         if not deleted:
             return False
-        self._wrote(directory, counter)
+        local_write(self._identity, directory, counter, before, raw)
         return True
 
     def list(self, prefix: str) -> builtins.list[Entry]:

@@ -58,13 +58,16 @@ def _reset_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_in_child)
 
 
-def local_write(database: tuple[object, ...], directory: bytes, counter: int) -> None:
+def local_write(database: tuple[object, ...], directory: bytes, counter: int, before: int | None = None,
+                removed: bytes | None = None) -> None:
     """A backend of this process wrote under ``directory`` (now at ``counter``):
-    wake the watchers of every poller of this process on the same database at once."""
+    wake the watchers of every poller of this process on the same database at once.
+    ``before`` and ``removed``: the counter just before the write, and the one
+    key it removed, for a write that only removed that key (see :meth:`Poller.changed`)."""
     with _LOCAL_LOCK:
         pollers = list(_LOCAL.get(database, ()))
     for poller in pollers:
-        poller.changed(directory, counter)
+        poller.changed(directory, counter, before, removed)
 
 
 class _Dir:
@@ -159,19 +162,35 @@ class Poller:
             self._pause = FIRST_PAUSE
         self._wake.set()
 
-    def changed(self, directory: bytes, counter: int) -> None:
-        """``directory`` is at ``counter`` now: fire its watches if that is news."""
+    def changed(self, directory: bytes, counter: int, before: int | None = None,
+                removed: bytes | None = None) -> None:
+        """``directory`` is at ``counter`` now: fire its watches if that is news.
+
+        A write that only removed the key ``removed``, with the directory at
+        ``before`` just before it, is known exactly when ``before`` is the
+        counter this poller last saw (counters only grow: nothing else was
+        written in between). Then a watch that waits on another entry's hint
+        is not woken (that entry did not change: no herd of the waiters
+        behind it), and the owners are not re-checked (a removal brings no
+        owner's expiry closer). Any other write wakes every watch and has the
+        directory re-checked."""
         with self._lock:
             found = self._dirs.get(directory)
             if found is None or counter <= found.n:
                 return
+            exact = before is not None and before == found.n and removed is not None
             found.n = counter
-            found.check_at = time.monotonic()
-            watches = list(found.watches)
-            if len(found.hinted) < len(watches):
+            if exact:
+                watches = [w for w in found.watches if w not in found.hinted or found.hinted[w][0] == removed]
+            else:
+                found.check_at = time.monotonic()
+                watches = list(found.watches)
+            hasty = len(found.hinted) < len(found.watches)
+            if hasty:
                 self._pause = FIRST_PAUSE
         self._fire(watches)
-        self._wake.set()
+        if hasty or not exact:
+            self._wake.set()
 
     def close(self, timeout: float) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ Each batch that writes runs one transaction (``START TRANSACTION`` ...
 ``COMMIT``) and its answer is read after the ``COMMIT``, so no row lock is
 held while a result is sent: from the OK packets of its statements (rows
 affected, ``LAST_INSERT_ID``) for :data:`DELETE` and :data:`SEQUENTIAL`
-(the two writes of an acquire+release: four statements each), from a final
+(the two writes of an acquire+release: four and five statements), from a final
 SELECT for the others. On MariaDB those two and the hint wait are sent as one
 compound statement each (``*_BLOCK``, :func:`compound`): one statement in place
 of four to six.
@@ -140,12 +140,18 @@ SELECT @hit, @n, @seq, @owner"""
 ADVANCE = (f"INSERT INTO {{t}}counters (dir, n) VALUES (%(dir)s, LAST_INSERT_ID({NOW_US})) "
            f"ON DUPLICATE KEY UPDATE n = LAST_INSERT_ID(GREATEST(n + 1, {NOW_US}))")
 
-#: Results: [start, advance (insert_id: the counter), delete (affected: 1 if
-#: a live entry went), commit]. The counter advances even if nothing was
-#: deleted (a spurious wake-up for watchers; the counter only has to grow).
+#: The directory's counter before a write, its row locked (one lock order: the counter first): no row if
+#: the directory has none yet.
+BEFORE = "SELECT n FROM {t}counters WHERE dir = %(dir)s FOR UPDATE"
+
+#: Results: [start, the counter before (:data:`BEFORE`), advance (insert_id: the counter), delete
+#: (affected: 1 if a live entry went), commit]. The counter advances even if nothing was
+#: deleted (a spurious wake-up for watchers; the counter only has to grow). The counter before tells this
+#: process's pollers whether the write is the only one since they last looked (``poller.local_write``).
 #: ``version`` NULL deletes at any version. The single-table DELETE, not ``DELETE e FROM ... e``: the
 #: multi-table form goes through the join optimizer (measured: ~13% more server CPU per acquire+release).
 DELETE = f"""START TRANSACTION;
+{BEFORE};
 {ADVANCE};
 DELETE FROM {{t}}entries WHERE k = %(k)s AND (%(version)s IS NULL OR version = %(version)s)
   AND {ALIVE.replace('{now}', NOW_US).replace('e.owner', '{t}entries.owner')};
@@ -268,13 +274,14 @@ def _block(statements: str, answer: str) -> str:
     (``LAST_INSERT_ID()``: the counter ADVANCE set, which no later statement changes; ``moot_hit``: ROW_COUNT()
     of the write after ADVANCE, a local variable named so that it shadows no column)."""
     write, _, after = statements.partition(";\nCOMMIT")
-    return (f"BEGIN NOT ATOMIC DECLARE moot_hit INT;\n{write};\nSET moot_hit = ROW_COUNT();\n"
-            f"COMMIT{after};\n{answer};\nEND")
+    write = write.replace(BEFORE, BEFORE.replace(" FROM", " INTO moot_before FROM"))
+    return (f"BEGIN NOT ATOMIC DECLARE moot_hit INT; DECLARE moot_before BIGINT;\n{write};\n"
+            f"SET moot_hit = ROW_COUNT();\nCOMMIT{after};\n{answer};\nEND")
 
 
-#: -> [(counter, rows deleted)], then the compound statement's OK.
-DELETE_BLOCK = _block(DELETE, "SELECT LAST_INSERT_ID(), moot_hit")
-DELETE_HINTED_BLOCK = _block(DELETE_HINTED, "SELECT LAST_INSERT_ID(), moot_hit")
+#: -> [(counter, rows deleted, the counter before or NULL)], then the compound statement's OK.
+DELETE_BLOCK = _block(DELETE, "SELECT LAST_INSERT_ID(), moot_hit, moot_before")
+DELETE_HINTED_BLOCK = _block(DELETE_HINTED, "SELECT LAST_INSERT_ID(), moot_hit, moot_before")
 #: -> [(seq, rows inserted)], then (ENQUEUE) every entry under the directory as :data:`ENTRIES`.
 SEQUENTIAL_BLOCK = _block(SEQUENTIAL, "SELECT LAST_INSERT_ID(), moot_hit")
 ENQUEUE_BLOCK = _block(SEQUENTIAL, "SELECT LAST_INSERT_ID(), moot_hit;\n" + ENTRIES)
@@ -294,13 +301,23 @@ def compound(server: str) -> bool:
 
 
 def outcome(results: list[Any]) -> tuple[int, int]:
-    """(the counter it advanced to, rows written) from the results of a DELETE or SEQUENTIAL (ENQUEUE),
+    """(the counter it advanced to, rows written) from the results of a SEQUENTIAL (ENQUEUE),
     batch or compound statement: the compound statement's first result is its answer row, the batch's
     first (START TRANSACTION) has none."""
     if results[0]:
         counter, written = results[0][0]
         return int(counter or 0), int(written or 0)
     return int(results[1].insert_id), int(results[2].affected)
+
+
+def deleted(results: list[Any]) -> tuple[int | None, int, int]:
+    """(the counter before, or None if the directory had none; the counter it advanced to; rows deleted)
+    from the results of a DELETE, batch or compound statement."""
+    if results[0]:
+        counter, written, before = results[0][0]
+        return None if before is None else int(before), int(counter or 0), int(written or 0)
+    before_rows = results[1]
+    return (int(before_rows[0][0]) if before_rows else None), int(results[2].insert_id), int(results[3].affected)
 
 
 def hint_outcome(results: list[Any]) -> tuple[Any, Any]:
