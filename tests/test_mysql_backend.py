@@ -5,8 +5,8 @@ hashing, case kept) up to InnoDB's key limit and refused past it, expired
 owners reaped by the client that needs the key, by an enqueue that sees
 them and by watchers at the owner's expiry, a release that wakes another process's waiter through
 its wake-up hint (and an entry without one left to the poller), a release in this process that
-wakes its next waiter and no other (unless another process wrote meanwhile), a several-host URL that moves past a dead host, a server
-crash and restart, and bad URLs refused before any I/O.
+wakes its next waiter and no other (unless another process wrote meanwhile), a several-host URL
+that moves past a dead host, a server crash and restart, and bad URLs refused before any I/O.
 
 The server is ``$MOOT_TEST_MYSQL_URL`` if set, else one started by
 ``tests/servers.py``; the restart test starts its own.
@@ -322,7 +322,7 @@ def _queue_of_waiters(make: Make, prefix: str, poll_interval: float) \
     keys = [holder.enqueue(f"{prefix}q/", b"h")[0].key]
     keys += [waiter.enqueue(f"{prefix}q/", b"w")[0].key for waiter in waiters]
     wakes = []
-    for waiter, before in zip(waiters, keys):
+    for waiter, before in zip(waiters, keys[:-1], strict=True):
         wake = Wake()  # a waiter's wake-up: the fast path sets it on the writing thread
         waiter.watch(before, wake.set)
         wakes.append((waiter, wake))
