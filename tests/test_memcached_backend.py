@@ -275,6 +275,36 @@ def test_a_watch_added_during_a_poll_round_does_not_break_the_round(make: Make) 
     assert added
 
 
+def test_the_quick_rounds_after_a_change_read_the_directories_not_the_owners(make: Make) -> None:
+    """Rounds come 1 ms after a change; the owners' sessions are probed at
+    most once per ``poll_interval`` (an owner's death is seen within it
+    either way), so a waiter's quick rounds cost one read per directory."""
+    owner, watcher = make(ttl=30.0), make(ttl=30.0, poll_interval=30)
+    owner.open_session(30.0)
+    watcher.open_session(30.0)
+    owner.create("ns-cadence/q/held", b"", ephemeral=True)
+    poller = watcher._poller
+    assert poller is not None
+    probe = poller._store.probe
+    sessions_probed: list[int] = []
+
+    def counted(paths: object, sessions: list[str], *args: object) -> object:
+        sessions_probed.append(len(sessions))
+        return probe(paths, sessions, *args)  # type: ignore[arg-type]
+
+    poller._store.probe = counted  # type: ignore[method-assign]
+    try:
+        watcher.watch("ns-cadence/q/held", lambda: None)
+        for i in range(5):
+            rounds = len(sessions_probed)
+            owner.create(f"ns-cadence/q/other-{i}", b"")  # another process's write: seen by a round
+            wait_until(lambda n=rounds: len(sessions_probed) > n + 1, what="two more poll rounds")
+    finally:
+        poller._store.probe = probe  # type: ignore[method-assign]
+    assert len(sessions_probed) >= 10
+    assert sum(1 for n in sessions_probed if n) <= 1, sessions_probed
+
+
 def test_a_poll_read_overtaken_by_an_own_write_does_not_hide_the_next_change() -> None:
     """The lost wake-up CI met once (test_close_ends_the_session...[memcached]):
     a poll round reads a directory (before a key is created), this object's

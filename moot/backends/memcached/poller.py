@@ -3,8 +3,9 @@ backend object polls what is watched, and this object's own writes wake
 its watchers at once.
 
 A round is ONE pipeline, whatever is watched: the CAS value of every
-watched directory item (no value is sent) and the session item of every
-owner of an entry there (plus this object's own session). Only directories
+watched directory item (no value is sent) and, at most once per
+``poll_interval``, the session item of every owner of an entry there (plus
+this object's own session). Only directories
 whose CAS value moved (or came from another server run: the server restarted),
 or that hold an entry of a session found gone, are
 read again (a second round trip); a watch fires when the live entries it
@@ -12,7 +13,10 @@ covers differ from what it last saw (a prefix watch: any entry directly
 under it; a key watch: that entry's version, or its presence). Rounds
 come 1 ms after a round that saw a watched directory change, the pause
 growing by half up to ``poll_interval`` while nothing changes, and stop while
-nothing is watched.
+nothing is watched. The quick rounds after a change look at the directories
+only: an owner's death is seen within one ``poll_interval`` either way (the
+rounds come that far apart once nothing changes), and a waiter's round then
+costs one read per directory it watches, not one per owner as well.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ class Poller:
         self._timeout = timeout
         self._lock = threading.Lock()  # real; held for no I/O
         self._targets: dict[str, _Target] = {}
+        self._owners_due = 0.0  # monotonic time of the next round that probes the owners' sessions
         self._wake = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="moot-memcached-poll", daemon=True)
@@ -189,12 +194,17 @@ class Poller:
     def _round(self) -> bool:
         """One poll of everything watched; True if a watched directory changed
         (a waiter's turn tends to come soon after its neighbours' changes)."""
-        until = time.monotonic() + self._timeout
+        now = time.monotonic()
+        until = now + self._timeout
         with self._lock:
             cas = {path: t.cas for path, t in self._targets.items()}
             owners = {o for t in self._targets.values() for o in t.owners}
-        own = self._own_session()
-        sessions = sorted({o for o in owners if not self._store.is_dead(o)} | ({own} if own else set()))
+        own: str | None = None
+        sessions: list[str] = []
+        if now >= self._owners_due:
+            self._owners_due = now + self._slowest
+            own = self._own_session()
+            sessions = sorted({o for o in owners if not self._store.is_dead(o)} | ({own} if own else set()))
         now_cas, alive = self._store.probe(list(cas), sessions, until, self._run)
         if own is not None and not alive[own]:
             self._own_session_gone(own)
