@@ -162,12 +162,13 @@ def _postgresql(url: str) -> Any:
                            dbname=parts.path.strip("/"), autocommit=True)
 
 
-def _mysql(url: str) -> Any:
+def _mysql(url: str, **options: Any) -> Any:
     import pymysql
 
     parts = urllib.parse.urlsplit(url)
     return pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username,
-                           password=parts.password or "", database=parts.path.strip("/"), autocommit=True)
+                           password=parts.password or "", database=parts.path.strip("/"), autocommit=True,
+                           **options)
 
 
 def _raw_sql(conn: Any, mark: str, max_ops: int, max_seconds: float) -> dict[str, Any]:

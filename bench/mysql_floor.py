@@ -1,0 +1,85 @@
+"""What an uncontended acquire+release can cost on MariaDB, at the least,
+for tooz's model and for moot's, on the benchmark's production settings
+(InnoDB flushing its log at every commit).
+
+``python -m bench.mysql_floor`` starts its own server (``tests/servers.py``)
+and prints, per cycle, with PyMySQL on one connection:
+
+* ``GET_LOCK`` then ``RELEASE_LOCK``: the SQL of tooz's cycle; nothing is
+  written, and the lock dies with the connection;
+* two single-row autocommitted writes (an INSERT, then a DELETE): the
+  engine limits' *write pair*;
+* two transactions that each advance a directory's counter row and write
+  one entry row, each sent in one round trip: the least that moot's model writes (the counter orders a
+  directory's writes and gives versions and tokens on Galera too, where
+  ``GET_LOCK`` is node-local), with none of moot's checks;
+* moot's own ``enqueue`` + ``delete`` through the backend.
+
+The gap between the third row and the first is what a lock that outlives
+its connection, carries a fencing token and holds on Galera costs over one
+that writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from pymysql.constants import CLIENT
+
+import moot
+from bench.engines import _mysql
+from tests import servers
+
+SECONDS = 2.0
+
+
+def _per_cycle(cycle: Callable[[], object]) -> float:
+    """Milliseconds per ``cycle``, over ``SECONDS`` after a short warm-up."""
+    for _ in range(50):
+        cycle()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < SECONDS:
+        cycle()
+        count += 1
+    return (time.perf_counter() - started) / count * 1000
+
+
+def main() -> None:
+    url = servers.start_production(["mysql"])["mysql"]
+    conn = _mysql(url, client_flag=CLIENT.MULTI_STATEMENTS)
+    cursor = conn.cursor()
+    table = f"bench_floor_{uuid.uuid4().hex[:12]}"
+    cursor.execute(f"CREATE TABLE {table}_n (dir VARBINARY(64) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB")
+    cursor.execute(f"CREATE TABLE {table}_e (k VARBINARY(64) PRIMARY KEY, v BLOB) ENGINE=InnoDB")
+    advance = f"INSERT INTO {table}_n (dir, n) VALUES ('d/', 1) ON DUPLICATE KEY UPDATE n = n + 1"
+
+    def transaction(write: str) -> None:  # one round trip, as moot sends it
+        cursor.execute(f"START TRANSACTION; {advance}; {write}; COMMIT")
+        while cursor.nextset():
+            pass
+
+    rows = {
+        "GET_LOCK + RELEASE_LOCK (tooz's SQL)": lambda: (cursor.execute("SELECT GET_LOCK('floor', 0)"),
+                                                         cursor.execute("SELECT RELEASE_LOCK('floor')")),
+        "INSERT + DELETE, autocommitted": lambda: (cursor.execute(f"INSERT INTO {table}_e VALUES ('d/1', 'v')"),
+                                                   cursor.execute(f"DELETE FROM {table}_e WHERE k = 'd/1'")),
+        "2 transactions: counter + entry each": lambda: (
+            transaction(f"INSERT INTO {table}_e VALUES ('d/1', 'v')"),
+            transaction(f"DELETE FROM {table}_e WHERE k = 'd/1'")),
+    }
+    try:
+        for name, cycle in rows.items():
+            print(f"{name}: {_per_cycle(cycle):.3f} ms per cycle")
+        with moot.connect(url) as coordinator:
+            backend = coordinator.backend
+            print(f"moot enqueue + delete: "
+                  f"{_per_cycle(lambda: backend.delete(backend.enqueue('floor/', b'v')[0].key)):.3f} ms per cycle")
+    finally:
+        cursor.execute(f"DROP TABLE {table}_n, {table}_e")
+        conn.close()  # the server stops when the process ends (tests/servers.py)
+
+
+if __name__ == "__main__":
+    main()
