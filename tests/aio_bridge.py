@@ -130,7 +130,7 @@ class Bridge:
         return repr(self._target)
 
     def __eq__(self, other: object) -> bool:
-        return self._target == (other._target if isinstance(other, Bridge) else other)
+        return bool(self._target == (other._target if isinstance(other, Bridge) else other))
 
     def __hash__(self) -> int:
         return hash(self._target)
