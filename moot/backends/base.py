@@ -271,12 +271,17 @@ class Backend(abc.ABC):
         changed or went; re-read). Engines whose watch reads the key as it
         arms answer with that one round trip."""
         watch = self.watch(entry.key, callback)
+        return watch, self._still_holds(watch, entry)
+
+    def _still_holds(self, watch: Watch, entry: Entry) -> bool:
+        """Whether ``entry``'s key, read now (``watch`` is armed), still holds
+        its version; ``watch`` is cancelled if the read fails."""
         try:
             current = self.get(entry.key)
         except BaseException:
             watch.cancel()
             raise
-        return watch, current is not None and current.version == entry.version
+        return current is not None and current.version == entry.version
 
     def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, builtins.list[Entry]]:
         """Create an ephemeral sequential key under ``prefix`` and return it

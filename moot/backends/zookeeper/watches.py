@@ -34,12 +34,7 @@ class _Watches(_Client):
         watch, armed = self._add(entry.key, callback)
         if armed is not None:
             return watch, armed == (entry.version,)
-        try:
-            current = self.get(entry.key)
-        except BaseException:
-            watch.cancel()
-            raise
-        return watch, current is not None and current.version == entry.version
+        return watch, self._still_holds(watch, entry)
 
     def _add(self, key: str, callback: Callable[[], None]) -> tuple[CallbackWatch, tuple[int | None, ...] | None]:
         """Register a watch on ``key``; if it is the key's first, on a live
