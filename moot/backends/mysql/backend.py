@@ -313,9 +313,10 @@ class MySQLBackend(Backend):
             raise SessionExpired("ephemeral keys need a live session")
         return session[0]
 
-    def _wrote(self, directory: bytes, counter: Any) -> None:
+    def _wrote(self, directory: bytes, counter: Any, before: int | None = None, removed: bytes | None = None) -> None:
+        """Tell this process's pollers (:func:`~moot.backends.mysql.poller.local_write`)."""
         if counter is not None:
-            local_write(self._identity, directory, int(counter))
+            local_write(self._identity, directory, int(counter), before, removed)
 
     def get(self, key: str) -> Entry | None:
         rows = self._call(self._sql["GET"], [self._key(key)])[-1]
@@ -349,7 +350,7 @@ class MySQLBackend(Backend):
         before, counter, deleted = sql.deleted(results or self._call(self._statement("DELETE"), args))
         if not deleted:
             return False
-        local_write(self._identity, directory, counter, before, raw)
+        self._wrote(directory, counter, before, raw)
         return True
 
     def list(self, prefix: str) -> builtins.list[Entry]:
