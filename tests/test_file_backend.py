@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import moot
-from moot.backends.file import FileBackend
+from moot.backends.file import FileBackend, slot
 from moot.url import parse_url
 from tests.conftest import MakeBackend
 from tests.waiting import BOUND, wait_event, wait_until
@@ -56,7 +56,11 @@ backend = FileBackend(parse_url(sys.argv[1]), {})
 backend.connect(5)
 backend.open_session(2)
 assert backend.create("ns/group/g/members/m", b"member", ephemeral=True)
-entry = backend.create_sequential("ns/lock/x/q/", b"holder")
+if sys.argv[2] == "slot":  # alone in its queue: kept in the directory's slot (see slot.py)
+    entry, queue = backend.enqueue("ns/lock/x/q/", b"holder")
+    assert queue == [entry]
+else:
+    entry = backend.create_sequential("ns/lock/x/q/", b"holder")
 if sys.argv[2] == "fork" and os.fork() == 0:
     time.sleep(60)  # a child that outlives its parent must not keep the keys alive
     os._exit(0)
@@ -99,15 +103,13 @@ def test_sigkilled_owner_frees_its_keys_at_once_and_wakes_watchers(make: Make, r
         wait_event(fired, timeout=AT_ONCE, what=f"{what} woken by the owner's death")
     assert observer.get(key) is None
     assert observer.list("ns/") == []
-    # A newcomer queues behind nobody, and the dead entries were reaped from disk.
+    # A newcomer queues behind nobody (in the directory's slot), and the dead entries were reaped from disk.
     mine, queue = observer.enqueue("ns/lock/x/q/", b"next")
     assert queue == [mine] and mine.seq is not None and mine.seq > int(key.rsplit("/", 1)[1])
+    assert observer.get(mine.key) == mine
     queue_dir = root / "ns.d" / "lock.d" / "x.d" / "q.d"
-    assert [n for n in _names(queue_dir) if not n.startswith(".")] == [mine.key.rsplit("/", 1)[1]]
-    session = observer._session
-    assert session is not None  # the dead owner's spare was swept; the observer's own is left
-    spares = [n for n in _names(queue_dir) if n.startswith(".f-")]
-    assert len(spares) == 1 and spares[0].startswith(f".f-{session.id}-"), spares
+    assert [n for n in _names(queue_dir) if not n.startswith(".")] == []
+    assert [n for n in _names(queue_dir) if n.startswith(".f-")] == []  # the dead owner's spare was swept
 
 
 def test_forked_child_does_not_keep_its_parents_keys_alive(make: Make, root: Path) -> None:
@@ -238,7 +240,8 @@ def test_close_cleans_up_and_stops_the_watch_thread(make: Make, root: Path) -> N
     assert not [t for t in threading.enumerate() if t.name == "moot-file-inotify"]
     queue_dir = root / "ns.d" / "q.d"
     assert _names(queue_dir) == [".lock"]  # no key left behind
-    assert _names(root / ".sessions.2") == []
+    assert _names(root / ".sessions.3") == []
+    assert (queue_dir / ".lock").read_bytes()[40:44] == bytes(4)  # nor in the directory's slot
 
 
 def test_coordinator_round_trip(root: Path) -> None:
@@ -278,7 +281,7 @@ def test_a_watch_is_woken_once_a_closed_sessions_flock_is_dropped(make: Make, ro
     assert session is not None
     assert owner.create("ns/k", b"", ephemeral=True) is not None
     fired = _event_watch(observer, "ns/k")
-    os.close(os.open(root / ".sessions.2" / session.id, os.O_WRONLY))  # IN_CLOSE_WRITE, flock still held
+    os.close(os.open(root / ".sessions.3" / session.id, os.O_WRONLY))  # IN_CLOSE_WRITE, flock still held
     wait_until(lambda: any(t.name == "moot-file-inotify-drop" for t in threading.enumerate()),
                what="the close seen while the flock is held")
     assert observer.get("ns/k") is not None
@@ -286,3 +289,136 @@ def test_a_watch_is_woken_once_a_closed_sessions_flock_is_dropped(make: Make, ro
     fcntl.flock(session.fd, fcntl.LOCK_UN)  # the owner's keys die, with no further event
     wait_event(fired, timeout=AT_ONCE, what="watch woken once the flock is gone")
     assert observer.get("ns/k") is None
+
+
+# -- the directory's slot: an uncontended queue's entry kept in its .lock -----
+QUEUE = "ns/lock/x/q/"
+
+
+def _queue_dir(root: Path) -> Path:
+    return root / "ns.d" / "lock.d" / "x.d" / "q.d"
+
+
+def _in_slot(root: Path, key: str) -> bool:
+    """Whether ``key`` is held in its directory's slot (and in no key file)."""
+    lock = os.open(_queue_dir(root) / ".lock", os.O_RDONLY)
+    try:
+        held = slot.read(lock)
+    finally:
+        os.close(lock)
+    name = key.rsplit("/", 1)[1]
+    return held is not None and held.name == name and name not in _names(_queue_dir(root))
+
+
+def test_an_uncontended_entry_lives_in_the_slot_and_reads_like_a_key_file(make: Make, root: Path) -> None:
+    owner, reader = make(), make()
+    mine, queue = owner.enqueue(QUEUE, b"v")
+    assert queue == [mine] and _in_slot(root, mine.key)
+    assert _names(_queue_dir(root)) == [".lock"]
+    assert reader.get(mine.key) == mine and owner.get(mine.key) == mine
+    assert reader.list(QUEUE) == [mine] and reader.list("ns/") == [mine]
+    assert reader.enqueue("ns/lock/other/q/", b"")[1][0].owner == reader._session.id  # type: ignore[union-attr]
+    assert owner.delete(mine.key)
+    assert reader.get(mine.key) is None and reader.list(QUEUE) == []
+    assert not owner.delete(mine.key)
+    again, queue = owner.enqueue(QUEUE, b"w")
+    assert queue == [again] and again.seq is not None and mine.seq is not None and again.seq > mine.seq
+    assert _in_slot(root, again.key)
+
+
+def test_a_second_enqueue_settles_the_slot_and_is_woken_by_its_release(make: Make, root: Path) -> None:
+    holder, waiter = make(), make()
+    held, _ = holder.enqueue(QUEUE, b"holder")
+    assert _in_slot(root, held.key)
+    mine, queue = waiter.enqueue(QUEUE, b"waiter")
+    assert queue == [held, mine]  # the same entry (name, value, version, seq, owner), now a key file
+    assert not _in_slot(root, held.key) and held.key.rsplit("/", 1)[1] in _names(_queue_dir(root))
+    woken = _event_watch(waiter, held.key)  # how a lock waiter watches its predecessor
+    assert not woken.is_set()
+    assert holder.delete(held.key)
+    wait_event(woken, timeout=AT_ONCE, what="the waiter woken by the release of a settled slot")
+    assert waiter.list(QUEUE) == [mine]
+    assert not holder.delete(held.key)
+
+
+def test_a_key_watch_settles_a_slot_and_fires_on_its_release(make: Make, root: Path) -> None:
+    holder, watcher = make(), make()
+    held, _ = holder.enqueue(QUEUE, b"")
+    woken = _event_watch(watcher, held.key)
+    assert not _in_slot(root, held.key) and watcher.get(held.key) == held
+    assert not woken.is_set()
+    assert holder.delete(held.key)
+    wait_event(woken, timeout=AT_ONCE, what="a key watch on a slot's entry woken by its release")
+
+
+def test_a_prefix_watch_is_woken_by_a_slot_taken_and_emptied(make: Make, root: Path) -> None:
+    owner, watcher = make(), make()
+    watcher.list(QUEUE)  # the directory exists
+    changes = threading.Semaphore(0)
+    watcher.watch(QUEUE, changes.release)
+    mine, _ = owner.enqueue(QUEUE, b"")
+    assert changes.acquire(timeout=AT_ONCE), "a prefix watch woken by an entry put in the slot"
+    assert _in_slot(root, mine.key)
+    while changes.acquire(timeout=0):
+        pass
+    assert owner.delete(mine.key)
+    assert changes.acquire(timeout=AT_ONCE), "a prefix watch woken by the slot emptied"
+    assert watcher.list(QUEUE) == []
+
+
+def test_a_sigkilled_slot_holder_frees_it_at_once_and_wakes_prefix_watchers(make: Make, root: Path) -> None:
+    observer = make()
+    proc, key = _holder(root, "slot")
+    try:
+        assert _in_slot(root, key) and observer.get(key) is not None
+        prefix = _event_watch(observer, QUEUE)
+    finally:
+        _kill(proc)
+    wait_event(prefix, timeout=AT_ONCE, what="a prefix watch woken by the slot holder's death")
+    assert observer.get(key) is None and observer.list(QUEUE) == []
+    mine, queue = observer.enqueue(QUEUE, b"next")  # the dead entry is replaced in the slot
+    assert queue == [mine] and mine.seq is not None and mine.seq > int(key.rsplit("/", 1)[1])
+    assert _in_slot(root, mine.key)
+
+
+def test_a_waiter_behind_a_sigkilled_slot_holder_is_woken_at_once(make: Make, root: Path) -> None:
+    waiter = make()
+    proc, key = _holder(root, "slot")
+    try:
+        assert _in_slot(root, key)
+        mine, queue = waiter.enqueue(QUEUE, b"waiter")
+        assert [e.key for e in queue] == [key, mine.key]
+        woken = _event_watch(waiter, key)
+    finally:
+        _kill(proc)
+    wait_event(woken, timeout=AT_ONCE, what="the waiter woken by the slot holder's death")
+    assert waiter.list(QUEUE) == [mine]
+
+
+def test_an_evicted_slot_holder_loses_its_entry(make: Make, root: Path) -> None:
+    holder, evicter = make(), make()
+    held, _ = holder.enqueue(QUEUE, b"")
+    assert _in_slot(root, held.key)
+    changed = _event_watch(evicter, QUEUE)
+    assert evicter.expire_session(holder._session.id)  # type: ignore[union-attr]
+    wait_event(changed, what="a prefix watch woken by the eviction")
+    assert evicter.get(held.key) is None and evicter.list(QUEUE) == []
+    assert not holder.delete(held.key)  # the release tells the holder it had lost the entry
+    with pytest.raises(moot.SessionExpired):
+        holder.enqueue(QUEUE, b"")
+    mine, queue = evicter.enqueue(QUEUE, b"")
+    assert queue == [mine] and _in_slot(root, mine.key)
+
+
+@pytest.mark.parametrize("torn", [b"slot", b"slot" + bytes(20), b"slot\xff\xff" + bytes(42)],
+                         ids=["magic-only", "short-record", "lengths-past-the-end"])
+def test_a_torn_slot_reads_as_empty_and_is_emptied(make: Make, root: Path, torn: bytes) -> None:
+    backend = make()
+    first, _ = backend.enqueue(QUEUE, b"")
+    assert backend.delete(first.key)
+    lock = _queue_dir(root) / ".lock"
+    record = lock.read_bytes()[:40]
+    lock.write_bytes(record + torn)  # what a machine crash in the middle of a write could leave
+    assert backend.list(QUEUE) == [] and backend.get(f"{QUEUE}{first.seq:020d}") is None
+    mine, queue = backend.enqueue(QUEUE, b"")  # the torn slot emptied, then taken
+    assert queue == [mine] and _in_slot(root, mine.key)

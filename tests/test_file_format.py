@@ -1,9 +1,12 @@
-"""The file:// on-disk formats never share a directory: a moot of format 1
-(each ephemeral key a hard link to a flocked file of its own, sessions in
-``.sessions/``) and one of format 2 (every key of a session lives by the
-session file's flock, sessions in ``.sessions.2/``) would each take the
-other's keys for dead. Played with the real format 1 code, taken from the
-repository at the last commit that had it, in processes of its own.
+"""The file:// on-disk formats never share a directory: format 1 made each
+ephemeral key a hard link to a flocked file of its own (sessions in
+``.sessions/``), format 2 lets every key of a session live by the session
+file's flock (sessions in ``.sessions.2/``), and format 3 adds a directory's
+slot (an uncontended queue's entry kept in its ``.lock``, sessions in
+``.sessions.3/``). An older process would take newer keys for dead, or not
+see a slot's entry at all. Played with the real code of each older format,
+taken from the repository at the last commit that wrote it, in processes of
+its own.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from moot.url import parse_url
 from tests.waiting import BOUND
 
 REPO = Path(__file__).resolve().parents[1]
-#: The last commit whose file:// backend wrote format 1.
-FORMAT_1 = "d4c6e80"
+#: The last commit whose file:// backend wrote each older format, and the
+#: sessions directory that format kept.
+OLDER = {1: ("d4c6e80", ".sessions"), 2: ("c900905", ".sessions.2")}
 
 _OLD = """
 import sys, time
@@ -46,22 +50,26 @@ time.sleep(60)
 """
 
 
-@pytest.fixture(scope="module")
-def format_1(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the ``moot`` package as it was at FORMAT_1."""
-    where = tmp_path_factory.mktemp("format-1")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", FORMAT_1, "moot"], capture_output=True,
+@pytest.fixture(scope="module", params=sorted(OLDER), ids=lambda number: f"format-{number}")
+def older(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
+    """An older format's number and a copy of the ``moot`` package that wrote it."""
+    number: int = request.param
+    commit, sessions = OLDER[number]
+    where = tmp_path_factory.mktemp(f"format-{number}")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "moot"], capture_output=True,
                              check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(where, filter="data")
-    assert (where / "moot" / "backends" / "file" / "spares.py").exists()  # really format 1
-    return where
+    code = where / "moot" / "backends" / "file"
+    assert any(f'"{sessions}"' in module.read_text() for module in code.glob("*.py"))
+    assert not (code / "slot.py").exists()
+    return number, where
 
 
 @pytest.fixture
-def old(format_1: Path, tmp_path: Path) -> Iterator[tuple[Path, list[subprocess.Popen[str]]]]:
+def old(older: tuple[int, Path]) -> Iterator[tuple[int, Path, list[subprocess.Popen[str]]]]:
     procs: list[subprocess.Popen[str]] = []
-    yield format_1, procs
+    yield *older, procs
     for proc in procs:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -70,10 +78,10 @@ def old(format_1: Path, tmp_path: Path) -> Iterator[tuple[Path, list[subprocess.
             proc.stdout.close()
 
 
-def _start_old(format_1: Path, root: Path, procs: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], str]:
-    """A format 1 process on ``root``; it and its first line (its lock key, or why it refused)."""
-    proc = subprocess.Popen([sys.executable, "-c", _OLD, f"file://{root}"], cwd=format_1, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(format_1)})
+def _start_old(package: Path, root: Path, procs: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], str]:
+    """An older format's process on ``root``; it and its first line (its lock key, or why it refused)."""
+    proc = subprocess.Popen([sys.executable, "-c", _OLD, f"file://{root}"], cwd=package, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(package)})
     procs.append(proc)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
@@ -85,36 +93,41 @@ def _new(root: Path) -> FileBackend:
     return backend
 
 
-def test_a_live_format_1_process_is_named_and_its_directory_refused(
-        old: tuple[Path, list[subprocess.Popen[str]]], tmp_path: Path) -> None:
-    format_1, procs = old
+def test_a_live_older_process_is_named_and_its_directory_refused(
+        old: tuple[int, Path, list[subprocess.Popen[str]]], tmp_path: Path) -> None:
+    number, package, procs = old
+    sessions = OLDER[number][1]
     root = tmp_path / "coord"
-    proc, key = _start_old(format_1, root, procs)
+    proc, key = _start_old(package, root, procs)
     assert key.startswith("ns/lock/x/q/"), key
-    with pytest.raises(ConfigurationError, match=f"before format 2 uses it .*pid {proc.pid}"):
+    with pytest.raises(ConfigurationError, match=f"before format {number + 1} uses it .*pid {proc.pid}"):
         _new(root)
-    assert (root / ".sessions").is_dir()  # left as it was: the old process keeps working
+    assert (root / sessions).is_dir()  # left as it was: the old process keeps working
+    queue_dir = root / "ns.d" / "lock.d" / "x.d" / "q.d"
+    assert key.rsplit("/", 1)[1] in os.listdir(queue_dir)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(BOUND)
-    # Its owner dead, the directory becomes format 2; the old keys are dead entries.
+    # Its owner dead, the directory becomes format 3; the old keys are dead entries.
     backend = _new(root)
     try:
         backend.open_session(2)
         mine, queue = backend.enqueue("ns/lock/x/q/", b"new")
         assert queue == [mine] and mine.seq is not None and mine.seq > int(key.rsplit("/", 1)[1])
-        assert (root / ".sessions").is_file() and (root / ".sessions.2").is_dir()
-        queue_dir = root / "ns.d" / "lock.d" / "x.d" / "q.d"
-        names = sorted(p.name for p in queue_dir.iterdir())  # format 1's spare swept, this session's own left
-        assert [n for n in names if not n.startswith(".f-")] == [".lock", mine.key.rsplit("/", 1)[1]], names
+        for older in (".sessions", ".sessions.2"):
+            assert (root / older).is_file(), older
+        assert (root / ".sessions.3").is_dir()
+        names = sorted(p.name for p in queue_dir.iterdir())  # the old key and spare swept; mine is in the slot
+        assert names == [".lock"], names
+        assert backend.get(mine.key) == mine
     finally:
         backend.close()
 
 
-def test_a_format_1_process_refuses_a_format_2_directory(
-        old: tuple[Path, list[subprocess.Popen[str]]], tmp_path: Path) -> None:
-    format_1, procs = old
+def test_an_older_process_refuses_a_format_3_directory(
+        old: tuple[int, Path, list[subprocess.Popen[str]]], tmp_path: Path) -> None:
+    number, package, procs = old
     root = tmp_path / "coord"
     with moot.connect(f"file://{root}", member_id="new", ttl=2) as coord, coord.lock("x", timeout=5):
-        proc, line = _start_old(format_1, root, procs)
-        assert line.startswith("refused ConfigurationError") and ".sessions" in line, line
+        proc, line = _start_old(package, root, procs)
+        assert line.startswith("refused ConfigurationError") and OLDER[number][1] in line, line
         proc.wait(BOUND)

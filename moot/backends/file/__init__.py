@@ -3,9 +3,9 @@
 No server: the directory is the engine. It is created (mode 0700) if missing,
 and refused if other users could tamper with it; ``?mode=0660`` shares it
 with its group on purpose (:mod:`moot.backends.file.access`).
-The layout on disk and why it is so: ``docs/design/file.md`` (format 2; a
-directory in use by a moot of format 1 is refused, and a format 1 moot
-refuses a format 2 directory).
+The layout on disk and why it is so: ``docs/design/file.md`` (format 3; a
+directory in use by a moot of an older format is refused, and an older moot
+refuses a format 3 directory).
 
 Guarantees
     * A process that dies, even by SIGKILL, loses its ephemeral keys (locks,

@@ -18,6 +18,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from moot.backends._support import fork
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
+from moot.backends.file import slot
 from moot.backends.file.access import Access, check_directory, default_directory, parse_mode
 from moot.backends.file.dirs import Dir, Dirs, live_names, reap, scan, subdir_prefixes
 from moot.backends.file.format import (
@@ -27,9 +28,7 @@ from moot.backends.file.format import (
     MAGIC,
     SEQUENTIAL,
     SESSION_RE,
-    bump,
     count_keys,
-    disk,
     key_path,
     load,
     next_counter,
@@ -104,6 +103,7 @@ class FileBackend(Backend):
         self._dispatcher: Dispatcher | None = None
         self._watcher: Inotify | None = None
         self._prefixes: dict[str, tuple[str, str]] = {}  # valid queue prefixes -> prefix_path()
+        self._slots = slot.Slots(self._access.create)
 
     # -- lifecycle --------------------------------------------------------
     def connect(self, timeout: float) -> None:
@@ -189,51 +189,6 @@ class FileBackend(Backend):
         return f"file backend at {self._root}"
 
     # -- entries (callers hold the directory's mutex) ----------------------
-    def _put(self, handle: Dir, segment: str, value: bytes, ephemeral: bool, sequential: bool = False) -> \
-            tuple[Entry | None, int | None]:
-        """Create the key ``segment`` (``segment`` + seq if ``sequential``) in
-        ``handle`` if absent (a dead entry is replaced); None if a live one is
-        there. Also returns the directory's bound on key files (None if
-        unknown). Caller holds the mutex."""
-        version, epoch, keys = bump(handle.lock)  # the bound raised before the key is made: it stays a bound
-        seq = version if sequential else None
-        if sequential:
-            segment = f"{segment}{version:020d}"
-        name = disk(segment)
-        stored = segment.encode() if name != segment else b""
-        owner = self._sessions.owner(self._session, handle, epoch).id if ephemeral else None
-        flags = (EPHEMERAL if ephemeral else 0) | (SEQUENTIAL if sequential else 0)
-        data = HEADER.pack(MAGIC, 1, flags, len(stored), len(value), version, version if sequential else 0,
-                           owner.encode() if owner else b"") + stored + value
-        spare = self._spares.take(handle, owner) if owner else None
-        entry = Entry(handle.rel + segment, value, version, seq, owner)
-        linked = False
-        try:
-            if spare is not None:
-                os.pwrite(spare.fd, data, 0)
-            for _ in range(2):
-                try:
-                    if spare is None:
-                        fd = self._access.create(name, os.O_WRONLY, handle.fd)
-                        try:
-                            os.write(fd, data)
-                        finally:
-                            os.close(fd)
-                    else:
-                        os.link(spare.name, name, src_dir_fd=handle.fd, dst_dir_fd=handle.fd,
-                                follow_symlinks=False)
-                        linked = True
-                        self._owned.setdefault(handle.rel, {})[name] = spare
-                    return entry, keys
-                except FileExistsError:
-                    if not probe(handle.fd, handle.rel, name, handle.sessions)[1]:
-                        break
-                    os.unlink(name, dir_fd=handle.fd)  # a dead entry counts as absent
-            return None, keys
-        finally:
-            if spare is not None and not linked:
-                self._spares.give_back(handle.rel, spare)
-
     def _mine(self) -> str | None:
         """This object's live session (its keys need no liveness check)."""
         session = self._session
@@ -259,9 +214,14 @@ class FileBackend(Backend):
             return
         with self._lock:
             session, self._session = self._session, None
+            slots = self._slots.forget_all()
             if session is None:
                 return
             try:
+                for rel, tail in slots:  # my slot entries: emptied, not left dead
+                    handle = self._dirs.get(rel, create=False)
+                    if handle is not None:
+                        self._slots.release(handle, tail)
                 self._spares.end_session()
                 self._sessions.remove(session)
             except OSError:
@@ -301,6 +261,9 @@ class FileBackend(Backend):
                 return None
             with handle.shared:
                 entry, dead = probe(handle.fd, handle.rel, name, handle.sessions, self._mine())
+                if entry is None and not dead:
+                    entry, dead = slot.probe(handle, name, self._mine())
+                    name = slot.DEAD_SLOT  # what reap() empties the slot by
             if dead:
                 reap(handle, [name])
             return entry
@@ -312,7 +275,9 @@ class FileBackend(Backend):
             handle = self._dirs.get(rel, create=True)
             assert handle is not None
             with handle.exclusive:
-                return self._put(handle, segment, bytes(value), ephemeral)[0]
+                self._slots.settle(handle)
+                return self._spares.put(handle, segment, bytes(value), self._owner_id if ephemeral else None,
+                                        self._access.create)[0]
 
     @_io
     def create_sequential(self, prefix: str, value: bytes, *, ephemeral: bool = True) -> Entry:
@@ -338,8 +303,17 @@ class FileBackend(Backend):
             fcntl.flock(handle.lock, fcntl.LOCK_EX)  # the directory's mutex (handle.exclusive, unrolled: the hot path)
             entry: Entry | None = None
             try:
+                raw = os.pread(handle.lock, slot.READ, 0)
+                if slot.held(raw):  # another's entry becomes a key file to queue behind; a dead one goes
+                    self._slots.settle(handle)
+                    raw = os.pread(handle.lock, slot.READ, 0)
+                if listing:  # alone in the directory: the entry goes in its slot (see slot.py)
+                    entry = self._slots.take(handle, raw, start, value, self._owner_id)
+                    if entry is not None:
+                        return entry, [entry]
                 while entry is None:  # a name is taken only if the counter was lost in a crash
-                    entry, keys = self._put(handle, start, value, ephemeral, True)
+                    entry, keys = self._spares.put(handle, start, value, self._owner_id if ephemeral else None,
+                                                   self._access.create, sequential=True)
                 if listing and keys == 1 and os.fstat(handle.fd).st_nlink == 2:
                     out.append(entry)  # the only key file, and no subdirectory: skip the scan
                     listing = False
@@ -352,6 +326,9 @@ class FileBackend(Backend):
                 self._finish_list(handle, subdirs, dead, start, out)
         return entry, out
 
+    def _owner_id(self, handle: Dir, epoch: int) -> str:
+        return self._sessions.owner(self._session, handle, epoch).id
+
     @_io
     def compare_and_set(self, key: str, value: bytes, version: int) -> Entry | None:
         rel, segment, name = key_path(key)
@@ -361,6 +338,7 @@ class FileBackend(Backend):
             if handle is None:
                 return None
             with handle.exclusive:
+                self._slots.settle(handle, name)
                 old, _ = probe(handle.fd, handle.rel, name, handle.sessions, self._mine())
                 if old is None or old.version != version:
                     return None
@@ -381,6 +359,15 @@ class FileBackend(Backend):
 
     @_io
     def delete(self, key: str, version: int | None = None) -> bool:
+        held = self._slots.forget(key, version) if isinstance(key, str) else None
+        if held is not None:
+            with self._lock:
+                handle = self._dirs.get(held[0], create=False)
+                if handle is not None and self._slots.release(handle, held[1]):
+                    return True
+        return self._delete(key, version)
+
+    def _delete(self, key: str, version: int | None) -> bool:
         rel, slash, name = key.rpartition("/") if isinstance(key, str) else ("", "", "")
         rel += slash
         owned = self._owned.get(rel)
@@ -395,6 +382,7 @@ class FileBackend(Backend):
                 spare = self._owned.get(rel, {}).get(name)
                 if spare is not None and version is None and self._spares.unlink_owned(handle, name, spare):
                     return True  # the fast path: my own key, no need to read it
+                self._slots.settle(handle, name)
                 old, dead = probe(handle.fd, handle.rel, name, handle.sessions, self._mine())
                 if dead:
                     os.unlink(name, dir_fd=handle.fd)
@@ -477,6 +465,12 @@ class FileBackend(Backend):
             handle = self._dirs.get(rel, create=True)
             assert handle is not None
             path = handle.path
+            held = slot.read(handle.lock) if name is not None else None
+            if held is not None and held.name == name:
+                # A key held in a slot becomes its file first: its removal is then an event on its name.
+                # (Read without the mutex: once seen, a key only leaves the slot, never comes back.)
+                with handle.exclusive:
+                    self._slots.settle(handle, name)
         return self._watch_name(path, name, callback)
 
     def _watch_name(self, path: str, name: str | None, callback: Callable[[], None]) -> CallbackWatch:

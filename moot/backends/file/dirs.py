@@ -17,6 +17,7 @@ import uuid
 from types import TracebackType
 
 from moot.backends.base import Entry
+from moot.backends.file import slot
 from moot.backends.file.access import Access
 from moot.backends.file.format import SPARE, SPARE_2, count_keys, disk, probe, session_alive, split, unlink_if_dead
 
@@ -90,6 +91,12 @@ def scan(handle: Dir, start: str, out: list[Entry], known: Entry | None = None) 
             dead.append(name)
         elif entry is not None and entry.key.startswith(start, len(handle.rel)):
             out.append(entry)
+    held = slot.read(handle.lock)
+    if held is not None:
+        if not held.alive(handle.sessions, seen=seen):
+            dead.append(slot.DEAD_SLOT)
+        elif held.name.startswith(start):
+            out.append(held.entry(handle.rel))
     return subdirs, dead, files
 
 
@@ -129,6 +136,12 @@ def live_names(handle: Dir, mine: str | None) -> tuple[list[str], list[str]]:
         if alive is None:
             alive = seen[owner] = session_alive(handle.sessions, owner)
         (live if alive else dead).append(name)
+    held = slot.read(handle.lock)
+    if held is not None:
+        if held.alive(handle.sessions, mine, seen):
+            live.append(held.name)
+        else:
+            dead.append(slot.DEAD_SLOT)
     return live, dead
 
 
@@ -154,6 +167,7 @@ def sweep(handle: Dir) -> None:
                 else:
                     files += 1
         count_keys(handle.lock, exact=files)
+        slot.reap_slot(handle.lock, handle.sessions)
 
 
 def reap(handle: Dir, names: list[str]) -> None:
@@ -161,7 +175,9 @@ def reap(handle: Dir, names: list[str]) -> None:
     with handle.exclusive:
         removed = 0
         for name in names:
-            if probe(handle.fd, handle.rel, name, handle.sessions)[1]:
+            if name == slot.DEAD_SLOT:
+                slot.reap_slot(handle.lock, handle.sessions)
+            elif probe(handle.fd, handle.rel, name, handle.sessions)[1]:
                 os.unlink(name, dir_fd=handle.fd)
                 removed += 1
         count_keys(handle.lock, -removed)

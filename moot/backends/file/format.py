@@ -35,18 +35,21 @@ EPHEMERAL, SEQUENTIAL = 1, 2
 # number of key files and the boot that bound was written in (a machine crash
 # may lose unsynced writes, so a bound from another boot is not trusted).
 _RECORD = struct.Struct("<QQQ16s")
-_RECORD_SIZE, _pack_record, _unpack_record = _RECORD.size, _RECORD.pack, _RECORD.unpack
+RECORD_SIZE = _RECORD_SIZE = _RECORD.size
+_pack_record, _unpack_record = _RECORD.pack, _RECORD.unpack_from
 _READ = 4096
 _NO_BOOT = bytes(_RECORD.size - 24)  # the boot field of a record whose bound is unknown
 
 SPARE = ".s-"  # the name prefix of format 1's spares, swept once their owner is gone
 SPARE_2 = ".f-"  # the name prefix of format 2's spares: .f-<session>-<random> (see spares.py)
 EVICTED = ".evicted"  # the name suffix of an eviction marker (see sessions.py)
-SESSIONS = ".sessions.2"  # the directory of session files (format 2)
-#: Format 1 kept its session files in this directory; format 2 keeps a file
-#: of this name (saying so) there, which a format 1 process cannot open as a
-#: directory: it refuses the directory instead of sharing it (see sessions.py).
+SESSIONS = ".sessions.3"  # the directory of session files (format 3)
+#: Formats 1 and 2 kept their session files in these directories; format 3
+#: keeps a file of each name (saying so) there, which a process of those
+#: formats cannot open as a directory: it refuses the directory instead of
+#: sharing it (see sessions.py).
 LEGACY = ".sessions"
+FORMAT_2 = ".sessions.2"
 
 
 def next_counter(counter: int) -> int:
@@ -152,7 +155,11 @@ def read_all(fd: int, data: bytes, size: int) -> bytes:
 def load(lock: int) -> tuple[int, int, int | None]:
     """The directory's (counter, eviction epoch, bound on key files or None if
     unknown), read from its ``.lock`` file ``lock``."""
-    raw = os.pread(lock, _RECORD_SIZE, 0)
+    return record(os.pread(lock, _RECORD_SIZE, 0))
+
+
+def record(raw: bytes) -> tuple[int, int, int | None]:
+    """:func:`load` of ``raw``, read from the start of a ``.lock`` file."""
     if len(raw) < _RECORD_SIZE:
         return 0, 0, None
     counter, epoch, keys, boot = _unpack_record(raw)
@@ -160,10 +167,13 @@ def load(lock: int) -> tuple[int, int, int | None]:
 
 
 def store(lock: int, counter: int, epoch: int, keys: int | None) -> None:
+    os.pwrite(lock, pack_record(counter, epoch, keys), 0)
+
+
+def pack_record(counter: int, epoch: int, keys: int | None) -> bytes:
     if keys is None:
-        os.pwrite(lock, _pack_record(counter, epoch, 0, _NO_BOOT), 0)
-    else:
-        os.pwrite(lock, _pack_record(counter, epoch, keys if keys > 0 else 0, boot_id()), 0)
+        return _pack_record(counter, epoch, 0, _NO_BOOT)
+    return _pack_record(counter, epoch, keys if keys > 0 else 0, boot_id())
 
 
 def bump(lock: int) -> tuple[int, int, int | None]:

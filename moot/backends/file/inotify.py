@@ -26,6 +26,7 @@ from moot.realthreads import pause, select, threading
 _IN_CLOSE_WRITE, _IN_MOVED_FROM, _IN_MOVED_TO = 0x8, 0x40, 0x80
 _IN_CREATE, _IN_DELETE = 0x100, 0x200
 _IN_Q_OVERFLOW, _IN_IGNORED, _IN_ONLYDIR = 0x4000, 0x8000, 0x1000000
+_IN_MODIFY = 0x2  # of a directory's .lock: its slot may have changed (see slot.py)
 _MASK = _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE | _IN_ONLYDIR
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, name length
 #: How long a closed session's flock may linger before its watches are woken anyway.
@@ -121,6 +122,7 @@ class Inotify:
         self._sessions: dict[int, str] = {}  # wd of a sessions directory -> its path
         self._session_wds: dict[str, int] = {}  # and back
         self._owned: dict[tuple[int, str], set[_Named]] = {}  # (sessions wd, session) -> watches on its keys
+        self._records: dict[int, int] = {}  # wd of a watched directory's .lock -> the directory's wd
         self._thread = threading.Thread(target=self._run, name="moot-file-inotify", daemon=True)
         self._thread.start()
 
@@ -143,6 +145,10 @@ class Inotify:
             wd = self._add_watch(path)
             spot = self._spots.setdefault(wd, _Spot(swd))
             if name is None:
+                if not spot.any:  # a slot's changes are writes to .lock, not changes of names
+                    record = _check_call(_libc().inotify_add_watch(self._fd, os.fsencode(f"{path}/.lock"),
+                                                                   _IN_MODIFY))
+                    self._records[record] = wd
                 spot.any.add((watch, dispatcher))
                 return wd
             named = _Named((watch, dispatcher), f"{path}/{name}", swd)
@@ -185,6 +191,10 @@ class Inotify:
             if name is None:
                 for target in [t for t in spot.any if t[0] is watch]:
                     spot.any.discard(target)
+                if not spot.any:
+                    for record in [r for r, directory in self._records.items() if directory == wd]:
+                        del self._records[record]
+                        _libc().inotify_rm_watch(self._fd, record)
             else:
                 named = spot.names.get(name, set())
                 for gone in [n for n in named if n.target[0] is watch]:
@@ -228,6 +238,13 @@ class Inotify:
                 if mask & _IN_Q_OVERFLOW:
                     for spot in self._spots.values():
                         fire.update(spot.everything())
+                    continue
+                directory = self._records.get(wd)
+                if directory is not None:
+                    if mask & _IN_IGNORED:
+                        del self._records[wd]
+                    elif directory in self._spots:
+                        fire.update(self._spots[directory].any)
                     continue
                 found = self._spots.get(wd)
                 if found is None:

@@ -1,16 +1,18 @@
-"""Sessions of the file:// backend: one file per session in ``.sessions.2/``,
+"""Sessions of the file:// backend: one file per session in ``.sessions.3/``,
 flocked by its owner (alive while flocked; the heartbeat touches its mtime),
 listing the directories where the session made ephemeral keys, and eviction.
 Every ephemeral key of a session lives exactly as long as that one flock, so
 a process keeps one descriptor per session, however many keys it has.
 
-Format 1 (before this layout) kept its session files in ``.sessions/`` and
-made each ephemeral key a hard link to a flocked file of its own. A format 1
-process would take a format 2 key (flocked by nobody) for dead, so the two
-never share a directory: format 2 replaces the ``.sessions/`` directory by a
-file once no format 1 session is alive there, and a format 1 process then
-fails to open it as a directory and refuses to connect; while one is alive,
-a format 2 process refuses to connect and says which process it is.
+Older formats kept their session files elsewhere: format 1 in ``.sessions/``
+(each ephemeral key a hard link to a flocked file of its own), format 2 in
+``.sessions.2/`` (as now, but without a directory's slot, see ``slot.py``).
+A process of an older format would take newer keys for dead or not see
+them, so formats never share a directory: format 3 replaces each older
+sessions directory by a file once no session of that format is alive
+there, and an older process then fails to open it as a directory and
+refuses to connect; while one is alive, a format 3 process refuses to
+connect and says which process it is.
 
 An evicted session gets a marker file; the evicter then deletes the session's
 keys in the directories it listed, bumping each one's eviction epoch, and an
@@ -30,10 +32,12 @@ import time
 import uuid
 
 from moot.backends.base import Watch
+from moot.backends.file import slot
 from moot.backends.file.access import Access
 from moot.backends.file.dirs import Dir
 from moot.backends.file.format import (
     EVICTED,
+    FORMAT_2,
     LEGACY,
     PREFIX_RE,
     SESSIONS,
@@ -47,8 +51,8 @@ from moot.backends.file.format import (
 )
 from moot.errors import ConfigurationError, SessionExpired
 
-_MARKER = (b"moot file:// format 2: the session files are in .sessions.2/. A moot from before format 2 "
-           b"cannot use this directory (it would not see format 2 keys as alive).\n")
+_MARKER = (b"moot file:// format 3: the session files are in .sessions.3/. A moot from before format 3 "
+           b"cannot use this directory (it would not see format 3 keys as alive).\n")
 
 
 class Session:
@@ -74,7 +78,7 @@ class Sessions:
 
     def open(self, root: str) -> None:
         """Open the sessions directory of ``root``, claiming ``root`` for
-        format 2 first (under its mutex): see the module docstring."""
+        format 3 first (under its mutex): see the module docstring."""
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             lock = self.access.open_or_create(".lock", os.O_RDWR, root_fd)
@@ -202,6 +206,9 @@ def evict_in(handle: Dir, session_id: str) -> None:
     with handle.exclusive:
         counter, epoch, keys = load(handle.lock)
         store(handle.lock, counter, epoch + 1, keys)
+        held = slot.read(handle.lock)
+        if held is not None and held.owner == session_id:
+            slot.empty(handle.lock)
         removed = 0
         for name in os.listdir(handle.fd):
             if name[0] != "." and not name.endswith(".d"):
@@ -213,57 +220,60 @@ def evict_in(handle: Dir, session_id: str) -> None:
 
 
 def _claim(root: str, root_fd: int, access: Access) -> None:
-    """Make ``root`` a format 2 directory (its ``.sessions`` a file saying
-    so), or refuse it while a format 1 session lives there. Caller holds the
-    root's mutex (format 1 processes make ``.sessions`` without it, hence the
-    retries)."""
-    for _ in range(5):
-        try:
-            info = os.stat(LEGACY, dir_fd=root_fd, follow_symlinks=False)
-        except FileNotFoundError:
+    """Make ``root`` a format 3 directory (``.sessions`` and ``.sessions.2``
+    files saying so), or refuse it while a session of format 1 or 2 lives
+    there. Caller holds the root's mutex (older processes make their
+    sessions directory without it, hence the retries)."""
+    for name, before in ((LEGACY, "format 2"), (FORMAT_2, "format 3")):
+        for _ in range(5):
             try:
-                fd = access.create(LEGACY, os.O_WRONLY, root_fd)
-            except FileExistsError:
-                continue  # a format 1 process made its directory meanwhile
-            try:
-                os.write(fd, _MARKER)
-            finally:
-                os.close(fd)
-            return
-        if stat.S_ISREG(info.st_mode):
-            return
-        if not stat.S_ISDIR(info.st_mode):
-            raise ConfigurationError(f"refusing to use {root!r} as a file backend: {root}/{LEGACY} is neither "
-                                     f"moot's file nor its directory; remove it if nothing else uses it")
-        _retire(root, root_fd)
-    raise OSError(errno.EAGAIN, "format 1 processes keep making .sessions/ (retry)")
+                info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                try:
+                    fd = access.create(name, os.O_WRONLY, root_fd)
+                except FileExistsError:
+                    continue  # an older process made its directory meanwhile
+                try:
+                    os.write(fd, _MARKER)
+                finally:
+                    os.close(fd)
+                break
+            if stat.S_ISREG(info.st_mode):
+                break
+            if not stat.S_ISDIR(info.st_mode):
+                raise ConfigurationError(f"refusing to use {root!r} as a file backend: {root}/{name} is neither "
+                                         f"moot's file nor its directory; remove it if nothing else uses it")
+            _retire(root, root_fd, name, before)
+        else:
+            raise OSError(errno.EAGAIN, f"processes from before {before} keep making {name}/ (retry)")
 
 
-def _retire(root: str, root_fd: int) -> None:
-    """Remove format 1's ``.sessions/`` directory if no session there lives;
-    refuse ``root`` (ConfigurationError naming the process) if one does."""
+def _retire(root: str, root_fd: int, name: str, before: str) -> None:
+    """Remove an older format's sessions directory ``name`` if no session
+    there lives; refuse ``root`` (ConfigurationError naming the process) if
+    one does."""
     try:
-        fd = os.open(LEGACY, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
     except (FileNotFoundError, NotADirectoryError):
         return
     try:
-        for name in os.listdir(fd):  # session files (and temporary ones) flocked by a live owner stay
-            if not name.endswith(EVICTED):
-                unlink_if_dead(fd, name)
-        live = [name for name in os.listdir(fd) if not name.endswith(EVICTED)]
+        for session in os.listdir(fd):  # session files (and temporary ones) flocked by a live owner stay
+            if not session.endswith(EVICTED):
+                unlink_if_dead(fd, session)
+        live = [session for session in os.listdir(fd) if not session.endswith(EVICTED)]
         if live:
             raise ConfigurationError(
-                f"refusing to use {root!r} as a file backend: a moot from before format 2 uses it "
+                f"refusing to use {root!r} as a file backend: a moot from before {before} uses it "
                 f"({_describe(fd, live[0])}), and the two formats cannot share a directory (each would take "
                 f"the other's locks for free); stop or upgrade that process, or use another directory")
-        for name in os.listdir(fd):
-            if name.endswith(EVICTED):
+        for marker in os.listdir(fd):
+            if marker.endswith(EVICTED):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=fd)
+                    os.unlink(marker, dir_fd=fd)
     finally:
         os.close(fd)
     try:
-        os.rmdir(LEGACY, dir_fd=root_fd)
+        os.rmdir(name, dir_fd=root_fd)
     except OSError as exc:
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
             raise

@@ -18,9 +18,11 @@ import collections
 import contextlib
 import os
 import uuid
+from collections.abc import Callable
 
+from moot.backends.base import Entry
 from moot.backends.file.dirs import Dir, Dirs
-from moot.backends.file.format import SPARE_2, count_keys
+from moot.backends.file.format import EPHEMERAL, HEADER, MAGIC, SEQUENTIAL, SPARE_2, bump, count_keys, disk, probe
 
 _MAX_FREE = 32  # unused spares kept per backend object
 _MAX_OPEN = 2  # spares kept open per backend object (the uncontended loop reuses one)
@@ -49,6 +51,53 @@ class Spares:
         self.free: dict[str, list[Spare]] = {}
         self.free_count = 0
         self._open: collections.OrderedDict[Spare, None] = collections.OrderedDict()
+
+    def put(self, handle: Dir, segment: str, value: bytes, owner: Callable[[Dir, int], str] | None,
+            create: Callable[[str, int, int], int], sequential: bool = False) -> tuple[Entry | None, int | None]:
+        """Make the key file ``segment`` (``segment`` + seq if ``sequential``)
+        in ``handle`` if absent (a dead entry is replaced); None if a live one
+        is there. Ephemeral if ``owner`` is given: ``owner(handle, epoch)`` is
+        the id of the session it lives by, and the file is linked from one of
+        its spares. ``create(name, flags, dir_fd)``: the access mode's. Also
+        returns the directory's bound on key files (None if unknown)."""
+        version, epoch, keys = bump(handle.lock)  # the bound raised before the key is made: it stays a bound
+        seq = version if sequential else None
+        if sequential:
+            segment = f"{segment}{version:020d}"
+        name = disk(segment)
+        stored = segment.encode() if name != segment else b""
+        session = owner(handle, epoch) if owner is not None else None
+        flags = (EPHEMERAL if session else 0) | (SEQUENTIAL if sequential else 0)
+        data = HEADER.pack(MAGIC, 1, flags, len(stored), len(value), version, version if sequential else 0,
+                           session.encode() if session else b"") + stored + value
+        spare = self.take(handle, session) if session else None
+        entry = Entry(handle.rel + segment, value, version, seq, session)
+        linked = False
+        try:
+            if spare is not None:
+                os.pwrite(spare.fd, data, 0)
+            for _ in range(2):
+                try:
+                    if spare is None:
+                        fd = create(name, os.O_WRONLY, handle.fd)
+                        try:
+                            os.write(fd, data)
+                        finally:
+                            os.close(fd)
+                    else:
+                        os.link(spare.name, name, src_dir_fd=handle.fd, dst_dir_fd=handle.fd,
+                                follow_symlinks=False)
+                        linked = True
+                        self.owned.setdefault(handle.rel, {})[name] = spare
+                    return entry, keys
+                except FileExistsError:
+                    if not probe(handle.fd, handle.rel, name, handle.sessions)[1]:
+                        break
+                    os.unlink(name, dir_fd=handle.fd)  # a dead entry counts as absent
+            return None, keys
+        finally:
+            if spare is not None and not linked:
+                self.give_back(handle.rel, spare)
 
     def take(self, handle: Dir, session: str) -> Spare:
         """An unlinked spare of ``session`` in ``handle``, open for writing."""
