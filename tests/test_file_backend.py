@@ -8,6 +8,7 @@ import fcntl
 import os
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import pytest
 
 import moot
 from moot.backends.file import FileBackend, slot
+from moot.backends.file.inotify import Inotify
 from moot.url import parse_url
 from tests.conftest import MakeBackend
 from tests.waiting import BOUND, wait_event, wait_until
@@ -422,3 +424,86 @@ def test_a_torn_slot_reads_as_empty_and_is_emptied(make: Make, root: Path, torn:
     assert backend.list(QUEUE) == [] and backend.get(f"{QUEUE}{first.seq:020d}") is None
     mine, queue = backend.enqueue(QUEUE, b"")  # the torn slot emptied, then taken
     assert queue == [mine] and _in_slot(root, mine.key)
+
+
+# -- owners known alive: names() probes no owner this process knows alive ----
+MEMBERS = "ns/group/g/members/"
+
+
+def test_names_drop_a_sigkilled_owner_at_once_though_it_was_known_alive(make: Make, root: Path) -> None:
+    observer = make()
+    watcher, sessions = observer._watcher, observer._sessions.path
+    assert watcher is not None
+    proc, _ = _holder(root)
+    try:
+        entry = observer.get(f"{MEMBERS}m")
+        assert entry is not None and entry.owner is not None
+        assert observer.names(MEMBERS) == ["m"]
+        known = watcher.known_alive(sessions)
+        assert known is not None and entry.owner in known[0]  # the next listing will not probe it
+        assert observer.names(MEMBERS) == ["m"]
+    finally:
+        _kill(proc)
+    assert observer.names(MEMBERS) == []  # no wait: its close was queued before its flock was dropped
+
+
+def test_an_owner_whose_close_was_read_is_never_remembered_alive(make: Make, root: Path) -> None:
+    observer = make()
+    watcher, sessions = observer._watcher, observer._sessions.path
+    assert watcher is not None
+    proc, _ = _holder(root)
+    entry = observer.get(f"{MEMBERS}m")
+    assert entry is not None and entry.owner is not None
+    known = watcher.known_alive(sessions)
+    assert known is not None and entry.owner not in known[0]
+    _kill(proc)  # dies after a listing probed it alive, before that listing remembers it
+    wait_until(lambda: entry.owner in watcher._closed, what="the owner's close read")
+    watcher.remember_alive(sessions, [entry.owner], known[1])
+    again = watcher.known_alive(sessions)
+    assert again is not None and entry.owner not in again[0]
+    assert observer.names(MEMBERS) == []
+
+
+def test_a_lost_event_forgets_every_owner_known_alive(make: Make, root: Path) -> None:
+    observer = make()
+    watcher, sessions = observer._watcher, observer._sessions.path
+    assert watcher is not None
+    proc, _ = _holder(root)
+    try:
+        assert observer.names(MEMBERS) == ["m"]
+        known = watcher.known_alive(sessions)
+        assert known is not None and len(known[0]) == 1
+        with watcher._lock:  # the kernel's queue overflowed: closes may have been lost
+            watcher._route(struct.pack("iIII", -1, 0x4000, 0, 0))
+        after = watcher.known_alive(sessions)
+        assert after is not None and after[0] == frozenset() and after[1] != known[1]
+        watcher.remember_alive(sessions, known[0], known[1])  # a listing from before the loss
+        final = watcher.known_alive(sessions)
+        assert final is not None and final[0] == frozenset()
+        assert observer.names(MEMBERS) == ["m"]  # probed again
+    finally:
+        _kill(proc)
+
+
+def test_names_read_the_closes_queued_before_them_themselves(make: Make, root: Path) -> None:
+    observer = make()
+    shared = observer._watcher
+    private = Inotify()  # whose reader thread is stopped: only a listing reads its events
+    os.write(private._wake_w, b"x")
+    private._thread.join(BOUND)
+    assert not private._thread.is_alive()
+    observer._watcher = private
+    try:
+        proc, _ = _holder(root)
+        try:
+            assert observer.names(MEMBERS) == ["m"]
+            known = private.known_alive(observer._sessions.path)
+            assert known is not None and len(known[0]) == 1
+        finally:
+            _kill(proc)
+        assert private._pending()  # the close is queued, unread
+        assert observer.names(MEMBERS) == []
+        assert not private._pending()
+    finally:
+        observer._watcher = shared
+        private._close_fds()

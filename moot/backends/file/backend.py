@@ -437,19 +437,24 @@ class FileBackend(Backend):
     def names(self, directory: str) -> builtins.list[str]:
         """The base's listing without reading the members' files: an
         ephemeral key's owner is told by the spare it links (see
-        :func:`moot.backends.file.dirs.live_names`), and each owner's
-        liveness is checked once, as a listing does."""
+        :func:`moot.backends.file.dirs.live_names`), and an owner's liveness
+        is probed only if this process does not know it alive (see
+        :meth:`Inotify.known_alive`), once per listing."""
         rel, start = prefix_path(directory)
         if start:  # not a directory: the base's definition
             return super().names(directory)
+        watcher = self._watcher
         with self._lock:
             handle = self._dirs.get(rel, create=False)
             if handle is None:
                 return []
-            with handle.shared:
-                live, dead = live_names(handle, self._mine())
+            with handle.shared:  # known as of a moment while no key can come or go: one snapshot
+                known = watcher.known_alive(self._sessions.path) if watcher is not None else None
+                live, dead, probed = live_names(handle, self._mine(), known[0] if known else frozenset())
             if dead:
                 reap(handle, dead)
+        if known is not None and probed and watcher is not None:
+            watcher.remember_alive(self._sessions.path, probed, known[1])
         live.sort()
         return live
 

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import uuid
+from collections.abc import Set as AbstractSet
 from types import TracebackType
 
 from moot.backends.base import Entry
@@ -100,16 +101,18 @@ def scan(handle: Dir, start: str, out: list[Entry], known: Entry | None = None) 
     return subdirs, dead, files
 
 
-def live_names(handle: Dir, mine: str | None) -> tuple[list[str], list[str]]:
+def live_names(handle: Dir, mine: str | None, known: AbstractSet[str] = frozenset()) -> tuple[
+        list[str], list[str], list[str]]:
     """(the segments of the live key files of ``handle``, the names of dead
-    ones), reading no key file that is a hard link to a spare: the spare's
-    name tells its owner session (``.f-<session>-...``), and the directory
-    listing gives every name's inode, so a key whose inode is a spare's
-    belongs to that spare's session, which is checked once (``mine``, the
-    caller's live session, needs no check). Other keys (persistent ones,
-    hashed names, keys whose spare is gone) are read as ``scan`` reads them.
-    Caller holds the mutex (shared at least): nothing is linked or unlinked
-    meanwhile."""
+    ones, the owners probed and found alive), reading no key file that is a
+    hard link to a spare: the spare's name tells its owner session
+    (``.f-<session>-...``), and the directory listing gives every name's
+    inode, so a key whose inode is a spare's belongs to that spare's session,
+    which is checked once (``mine``, the caller's live session, and
+    ``known``, owners known alive, need no check). Other keys (persistent
+    ones, hashed names, keys whose spare is gone) are read as ``scan`` reads
+    them. Caller holds the mutex (shared at least): nothing is linked or
+    unlinked meanwhile."""
     spares: dict[int, str] = {}
     keys: list[tuple[str, int]] = []
     with os.scandir(handle.fd) as listing:
@@ -132,17 +135,20 @@ def live_names(handle: Dir, mine: str | None) -> tuple[list[str], list[str]]:
             elif entry is not None:
                 live.append(entry.key[len(handle.rel):])
             continue
+        if owner in known:
+            live.append(name)
+            continue
         alive = seen.get(owner)
         if alive is None:
             alive = seen[owner] = session_alive(handle.sessions, owner)
         (live if alive else dead).append(name)
     held = slot.read(handle.lock)
     if held is not None:
-        if held.alive(handle.sessions, mine, seen):
+        if held.owner in known or held.alive(handle.sessions, mine, seen):
             live.append(held.name)
         else:
             dead.append(slot.DEAD_SLOT)
-    return live, dead
+    return live, dead, [owner for owner, alive in seen.items() if alive and owner != mine]
 
 
 def sweep(handle: Dir) -> None:

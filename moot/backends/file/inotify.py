@@ -10,14 +10,25 @@ the session owns (each watch on a key follows the owner written in that key's
 header as it changes) and every watch on a prefix under the same root (wake-ups
 there may be spurious). The kernel reports that close a moment before it drops
 the flock, so a watch is woken only once the flock is seen dropped.
+
+The same events keep a cache of the owners known alive, so that a listing
+need not probe each owner's flock again (:meth:`Inotify.known_alive`): an
+owner is remembered once a probe found it alive, forgotten when its close or
+removal is read, and never remembered again after that. A listing first
+reads every event already queued (under the lock the reader thread holds
+while it reads and routes a batch), so any owner dead before the listing
+began was forgotten before it looks.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import functools
 import os
 import struct
+import termios
+from collections.abc import Iterable
 
 from moot.backends.base import CallbackWatch, Dispatcher
 from moot.backends.file.format import SESSION_RE, alive, owner_of
@@ -31,6 +42,10 @@ _MASK = _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELET
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, name length
 #: How long a closed session's flock may linger before its watches are woken anyway.
 _DROP_BOUND = 5.0
+#: Owners remembered (alive, or closed) per process; past it, all are forgotten at once.
+_MAX_KNOWN = 65536
+#: Batches of queued events a listing reads itself before it gives up on the cache.
+_CATCH_UP = 4
 
 _Target = tuple[CallbackWatch, Dispatcher]
 
@@ -123,6 +138,9 @@ class Inotify:
         self._session_wds: dict[str, int] = {}  # and back
         self._owned: dict[tuple[int, str], set[_Named]] = {}  # (sessions wd, session) -> watches on its keys
         self._records: dict[int, int] = {}  # wd of a watched directory's .lock -> the directory's wd
+        self._alive: dict[int, set[str]] = {}  # sessions wd -> owners a probe found alive, not closed since
+        self._closed: set[str] = set()  # owners whose close or removal was read: never remembered alive
+        self._era = 0  # bumped whenever owners are forgotten without their close being read
         self._thread = threading.Thread(target=self._run, name="moot-file-inotify", daemon=True)
         self._thread.start()
 
@@ -133,15 +151,20 @@ class Inotify:
     def _add_watch(self, path: str) -> int:
         return _check_call(_libc().inotify_add_watch(self._fd, os.fsencode(path), _MASK))
 
+    def _watch_sessions(self, sessions: str) -> int:
+        """The wd of the sessions directory ``sessions``, watched from now on. Caller holds the lock."""
+        swd = self._session_wds.get(sessions)
+        if swd is None:
+            swd = self._session_wds[sessions] = self._add_watch(sessions)
+            self._sessions[swd] = sessions
+            self._spots.setdefault(swd, _Spot(swd))
+        return swd
+
     def add(self, path: str, name: str | None, watch: CallbackWatch, dispatcher: Dispatcher, sessions: str) -> int:
         """Watch ``name`` in the directory ``path`` (any key file there if
         None) of a root whose sessions directory is ``sessions``."""
         with self._lock:
-            swd = self._session_wds.get(sessions)
-            if swd is None:
-                swd = self._session_wds[sessions] = self._add_watch(sessions)
-                self._sessions[swd] = sessions
-                self._spots.setdefault(swd, _Spot(swd))
+            swd = self._watch_sessions(sessions)
             wd = self._add_watch(path)
             spot = self._spots.setdefault(wd, _Spot(swd))
             if name is None:
@@ -214,72 +237,131 @@ class Inotify:
             ready = [fd for fd, _ in poller.poll()]
             if self._wake_r in ready:
                 return
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return
-            for watch, dispatcher in self._route(data):
+            with self._lock:  # held from the read to the routing: see known_alive
+                try:
+                    data = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return
+                fire = self._route(data)
+            for watch, dispatcher in fire:
                 dispatcher.fire(watch)
 
     def _route(self, data: bytes) -> set[_Target]:
         """The watches that a batch of inotify events concerns now (those
-        woken by a closed session whose flock lingers are woken later)."""
+        woken by a closed session whose flock lingers are woken later).
+        Caller holds the lock."""
         fire: set[_Target] = set()
         follow: set[_Named] = set()
         closed: list[tuple[int, str]] = []
-        with self._lock:
-            offset = 0
-            while offset < len(data):
-                wd, mask, _, size = _EVENT.unpack_from(data, offset)
-                raw = data[offset + _EVENT.size:offset + _EVENT.size + size]
-                offset += _EVENT.size + size
-                if mask & _IN_Q_OVERFLOW:
-                    for spot in self._spots.values():
-                        fire.update(spot.everything())
-                    continue
-                directory = self._records.get(wd)
-                if directory is not None:
-                    if mask & _IN_IGNORED:
-                        del self._records[wd]
-                    elif directory in self._spots:
-                        fire.update(self._spots[directory].any)
-                    continue
-                found = self._spots.get(wd)
-                if found is None:
-                    continue
-                spot = found
-                if mask & _IN_IGNORED:  # the directory is gone: nothing more will come from it
+        offset = 0
+        while offset < len(data):
+            wd, mask, _, size = _EVENT.unpack_from(data, offset)
+            raw = data[offset + _EVENT.size:offset + _EVENT.size + size]
+            offset += _EVENT.size + size
+            if mask & _IN_Q_OVERFLOW:
+                for spot in self._spots.values():
                     fire.update(spot.everything())
-                    for named in spot.names.values():
-                        for one in named:
-                            self._unfollow(one)
-                    del self._spots[wd]
-                    gone = self._sessions.pop(wd, None)
-                    if gone is not None:
-                        self._session_wds.pop(gone, None)
-                    continue
-                name = raw.split(b"\0", 1)[0].decode(errors="replace")
-                named = spot.names.get(name, set())
-                fire.update(n.target for n in named)
-                if wd in self._sessions:
-                    if mask & _IN_CLOSE_WRITE and SESSION_RE.match(name):  # an owner closed or died
-                        closed.append((wd, name))
-                    continue
-                follow.update(named)
-                if name[:1] != "." and "." not in name:  # a key file, not a subdirectory
-                    fire.update(spot.any)
-            for named_one in follow:
-                if self._follow(named_one):
-                    fire.add(named_one.target)
-            for swd, session in closed:
-                if _locked(f"{self._sessions[swd]}/{session}"):
-                    threading.Thread(target=self._when_dropped, args=(swd, session), daemon=True,
-                                     name="moot-file-inotify-drop").start()
-                else:
-                    fire.update(self._woken_by(swd, session))
+                self._alive.clear()  # closes may have been lost
+                self._era += 1
+                continue
+            directory = self._records.get(wd)
+            if directory is not None:
+                if mask & _IN_IGNORED:
+                    del self._records[wd]
+                elif directory in self._spots:
+                    fire.update(self._spots[directory].any)
+                continue
+            found = self._spots.get(wd)
+            if found is None:
+                continue
+            spot = found
+            if mask & _IN_IGNORED:  # the directory is gone: nothing more will come from it
+                fire.update(spot.everything())
+                for named in spot.names.values():
+                    for one in named:
+                        self._unfollow(one)
+                del self._spots[wd]
+                gone = self._sessions.pop(wd, None)
+                if gone is not None:
+                    self._session_wds.pop(gone, None)
+                    self._alive.pop(wd, None)
+                    self._era += 1
+                continue
+            name = raw.split(b"\0", 1)[0].decode(errors="replace")
+            named = spot.names.get(name, set())
+            fire.update(n.target for n in named)
+            if wd in self._sessions:
+                if mask & _IN_CLOSE_WRITE and SESSION_RE.match(name):  # an owner closed or died
+                    closed.append((wd, name))
+                if mask & (_IN_CLOSE_WRITE | _IN_DELETE | _IN_MOVED_FROM) and SESSION_RE.match(name):
+                    self._forget(wd, name)
+                continue
+            follow.update(named)
+            if name[:1] != "." and "." not in name:  # a key file, not a subdirectory
+                fire.update(spot.any)
+        for named_one in follow:
+            if self._follow(named_one):
+                fire.add(named_one.target)
+        for swd, session in closed:
+            if _locked(f"{self._sessions[swd]}/{session}"):
+                threading.Thread(target=self._when_dropped, args=(swd, session), daemon=True,
+                                 name="moot-file-inotify-drop").start()
+            else:
+                fire.update(self._woken_by(swd, session))
         return fire
+
+    def known_alive(self, sessions: str) -> tuple[frozenset[str], int] | None:
+        """The owners of the sessions directory ``sessions`` known alive now
+        (a probe found each alive, and no close or removal of it was read
+        since; every event queued before this call is read first), and the
+        era to pass to :meth:`remember_alive`. None if the events could not
+        be caught up with: then probe every owner."""
+        fire: set[_Target] = set()
+        known: tuple[frozenset[str], int] | None = None
+        with self._lock:
+            try:
+                swd = self._watch_sessions(sessions)
+                for _ in range(_CATCH_UP):
+                    if not self._pending():
+                        known = frozenset(self._alive.get(swd, ())), self._era
+                        break
+                    fire |= self._route(os.read(self._fd, 65536))
+            except OSError:  # no more inotify watches, say: the listing probes every owner
+                known = None
+        for watch, dispatcher in fire:
+            dispatcher.fire(watch)
+        return known
+
+    def remember_alive(self, sessions: str, owners: Iterable[str], era: int) -> None:
+        """Remember ``owners`` of the sessions directory ``sessions`` alive,
+        as probes found them since :meth:`known_alive` gave ``era``; not
+        those whose close or removal was read meanwhile."""
+        with self._lock:
+            swd = self._session_wds.get(sessions)
+            if swd is None or era != self._era:
+                return
+            alive = self._alive.setdefault(swd, set())
+            alive.update(owner for owner in owners if owner not in self._closed)
+            if len(alive) > _MAX_KNOWN:
+                alive.clear()  # forgetting an owner alive is always safe: it is probed again
+
+    def _forget(self, swd: int, owner: str) -> None:
+        """``owner``'s close or removal was read. Caller holds the lock."""
+        alive = self._alive.get(swd)
+        if alive is not None:
+            alive.discard(owner)
+        self._closed.add(owner)
+        if len(self._closed) > _MAX_KNOWN:
+            self._closed.clear()
+            self._alive.clear()
+            self._era += 1  # a remember_alive in flight could name an owner whose close is forgotten
+
+    def _pending(self) -> bool:
+        """Whether events are queued on the inotify instance, not yet read."""
+        queued: int = struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        return queued > 0
 
     def _woken_by(self, swd: int, session: str) -> set[_Target]:
         """The watches to wake once ``session`` (of sessions directory ``swd``)
