@@ -430,17 +430,28 @@ def test_a_torn_slot_reads_as_empty_and_is_emptied(make: Make, root: Path, torn:
 MEMBERS = "ns/group/g/members/"
 
 
+def _known(watcher: Inotify, sessions: str) -> tuple[frozenset[str], int]:
+    """The owners ``watcher`` knows alive under ``sessions``, and the era (all events read first)."""
+    known = watcher.known_alive(sessions)
+    assert known is not None, "events could not be caught up with"
+    return known
+
+
+def _watcher_of(backend: FileBackend) -> tuple[Inotify, str]:
+    watcher = backend._watcher
+    assert watcher is not None
+    return watcher, backend._sessions.path
+
+
 def test_names_drop_a_sigkilled_owner_at_once_though_it_was_known_alive(make: Make, root: Path) -> None:
     observer = make()
-    watcher, sessions = observer._watcher, observer._sessions.path
-    assert watcher is not None
+    watcher, sessions = _watcher_of(observer)
     proc, _ = _holder(root)
     try:
         entry = observer.get(f"{MEMBERS}m")
         assert entry is not None and entry.owner is not None
         assert observer.names(MEMBERS) == ["m"]
-        known = watcher.known_alive(sessions)
-        assert known is not None and entry.owner in known[0]  # the next listing will not probe it
+        assert entry.owner in _known(watcher, sessions)[0]  # the next listing will not probe it
         assert observer.names(MEMBERS) == ["m"]
     finally:
         _kill(proc)
@@ -449,37 +460,33 @@ def test_names_drop_a_sigkilled_owner_at_once_though_it_was_known_alive(make: Ma
 
 def test_an_owner_whose_close_was_read_is_never_remembered_alive(make: Make, root: Path) -> None:
     observer = make()
-    watcher, sessions = observer._watcher, observer._sessions.path
-    assert watcher is not None
+    watcher, sessions = _watcher_of(observer)
     proc, _ = _holder(root)
     entry = observer.get(f"{MEMBERS}m")
     assert entry is not None and entry.owner is not None
-    known = watcher.known_alive(sessions)
-    assert known is not None and entry.owner not in known[0]
+    known = _known(watcher, sessions)
+    assert entry.owner not in known[0]
     _kill(proc)  # dies after a listing probed it alive, before that listing remembers it
     wait_until(lambda: entry.owner in watcher._closed, what="the owner's close read")
     watcher.remember_alive(sessions, [entry.owner], known[1])
-    again = watcher.known_alive(sessions)
-    assert again is not None and entry.owner not in again[0]
+    assert entry.owner not in _known(watcher, sessions)[0]
     assert observer.names(MEMBERS) == []
 
 
 def test_a_lost_event_forgets_every_owner_known_alive(make: Make, root: Path) -> None:
     observer = make()
-    watcher, sessions = observer._watcher, observer._sessions.path
-    assert watcher is not None
+    watcher, sessions = _watcher_of(observer)
     proc, _ = _holder(root)
     try:
         assert observer.names(MEMBERS) == ["m"]
-        known = watcher.known_alive(sessions)
-        assert known is not None and len(known[0]) == 1
+        known = _known(watcher, sessions)
+        assert len(known[0]) == 1
         with watcher._lock:  # the kernel's queue overflowed: closes may have been lost
             watcher._route(struct.pack("iIII", -1, 0x4000, 0, 0))
-        after = watcher.known_alive(sessions)
-        assert after is not None and after[0] == frozenset() and after[1] != known[1]
+        after = _known(watcher, sessions)
+        assert after[0] == frozenset() and after[1] != known[1]
         watcher.remember_alive(sessions, known[0], known[1])  # a listing from before the loss
-        final = watcher.known_alive(sessions)
-        assert final is not None and final[0] == frozenset()
+        assert _known(watcher, sessions)[0] == frozenset()
         assert observer.names(MEMBERS) == ["m"]  # probed again
     finally:
         _kill(proc)
@@ -497,8 +504,7 @@ def test_names_read_the_closes_queued_before_them_themselves(make: Make, root: P
         proc, _ = _holder(root)
         try:
             assert observer.names(MEMBERS) == ["m"]
-            known = private.known_alive(observer._sessions.path)
-            assert known is not None and len(known[0]) == 1
+            assert len(_known(private, observer._sessions.path)[0]) == 1
         finally:
             _kill(proc)
         assert private._pending()  # the close is queued, unread
