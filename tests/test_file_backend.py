@@ -412,6 +412,18 @@ def test_an_evicted_slot_holder_loses_its_entry(make: Make, root: Path) -> None:
     assert queue == [mine] and _in_slot(root, mine.key)
 
 
+@pytest.mark.parametrize("value, start", [(bytes(range(256)) * 2, ""), (b"v", "x" * 65)],
+                         ids=["value-over-the-slot", "name-start-over-the-slot"])
+def test_an_entry_too_large_for_the_slot_takes_a_key_file(make: Make, root: Path, value: bytes, start: str) -> None:
+    owner, reader = make(), make()
+    mine, queue = owner.enqueue(QUEUE + start, value)
+    assert queue == [mine] and mine.value == value
+    assert _names(_queue_dir(root)).count(mine.key.rsplit("/", 1)[1]) == 1  # a key file, not the slot
+    assert reader.get(mine.key) == mine and reader.list(QUEUE) == [mine]
+    assert owner.delete(mine.key)
+    assert reader.list(QUEUE) == [] and [n for n in _names(_queue_dir(root)) if not n.startswith(".")] == []
+
+
 @pytest.mark.parametrize("torn", [b"slot", b"slot" + bytes(20), b"slot\xff\xff" + bytes(42)],
                          ids=["magic-only", "short-record", "lengths-past-the-end"])
 def test_a_torn_slot_reads_as_empty_and_is_emptied(make: Make, root: Path, torn: bytes) -> None:
