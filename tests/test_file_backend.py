@@ -525,3 +525,40 @@ def test_names_read_the_closes_queued_before_them_themselves(make: Make, root: P
     finally:
         observer._watcher = shared
         private._close_fds()
+
+
+# -- spares: a delete frees its own key's spare, whatever else the session owns ----
+def test_a_versioned_delete_among_many_keys_does_not_look_at_the_others(
+        make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = make()
+    entries = [backend.create(f"ns/g/members/m{i:04d}", b"", ephemeral=True) for i in range(300)]
+    stats = 0
+    real_stat = os.stat
+
+    def counting_stat(*args: object, **kwargs: object) -> os.stat_result:
+        nonlocal stats
+        stats += 1
+        return real_stat(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    for entry in entries[:10]:
+        assert entry is not None and backend.delete(entry.key, entry.version)  # how a group member leaves
+    monkeypatch.undo()
+    assert stats <= 10, f"{stats} stat calls for 10 deletes: the session's other keys were looked at"
+    assert len(backend.list("ns/g/members/")) == 290
+
+
+def test_the_spare_of_a_key_someone_else_deleted_is_reused(make: Make, root: Path) -> None:
+    owner, other = make(), make()
+    session = owner._session.id  # type: ignore[union-attr]
+    directory = root / "ns.d" / "g.d"
+
+    def spares() -> list[str]:
+        return [n for n in _names(directory) if n.startswith(f".f-{session}-")]
+
+    first = owner.create("ns/g/k", b"", ephemeral=True)
+    assert first is not None and other.delete("ns/g/k")
+    assert owner.create("ns/g/k", b"again", ephemeral=True) is not None
+    assert len(spares()) == 2  # the first key's spare is free now, and known to be
+    assert owner.create("ns/g/k2", b"", ephemeral=True) is not None
+    assert len(spares()) == 2, spares()  # reused, not a third

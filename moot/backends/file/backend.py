@@ -392,7 +392,7 @@ class FileBackend(Backend):
                 os.unlink(name, dir_fd=handle.fd)
                 count_keys(handle.lock, -1)
                 if spare is not None:
-                    self._spares.reclaim(handle)
+                    self._spares.release(handle.rel, name)
                 return True
             finally:
                 fcntl.flock(handle.lock, fcntl.LOCK_UN)
