@@ -24,11 +24,10 @@ from moot.backends.file.dirs import Dir, Dirs, live_names, reap, scan, subdir_pr
 from moot.backends.file.format import (
     EPHEMERAL,
     EVICTED,
-    HEADER,
-    MAGIC,
     SEQUENTIAL,
     SESSION_RE,
     count_keys,
+    entry_data,
     key_path,
     load,
     next_counter,
@@ -263,7 +262,8 @@ class FileBackend(Backend):
                 entry, dead = probe(handle.fd, handle.rel, name, handle.sessions, self._mine())
                 if entry is None and not dead:
                     entry, dead = slot.probe(handle, name, self._mine())
-                    name = slot.DEAD_SLOT  # what reap() empties the slot by
+                    if dead:
+                        name = slot.DEAD_SLOT  # what reap() empties the slot by
             if dead:
                 reap(handle, [name])
             return entry
@@ -347,8 +347,7 @@ class FileBackend(Backend):
                 store(handle.lock, new_version, epoch, keys)
                 stored = segment.encode() if name != segment else b""
                 flags = (EPHEMERAL if old.owner else 0) | (SEQUENTIAL if old.seq is not None else 0)
-                data = HEADER.pack(MAGIC, 1, flags, len(stored), len(value), new_version, old.seq or 0,
-                                    (old.owner or "").encode()) + stored + value
+                data = entry_data(flags, stored, value, new_version, old.seq or 0, old.owner)
                 # In place: an ephemeral key's inode carries its owner's flock.
                 fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW, dir_fd=handle.fd)
                 try:

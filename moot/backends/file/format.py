@@ -111,6 +111,28 @@ def alive(fd: int) -> bool:
     return False
 
 
+def owner_alive(sessions: int, owner: str, mine: str | None = None, seen: dict[str, bool] | None = None) -> bool:
+    """:func:`session_alive`, but ``mine`` (the caller's own live session)
+    needs no check, and ``seen`` caches the sessions checked during one
+    listing."""
+    if owner == mine:
+        return True
+    live = seen.get(owner) if seen is not None else None
+    if live is None:
+        live = session_alive(sessions, owner)
+        if seen is not None:
+            seen[owner] = live
+    return live
+
+
+def entry_data(flags: int, stored: bytes, value: bytes, version: int, seq: int, owner: str | None) -> bytes:
+    """A key file's contents: its header (``seq`` 0 if not sequential,
+    ``owner`` None if persistent), the full segment if its name is hashed
+    (``stored``, else empty), then the value."""
+    return HEADER.pack(MAGIC, 1, flags, len(stored), len(value), version, seq,
+                       owner.encode() if owner else b"") + stored + value
+
+
 def session_alive(sessions: int, owner: str) -> bool:
     """True while the session ``owner`` lives: its owner holds the exclusive
     flock on its file in the sessions directory ``sessions``."""
@@ -223,16 +245,8 @@ def probe(dir_fd: int, rel: str, name: str, sessions: int, mine: str | None = No
                 return None, True
     finally:
         os.close(fd)
-    if flags & EPHEMERAL:
-        holder = owner.decode(errors="replace")
-        if holder != mine:
-            live = seen.get(holder) if seen is not None else None
-            if live is None:
-                live = session_alive(sessions, holder)
-                if seen is not None:
-                    seen[holder] = live
-            if not live:
-                return None, True
+    if flags & EPHEMERAL and not owner_alive(sessions, owner.decode(errors="replace"), mine, seen):
+        return None, True
     segment = data[HEADER.size:HEADER.size + stored].decode() if stored else name
     return Entry(
         rel + segment,

@@ -293,10 +293,11 @@ class Inotify:
             named = spot.names.get(name, set())
             fire.update(n.target for n in named)
             if wd in self._sessions:
-                if mask & _IN_CLOSE_WRITE and SESSION_RE.match(name):  # an owner closed or died
-                    closed.append((wd, name))
-                if mask & (_IN_CLOSE_WRITE | _IN_DELETE | _IN_MOVED_FROM) and SESSION_RE.match(name):
-                    self._forget(wd, name)
+                if SESSION_RE.match(name):
+                    if mask & _IN_CLOSE_WRITE:  # an owner closed or died
+                        closed.append((wd, name))
+                    if mask & (_IN_CLOSE_WRITE | _IN_DELETE | _IN_MOVED_FROM):
+                        self._forget(wd, name)
                 continue
             follow.update(named)
             if name[:1] != "." and "." not in name:  # a key file, not a subdirectory

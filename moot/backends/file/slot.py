@@ -38,15 +38,14 @@ from typing import TYPE_CHECKING
 from moot.backends.base import Entry
 from moot.backends.file.format import (
     EPHEMERAL,
-    HEADER,
-    MAGIC,
     RECORD_SIZE,
     SEQUENTIAL,
     count_keys,
+    entry_data,
     next_counter,
+    owner_alive,
     pack_record,
     record,
-    session_alive,
 )
 
 if TYPE_CHECKING:
@@ -76,14 +75,7 @@ class Slot:
         return Entry(rel + self.name, self.value, self.seq, self.seq, self.owner)
 
     def alive(self, sessions: int, mine: str | None = None, seen: dict[str, bool] | None = None) -> bool:
-        if self.owner == mine:
-            return True
-        live = seen.get(self.owner) if seen is not None else None
-        if live is None:
-            live = session_alive(sessions, self.owner)
-            if seen is not None:
-                seen[self.owner] = live
-        return live
+        return owner_alive(sessions, self.owner, mine, seen)
 
 
 def pack(start: str, value: bytes, seq: int, owner: str) -> bytes:
@@ -137,7 +129,8 @@ _TAIL = struct.Struct("<Q32s")  # the seq and owner at the end of _SLOT
 _TAIL_AT = _SLOT.size - _TAIL.size
 
 
-def settle(dir_fd: int, lock: int, sessions: int, create: object, only: str | None = None) -> None:
+def settle(dir_fd: int, lock: int, sessions: int, create: Callable[[str, int, int], int],
+           only: str | None = None) -> None:
     """Make a live slot of the directory ``dir_fd`` the key file it stands
     for and empty it; empty a dead or torn one. With ``only``, only if the
     slot holds that name (or is torn). ``create(name, flags, dir_fd)`` makes
@@ -149,12 +142,10 @@ def settle(dir_fd: int, lock: int, sessions: int, create: object, only: str | No
     if slot is not None and only is not None and slot.name != only:
         return
     if slot is not None and slot.alive(sessions):
-        data = HEADER.pack(MAGIC, 1, EPHEMERAL | SEQUENTIAL, 0, len(slot.value), slot.seq, slot.seq,
-                           slot.owner.encode()) + slot.value
         count_keys(lock, +1)  # raised before the file is made: the bound stays a bound
-        fd = create(slot.name, os.O_WRONLY, dir_fd)  # type: ignore[operator]
+        fd = create(slot.name, os.O_WRONLY, dir_fd)
         try:
-            os.write(fd, data)
+            os.write(fd, entry_data(EPHEMERAL | SEQUENTIAL, b"", slot.value, slot.seq, slot.seq, slot.owner))
         finally:
             os.close(fd)
     empty(lock)
@@ -215,7 +206,7 @@ class Slots:
     def forget(self, key: str, version: int | None) -> tuple[str, bytes] | None:
         """The directory and :func:`tail` of my entry ``key`` (if ``version``
         is None or its version) if I put it in a slot, forgotten now: to be
-        :meth:`release`\\ d."""
+        released with :meth:`release`."""
         mine = self._mine.get(key)
         if mine is None or (version is not None and version != mine[1]):
             return None

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from moot.backends.base import Entry
 from moot.backends.file.dirs import Dir, Dirs
-from moot.backends.file.format import EPHEMERAL, HEADER, MAGIC, SEQUENTIAL, SPARE_2, bump, count_keys, disk, probe
+from moot.backends.file.format import EPHEMERAL, SEQUENTIAL, SPARE_2, bump, count_keys, disk, entry_data, probe
 
 _MAX_FREE = 32  # unused spares kept per backend object
 _MAX_OPEN = 2  # spares kept open per backend object (the uncontended loop reuses one)
@@ -68,8 +68,7 @@ class Spares:
         stored = segment.encode() if name != segment else b""
         session = owner(handle, epoch) if owner is not None else None
         flags = (EPHEMERAL if session else 0) | (SEQUENTIAL if sequential else 0)
-        data = HEADER.pack(MAGIC, 1, flags, len(stored), len(value), version, version if sequential else 0,
-                           session.encode() if session else b"") + stored + value
+        data = entry_data(flags, stored, value, version, version if sequential else 0, session)
         spare = self.take(handle, session) if session else None
         entry = Entry(handle.rel + segment, value, version, seq, session)
         linked = False
