@@ -113,7 +113,9 @@ class Entry:
 
 
 class Watch(abc.ABC):
-    """A registered watch; ``cancel()`` stops its callbacks (idempotent)."""
+    """A registered watch; ``cancel()`` stops its callbacks (idempotent): no
+    call starts after it returns, though one that another thread had already
+    begun may still be running."""
 
     @abc.abstractmethod
     def cancel(self) -> None: ...

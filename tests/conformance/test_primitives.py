@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -527,19 +528,28 @@ def test_close_ends_the_session_cancels_watches_and_may_be_called_twice(
 
 # -- watches ------------------------------------------------------------------------
 def barrier_after_writes(observer: Backend, writer: Backend, key: str) -> None:
-    """Write ``key`` twice with ``writer`` and wait each time for a fresh watch
-    of ``observer`` on it to fire: a call that another watch of ``observer``
-    would get from these writes has come by then."""
+    """Create and delete ``key`` with ``writer``; return once every call that
+    a watch of ``observer`` would get from these writes has come.
+
+    The proof is a sync round, twice: ``writer`` creates a fresh key that no
+    other watch covers, and a fresh watch of ``observer`` on it must fire. A
+    backend may fire a new watch once without a change (when its listening
+    connection comes up), so one round could be fooled, never two; and the
+    fresh keys keep a late notice of a round from reaching the watch under
+    test."""
+    current = writer.get(key)
+    if current is not None:
+        assert writer.delete(key, current.version) is True
+    assert writer.create(key, b"barrier") is not None
+    created = writer.get(key)
+    assert created is not None and writer.delete(key, created.version) is True
     for round_ in range(2):
+        sync_key = f"{key}-sync-{uuid.uuid4().hex[:8]}/{round_}"  # under a directory of its own
         barrier = Calls()
-        handle = observer.watch(key, barrier)
+        handle = observer.watch(sync_key, barrier)
         mark = barrier.mark()
-        current = writer.get(key)
-        if current is None:
-            assert writer.create(key, str(round_).encode()) is not None
-        else:
-            assert writer.delete(key, current.version) is True
-        barrier.wait_past(mark, "the barrier watch")
+        assert writer.create(sync_key, b"") is not None
+        barrier.wait_past(mark, "the sync watch")
         handle.cancel()
 
 
