@@ -13,6 +13,7 @@ The server-restart test starts its own.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import socket
@@ -470,3 +471,93 @@ def test_kazoo_warnings_stay_off_stderr_unless_logging_shows_them(zk_url: str) -
     shown = run("info").stderr
     assert "INFO moot.backends.zookeeper.kazoo: Connection dropped" in shown
     assert "WARNING moot.backends.zookeeper.kazoo" not in shown
+
+
+def test_a_deletion_names_the_live_session_it_was_told_in(make: Callable[..., ZooKeeperBackend], ns: str) -> None:
+    """A watch learns that its key was deleted, and in which live session,
+    from the deletion's event or from the read that arms it: what lets a
+    sole lock waiter skip reading the queue again (``Watch.deleted_while``)."""
+    watcher, writer = make(), make()
+    session = watcher._session
+    assert session is not None
+    key = f"{ns}/k"
+    first = writer.create(key, b"1", ephemeral=True)
+    assert first is not None
+    woken = threading.Event()
+    watch, unchanged = watcher.watch_unchanged(first, woken.set)
+    assert unchanged and watch.deleted_while is None
+    changed = writer.compare_and_set(key, b"2", first.version)
+    assert changed is not None
+    wait_event(woken, what="the call after an update")
+    assert watch.deleted_while is None, "an update is no deletion"
+    woken.clear()
+    assert writer.delete(key) is True
+    wait_event(woken, what="the call after the deletion")
+    assert watch.deleted_while == session.id
+    watch.cancel()
+    late, unchanged = watcher.watch_unchanged(changed, threading.Event().set)  # armed once it is gone
+    assert not unchanged and late.deleted_while == session.id
+    late.cancel()
+
+    # in a later session, a deletion names that session, never the ended one (whose keys are gone)
+    third = writer.create(key, b"3")
+    assert third is not None
+    woken.clear()
+    again, unchanged = watcher.watch_unchanged(third, woken.set)
+    assert unchanged
+    lost = threading.Event()
+    watcher.set_session_listener(lost.set)
+    assert writer.expire_session(session.id) is True
+    wait_event(lost, what="the watcher's session to end")
+    watcher.close_session()
+    renewed = watcher.open_session(TTL)
+    wait_event(woken, what="the call once the watch is armed in the new session")
+    woken.clear()
+    assert writer.delete(key) is True
+    wait_event(woken, what="the call after the deletion in the new session")
+    assert again.deleted_while == renewed != session.id
+    again.cancel()
+
+
+def waiting(coord: moot.Coordinator, count: int) -> bool:
+    info = coord.lock_info("l")
+    return info is not None and len(info.waiters) == count
+
+
+def test_a_sole_waiter_is_served_on_its_predecessors_deletion_without_a_read(zk_url: str, ns: str) -> None:
+    """A handoff to the one waiter costs the release and its event: the
+    waiter reads nothing more (its session lived when the holder's entry
+    went, so its own entry was there, and none can come before it). A
+    waiter that had more entries ahead reads the queue again."""
+    coords = [moot.connect(zk_url, member_id=f"c{i}", namespace=ns, ttl=TTL) for i in range(3)]
+    try:
+        locks = [coord.lock("l") for coord in coords]
+        assert locks[0].acquire(timeout=5)
+        served = [threading.Event() for _ in coords]
+        release = [threading.Event() for _ in coords]
+
+        def take(index: int) -> None:
+            if locks[index].acquire(timeout=10):
+                served[index].set()
+                release[index].wait(10)
+                locks[index].release()
+
+        threads = []
+        for index in (1, 2):
+            threads.append(threading.Thread(target=take, args=(index,), daemon=True))
+            threads[-1].start()
+            wait_until(functools.partial(waiting, coords[0], index), what=f"waiter {index} to queue")
+        sent = [count_requests(coord.session.backend) for coord in coords[1:]]  # type: ignore[arg-type]
+        locks[0].release()
+        wait_event(served[1], what="the first waiter to be served")
+        assert sent[0] == [], f"the waiter next in line sent {sent[0]} once woken"
+        assert not served[2].is_set()
+        release[1].set()
+        wait_event(served[2], what="the second waiter to be served")
+        assert {"GetChildren", "_MultiRead"} & set(sent[1]), f"the waiter that had two ahead sent {sent[1]}"
+        release[2].set()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        for coord in coords:
+            coord.close()

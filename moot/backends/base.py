@@ -117,6 +117,14 @@ class Watch(abc.ABC):
     call starts after it returns, though one that another thread had already
     begun may still be running."""
 
+    #: Set where the engine told that the watched key was deleted (before
+    #: the call that tells of it) or, as the watch was armed, is absent, on
+    #: the connection of this backend's session with this id, which it
+    #: serves only while that session lives (ZooKeeper): that session and
+    #: its ephemeral keys were alive when the key was gone. None: not known
+    #: (any other backend, or any other change).
+    deleted_while: str | None = None
+
     @abc.abstractmethod
     def cancel(self) -> None: ...
 

@@ -219,7 +219,8 @@ def wait_served(session: Session, prefix: str, mine: Entry, entries: list[Entry]
                 return Outcome.TIMEOUT
             woken = woken or Wake()
             woken.clear()
-            fresh = yield from _wait_for_change(session, prefix, watched, woken, deadline, session_id)
+            fresh = yield from _wait_for_change(session, prefix, watched, woken, deadline, session_id,
+                                                _once_gone(mine, queue, watched, blocker))
         except ConnectionLost:
             if not blocking:
                 raise
@@ -254,10 +255,30 @@ def _check(session: Session, prefix: str, mine: Entry, queue: list[Entry],
         queue[:] = ordered(session.backend.list(prefix))  # RETRY
 
 
+def _once_gone(mine: Entry, queue: list[Entry], watched: Sequence[Entry],
+               blocker: Blocker) -> tuple[str, list[Entry]] | None:
+    """My entry's session, and the queue as it is once the one entry
+    before mine is gone, where that follows from ``queue`` alone: under
+    exclusive service, with none before mine but the watched one (every
+    later entry has a greater seq, so none can come before it), mine is
+    then first, and it is there as long as its session lives. None where a
+    read is needed (more entries before mine: some may have left meanwhile,
+    and one read learns which)."""
+    if blocker is not predecessor or len(watched) != 1 or mine.owner is None \
+            or len(queue) < 2 or queue[0].key != watched[0].key or queue[1].key != mine.key:
+        return None
+    return mine.owner, queue[1:]
+
+
 def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], woken: Wake,
-                     deadline: float | None, session_id: str | None) -> Steps[list[Entry] | Signal | None]:
+                     deadline: float | None, session_id: str | None,
+                     once_gone: tuple[str, list[Entry]] | None = None) -> Steps[list[Entry] | Signal | None]:
     """Wait until one of ``watched`` changes or goes; return the queue read
-    afresh, None on deadline, or SESSION_ENDED if my session ended meanwhile."""
+    afresh, None on deadline, or SESSION_ENDED if my session ended meanwhile.
+    ``once_gone``'s queue (see :func:`_once_gone`) is returned without a read
+    when the engine told of the watched entry's deletion while the session
+    that made my entry lived (:attr:`Watch.deleted_while`): a lock handoff costs
+    the release and its notice, and no read queued behind the next writes."""
     watches: list[Watch] = []
     try:
         # Read again once the watches are armed, so a change in between is not missed.
@@ -265,7 +286,7 @@ def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], wo
             watch, unchanged = session.backend.watch_unchanged(watched[0], woken.set)
             watches.append(watch)
             if not unchanged:
-                return ordered(session.backend.list(prefix))
+                return _after_change(session, prefix, watch, once_gone)
         else:
             for entry in watched:
                 watches.append(session.backend.watch(entry.key, woken.set))
@@ -286,6 +307,15 @@ def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], wo
     finally:
         for watch in watches:
             watch.cancel()
+    return _after_change(session, prefix, watches[0], once_gone if len(watches) == 1 else None)
+
+
+def _after_change(session: Session, prefix: str, watch: Watch,
+                  once_gone: tuple[str, list[Entry]] | None) -> list[Entry]:
+    """The queue once ``watch`` told of a change: ``once_gone``'s if the
+    watched entry is known gone while my entry's session lived, else read."""
+    if once_gone is not None and watch.deleted_while == once_gone[0]:
+        return once_gone[1]
     return ordered(session.backend.list(prefix))
 
 

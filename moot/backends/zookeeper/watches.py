@@ -12,7 +12,7 @@ from kazoo.protocol.states import EventType, WatchedEvent
 
 from moot.backends.base import CallbackWatch, Entry, Watch
 from moot.backends.zookeeper.client import _bounded, _Client
-from moot.backends.zookeeper.connection import Result, _Conn
+from moot.backends.zookeeper.connection import Result, _Conn, _hex
 from moot.backends.zookeeper.handler import _real_time
 from moot.backends.zookeeper.znodes import _SEGMENT, _as_prefix, _is_prefix, _parent
 from moot.realthreads import threading
@@ -56,7 +56,11 @@ class _Watches(_Client):
                 answers.append(answer)
                 armed.set()
 
-            self._arm(conn, key, done)
+            def absent(sid: int | None) -> None:
+                if sid is not None:
+                    watch.deleted_while = _hex(sid)
+
+            self._arm(conn, key, done, absent)
             if _await(armed.is_set, armed.wait, self._budget()):
                 return watch, answers[0]
         return watch, None
@@ -75,22 +79,28 @@ class _Watches(_Client):
                 elif conn is not None:
                     conn.absent.discard(self._path(key))
 
-    def _fire(self, *keys: str) -> None:
+    def _fire(self, *keys: str, deleted_while: str | None = None) -> None:
         """Have the dispatcher thread call the watches of ``keys`` (never
         kazoo's threads, which must not block), in the order submitted; a
-        waiter's wake-up (``quick``) is set at once, on this thread."""
+        waiter's wake-up (``quick``) is set at once, on this thread.
+        ``deleted_while``: the key was deleted, as an event on the connection
+        of this session told (:attr:`Watch.deleted_while`)."""
         with self._lock:
             watches = [w for key in keys for w in self._watches.get(key, ())]
+            if deleted_while is not None:
+                for watch in watches:
+                    watch.deleted_while = deleted_while
         dispatcher = self._dispatcher
         if dispatcher is not None:
             for watch in watches:
                 dispatcher.fire(watch)
 
-    def _arm(self, conn: _Conn, key: str, done: Callable[..., None]) -> None:
+    def _arm(self, conn: _Conn, key: str, done: Callable[..., None],
+             absent: Callable[[int | None], None] | None = None) -> None:
         if _is_prefix(key):
             self._arm_prefix(conn, self._dir(key), done)
         else:
-            self._arm_key(conn, self._path(key), done)
+            self._arm_key(conn, self._path(key), done, absent)
 
     def _rearm_all(self, conn: _Conn) -> None:
         """Arm every watch on ``conn``, then call every callback once."""
@@ -110,10 +120,13 @@ class _Watches(_Client):
         for key in keys:
             self._arm(conn, key, one_done)
 
-    def _arm_key(self, conn: _Conn, path: str, done: Callable[[int | None], None]) -> None:
+    def _arm_key(self, conn: _Conn, path: str, done: Callable[[int | None], None],
+                 absent: Callable[[int | None], None] | None = None) -> None:
         """Data watch on ``path``, or while it is absent a child watch on its
         parent; then ``done(version)``: the key's version (``mzxid``) as the
-        watch read it, None if absent (or unread)."""
+        watch read it, None if absent (or unread). ``absent(session)`` is
+        told first when the read found no such key, with the session it was
+        read in (the server answers a session only while it lives)."""
         zk, parent = conn.zk, _parent(path)
 
         def on_get(result: Result) -> None:
@@ -122,6 +135,8 @@ class _Watches(_Client):
                     conn.absent.discard(path)
                 done(result.value[1].mzxid)
             elif isinstance(result.exception, NoNodeError):
+                if absent is not None:
+                    absent(conn.session())
                 with self._lock:
                     watched = self._key(path) in self._watches
                     if watched:
@@ -216,7 +231,8 @@ class _Watches(_Client):
                 if event.type in (EventType.CHILD, EventType.DELETED) else []
         if key_watched:
             if event.type == EventType.DELETED:  # wake at once (a lock handoff); call again if re-created
-                self._fire(key)
+                sid = conn.session()
+                self._fire(key, deleted_while=None if sid is None else _hex(sid))
                 self._submit(lambda: self._rearm_deleted(conn, path, key))
             else:
                 self._arm_key(conn, path, lambda _: self._fire(key))
