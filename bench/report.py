@@ -241,6 +241,9 @@ def _scaling_cell(r: Result, series: str, n: int) -> str:
     if value is None:
         return "-"
     if series == "handoff_requests":
+        if isinstance(value, dict):  # with what the idle window counted (runs from 2026-12-04 on)
+            idle = value["idle"]
+            return _num(value["requests"], digits=0) + (f" (idle {idle})" if idle else "")
         return _num(value, digits=0)
     if series == "heartbeat_ms":
         return _num(value, " ms")
@@ -329,7 +332,10 @@ def markdown(run: Result, plot: str | None = None) -> str:
     ]
     scaling = _scaling_table(run)
     if scaling:
-        parts += ["", "How moot's cost grows with the work (moot alone, same run):", "", scaling]
+        parts += ["", "How moot's cost grows with the work (moot alone, same run):", "", scaling, "",
+                  "Requests per handoff are counted from the holder's release to the first waiter's acquire "
+                  "returning, less the same window with nothing released; in brackets, what that idle window "
+                  "counted where it was not 0 (the waiters' polls on MySQL: a figure below it is noise)."]
     tooz_api = _tooz_api_table(run)
     if tooz_api:
         parts += ["", "tooz's API, 4 processes on one lock: tooz's own driver, and moot's tooz driver "

@@ -58,9 +58,12 @@ def _coordinators(url: str, ns: str, count: int) -> Iterator[list[moot.Coordinat
             list(pool.map(lambda c: c.close(), made))
 
 
-def handoff_requests(kind: str, url: str, waiters: int) -> int | None:
+def handoff_requests(kind: str, url: str, waiters: int) -> dict[str, int] | None:
     """Requests counted from the holder's release to the first waiter's
-    acquire returning, with ``waiters`` queued (each its own coordinator)."""
+    acquire returning, with ``waiters`` queued (each its own coordinator),
+    less the same window with nothing released (``requests``), and what
+    that idle window counted (``idle``: where waiters poll, the first figure
+    is within its noise)."""
     counter = RequestCounter(kind, url)
     if not counter.available:
         return None
@@ -102,7 +105,7 @@ def handoff_requests(kind: str, url: str, waiters: int) -> int | None:
         counted_all.set()
         for thread in threads:
             thread.join(STEP_TIMEOUT)
-    return max(0, counted - min(idle))
+    return {"requests": max(0, counted - min(idle)), "idle": max(idle)}
 
 
 def heartbeat_series(url: str, sizes: list[int], note: Note) -> dict[int, float]:
