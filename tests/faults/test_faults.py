@@ -215,12 +215,40 @@ class Run:
         self.spawn()
         self._progress(fault)
 
+    def next_in_line(self) -> Worker | None:
+        """The worker queued right behind the holder, by the observer's look at the lock."""
+        found: list[Worker] = []
+
+        def look() -> bool:
+            info = self.observer.lock_info(LOCK)
+            first = info.waiters[0].member if info is not None and info.waiters else None
+            found[:] = [w for w in self.live() if not w.stopped and w.member == first]
+            return bool(found)
+
+        _wait(look, 3 * TTL)
+        return found[0] if found else None
+
     def sigstop(self) -> None:
         victim = self.clinging()
         if victim is None:
             return self._no_holder("sigstop")
+        self._stop_past_ttl(victim, "sigstop")
+
+    def sigstop_waiter(self) -> None:
+        """SIGSTOP of the waiter next in line, past its TTL: the release it
+        waits for comes while it sleeps (on ZooKeeper the event waits in its
+        socket, telling it that the one entry ahead went), its session ends,
+        another worker acquires. Resumed, it must not take the lock on what
+        it was told before its session ended."""
+        victim = self.next_in_line()
+        if victim is None:
+            self.stalls.append(f"stall: no worker waited behind the holder for {3 * TTL:.1f}s")
+            return
+        self._stop_past_ttl(victim, "sigstop_waiter")
+
+    def _stop_past_ttl(self, victim: Worker, kind: str) -> None:
         os.kill(victim.pid, signal.SIGSTOP)
-        fault = Fault("sigstop", time.monotonic(), pid=victim.pid)
+        fault = Fault(kind, time.monotonic(), pid=victim.pid)
         victim.stopped = True
         self.faults.append(fault)
         _wait(lambda: _state(victim.pid) == "T", 5)
@@ -416,9 +444,10 @@ def _schedule(rng: random.Random, kinds: list[str], each: int) -> list[str]:
 
 
 def test_holder_faults(request: pytest.FixtureRequest, backend: str, url: str) -> None:
-    """SIGKILL of the holder, SIGSTOP of the holder past its TTL, a busy CPU thread in the holder."""
+    """SIGKILL of the holder, SIGSTOP of the holder past its TTL, a busy CPU thread in the holder,
+    SIGSTOP of the waiter next in line past its TTL."""
     with scenario(request, url, file_backend=backend == "file") as run:
-        for kind in _schedule(run.rng, ["sigkill", "sigstop", "busy"], 2):
+        for kind in _schedule(run.rng, ["sigkill", "sigstop", "busy", "sigstop_waiter"], 2):
             _pause(run.rng.uniform(0.05, 0.5))
             getattr(run, kind)()
 
