@@ -41,9 +41,23 @@ def segment(name: str) -> str:
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in name.encode("utf-8"))
 
 
+def _unescaped(text: str) -> bool:
+    """True if :func:`segment` left ``text`` (one or more segments) as the name was."""
+    return "%" not in text and text.isascii()
+
+
+def unsegment_all(texts: list[str]) -> set[str]:
+    """The names that :func:`segment` escaped into ``texts``; one check for
+    all of them in the common case where none was escaped (a listing of
+    thousands of member ids)."""
+    if _unescaped("".join(texts)):
+        return set(texts)
+    return {unsegment(text) for text in texts}
+
+
 def unsegment(text: str) -> str:
     """The name that :func:`segment` escaped into ``text``."""
-    if "%" not in text and text.isascii():
+    if _unescaped(text):
         return text
     out = bytearray()
     i = 0

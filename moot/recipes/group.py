@@ -240,10 +240,7 @@ class Group:
         listed = self._session.backend.names(self._members_prefix)
         if not listed and not self.exists():
             raise GroupNotFound(f"group {self.name!r} does not exist; join() creates it")
-        joined = "".join(listed)
-        if "%" not in joined and joined.isascii():  # nothing was escaped: the names are the ids
-            return set(listed)
-        return {names.unsegment(name) for name in listed}
+        return names.unsegment_all(listed)
 
     @within_timeout
     def member(self, member_id: str) -> Member:

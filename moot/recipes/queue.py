@@ -307,7 +307,7 @@ def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], wo
     finally:
         for watch in watches:
             watch.cancel()
-    return _after_change(session, prefix, watches[0], once_gone if len(watches) == 1 else None)
+    return _after_change(session, prefix, watches[0], once_gone)  # once_gone is None unless one is watched
 
 
 def _after_change(session: Session, prefix: str, watch: Watch,
