@@ -10,6 +10,7 @@ observation as it is made (the Prometheus exporter is one).
 from __future__ import annotations
 
 import bisect
+import collections
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -117,6 +118,7 @@ class Stats:
             counted = dict(self._counters)
             observed = {key: histogram.copy() for key, histogram in self._histograms.items()}
             for timer in self._timers.values():
+                timer.fold()
                 if timer.histogram.count:
                     counter, name, kind = timer._names
                     counted[(counter, kind)] = counted.get((counter, kind), 0) + timer.histogram.count
@@ -134,21 +136,41 @@ class Timer:
     """``timer(seconds)`` is ``stats.timed(counter, histogram, kind, seconds)``
     (see :meth:`Stats.timer`): the same figures in ``snapshot()``, the same
     observers; it keeps its own histogram (whose count is the counter),
-    merged into the snapshot, so a call builds no key and looks nothing up."""
+    merged into the snapshot, so a call builds no key and looks nothing up.
 
-    __slots__ = ("_lock", "_names", "_stats", "histogram")
+    A call takes no lock: it appends to a deque (atomic), and the values
+    are folded into the histogram under the lock by :meth:`fold` (at each
+    snapshot, and every :data:`_FOLD_EVERY` calls). ``popleft`` takes each
+    value exactly once, so a value appended during a fold is folded then or
+    at the next one, never lost or counted twice."""
+
+    __slots__ = ("_lock", "_names", "_pending", "_stats", "histogram")
 
     def __init__(self, stats: Stats, counter: str, histogram: str, kind: str):
         self._stats, self._lock = stats, stats._lock
         self._names = (counter, histogram, kind)
+        self._pending: collections.deque[float] = collections.deque()
         self.histogram = Histogram()
 
     def __call__(self, seconds: float) -> None:
-        with self._lock:
-            self.histogram.observe(seconds)
+        pending = self._pending
+        pending.append(seconds)
+        if len(pending) >= _FOLD_EVERY:
+            with self._lock:
+                self.fold()
         observers = self._stats._observers
         if observers:
             counter, name, kind = self._names
             for observer in observers:
                 observer(counter, kind, 1.0)
                 observer(name, kind, seconds)
+
+    def fold(self) -> None:
+        """Under the stats lock: move the pending values into the histogram."""
+        pending, observe = self._pending, self.histogram.observe
+        while pending:
+            observe(pending.popleft())
+
+
+#: Pending values a :class:`Timer` folds at once (bounds its memory between snapshots).
+_FOLD_EVERY = 1024
