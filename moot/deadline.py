@@ -45,6 +45,10 @@ class bounded:  # a class, not @contextmanager: no generator per call (the hot p
             _deadline.reset(token)
 
 
+#: A block under no bound added (reusable: it sets nothing).
+UNBOUNDED = bounded(None)
+
+
 class replaced(bounded):
     """Run the block under ``deadline`` whatever the caller's was (cleanup
     that must be tried even though the caller's deadline has passed)."""

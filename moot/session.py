@@ -141,6 +141,8 @@ class Session:
         self.namespace = names.check_name(namespace, "namespace")
         self._prefix = names.segment(self.namespace) + "/"
         self.backend = load_backend()
+        #: Whether the backend's primitives read the caller's deadline (:attr:`Backend.reads_deadline`).
+        self.reads_deadline = self.backend.reads_deadline
         self.id: str | None = None
         self._past_sessions: list[str] = []  # revoked sessions of this coordinator, newest last
         self._abandoned: list[str] = []  # old sessions not revoked yet (the engine was unreachable)
@@ -271,6 +273,8 @@ class Session:
     def bounded(self, until: float | None = None) -> contextlib.AbstractContextManager[None]:
         """Bound the primitives run in this block by ``until`` (a monotonic
         deadline, e.g. an acquire's) or else by the ``timeout`` option."""
+        if not self.reads_deadline:
+            return deadline.UNBOUNDED
         return deadline.bounded(time.monotonic() + self.timeout if until is None else until)
 
     # -- session ----------------------------------------------------------

@@ -93,8 +93,9 @@ def drive(steps: Steps[_T], deadline: float | None) -> _T:
     """Drive ``steps`` on the calling thread, each step under ``deadline``
     (:func:`run` without a :class:`Plan`: a blocking call has no use for ``undo``)."""
     woken: bool | None = None  # None: the first step
+    bound = call_deadline.UNBOUNDED if deadline is None else call_deadline.bounded(deadline)  # one step at a time
     while True:
-        with call_deadline.bounded(deadline):
+        with bound:
             try:
                 wait = steps.__next__() if woken is None else steps.send(woken)
             except StopIteration as done:

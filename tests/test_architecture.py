@@ -109,3 +109,17 @@ def test_integrations_use_only_the_public_api() -> None:
             if isinstance(node, ast.Attribute) and node.attr in ("session", "backend", "_session", "_backend"):
                 offenders.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} uses .{node.attr}")
     assert not offenders, f"moot.integrations reaching past the public API: {offenders}"
+
+
+def test_backends_that_say_they_read_no_deadline_import_none() -> None:
+    """``reads_deadline = False`` lets the session skip setting the caller's
+    deadline around each call: true only while those backends never read it."""
+    from moot.backends.file.backend import FileBackend
+    from moot.backends.memory import MemoryBackend
+
+    assert not FileBackend.reads_deadline and not MemoryBackend.reads_deadline
+    graph = _graph()
+    readers = sorted(name for name, imports in graph.items()
+                     if (name.startswith("moot.backends.file") or name == "moot.backends.memory")
+                     and "moot.deadline" in imports)
+    assert not readers, f"modules of a backend with reads_deadline = False that import moot.deadline: {readers}"

@@ -94,6 +94,8 @@ def _store(name: str) -> _Store:
 class MemoryBackend(Backend):
     """Primitives over an in-process store shared by name."""
 
+    reads_deadline = False  # nothing waits on anything but the store's lock
+
     def connect(self, timeout: float) -> None:
         name = (self.url.hosts[0][0] if self.url.hosts else "") + self.url.path
         self._store = _store(name)

@@ -138,7 +138,8 @@ class Hold:
         :func:`moot.recipes.queue.wait_turn`). LockError if already held."""
         deadline = check_timeout(self._timeout if timeout is None else timeout)
         who, is_task = _caller()
-        return waits.drive(self._acquire_steps(who, is_task, mode, blocking, deadline, blocker), deadline)
+        steps = self._acquire_steps(who, is_task, mode, blocking, deadline, blocker)
+        return waits.drive(steps, deadline if self._session.reads_deadline else None)
 
     def _acquire_plan(self, mode: str, blocking: bool, timeout: float | None,
                       blocker: queue.Blocker) -> waits.Plan[bool]:

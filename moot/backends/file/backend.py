@@ -83,6 +83,7 @@ class FileBackend(Backend):
     """Primitives over a directory shared by the processes of one host."""
 
     kept_alive_by_client = True  # a session is its process's flock
+    reads_deadline = False  # flock and local file I/O
     OPTIONS = frozenset({"mode"})
 
     def __init__(self, url: BackendURL, options: dict[str, object]):
