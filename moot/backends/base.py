@@ -81,10 +81,10 @@ from __future__ import annotations
 
 import abc
 import builtins
-import dataclasses
 import logging
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 from moot import realthreads
 from moot.realthreads import threading
@@ -96,13 +96,16 @@ from moot.waits import Wake
 MAX_VALUE_BYTES = 512 * 1024
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One stored key, as read from the backend.
 
     ``seq`` is set for keys made by :meth:`Backend.create_sequential` (the
     backend may set it for others too). ``owner`` is the session id that an
     ephemeral key is bound to, ``None`` for a persistent key.
+
+    Immutable, and a named tuple rather than a frozen dataclass: made for
+    every entry of every listing and of every acquire, it is built in less
+    than half the time.
     """
 
     key: str

@@ -184,7 +184,7 @@ class MemoryBackend(Backend):
             old = self._store.data.get(key)
             if old is None or old.version != version:
                 return None
-            entry = dataclasses.replace(old, value=bytes(value), version=next(self._store.versions))
+            entry = old._replace(value=bytes(value), version=next(self._store.versions))
             self._store.data[key] = entry
             self._store._locked_changed(key)
             return entry
