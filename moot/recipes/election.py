@@ -37,6 +37,7 @@ class Election(Hold):
     session like a lock."""
 
     kind = "election"
+    _caller_owned = False  # a leadership belongs to the object, not to the thread that took it
 
     def __init__(self, session: Session, name: str, on_lost: Callable[[Election], None] | None = None):
         name = names.check_name(name, "election name")

@@ -270,11 +270,9 @@ class Hold:
                 "and tasks do not wait for each other on it: give each task its own object (objects with "
                 "the same name exclude each other), or release() it first")
 
-    @property
-    def _caller_owned(self) -> bool:
-        """True if the hold belongs to the caller that took it until its
-        release(); False for a leadership, which belongs to the object."""
-        return self.kind != "election"
+    #: True if the hold belongs to the caller that took it until its
+    #: release(); False for a leadership, which belongs to the object.
+    _caller_owned = True
 
     #: Appended to the "not reentrant" error (e.g. how to go from shared to exclusive).
     _reentry_hint = ""
