@@ -114,13 +114,10 @@ def empty(lock: int) -> None:
     os.pwrite(lock, _EMPTY, RECORD_SIZE)
 
 
-def tail(seq: int, owner: str) -> bytes:
-    """What identifies the entry ``seq`` of ``owner`` in a slot, for :func:`holds`."""
-    return _TAIL.pack(seq, owner.encode())
-
-
 def holds(lock: int, tail: bytes) -> bool:
-    """Whether the slot of ``lock`` holds the entry of ``tail`` (compared raw: the hot path)."""
+    """Whether the slot of ``lock`` holds the entry of ``tail`` (its seq and
+    owner as :func:`pack` wrote them: the bytes at ``_TAIL_AT``), compared raw:
+    the hot path."""
     raw = os.pread(lock, _SLOT.size, RECORD_SIZE)
     return raw[:4] == _MAGIC and raw[_TAIL_AT:] == tail
 
@@ -178,7 +175,7 @@ class Slots:
 
     def __init__(self, create: Callable[[str, int, int], int]):
         self._create = create  # the access mode's create(name, flags, dir_fd)
-        self._mine: dict[str, tuple[str, int, bytes]] = {}  # my keys held in slots -> (directory, seq, tail())
+        self._mine: dict[str, tuple[str, int, bytes]] = {}  # my keys held in slots -> (directory, seq, tail)
 
     def take(self, handle: Dir, raw: bytes, start: str, value: bytes, owner: Callable[[Dir, int], str]) -> \
             Entry | None:
@@ -194,9 +191,10 @@ class Slots:
             return None
         session = owner(handle, epoch)
         seq = next_counter(counter)
-        os.pwrite(handle.lock, pack_record(seq, epoch, 0) + pack(start, value, seq, session), 0)
+        slot = pack(start, value, seq, session)
+        os.pwrite(handle.lock, pack_record(seq, epoch, 0) + slot, 0)
         entry = Entry(f"{handle.rel}{start}{seq:020d}", value, seq, seq, session)
-        self._mine[entry.key] = (handle.rel, seq, tail(seq, session))
+        self._mine[entry.key] = (handle.rel, seq, slot[_TAIL_AT:_SLOT.size])  # its tail, for holds()
         return entry
 
     def settle(self, handle: Dir, only: str | None = None) -> None:
@@ -204,7 +202,7 @@ class Slots:
         settle(handle.fd, handle.lock, handle.sessions, self._create, only)
 
     def forget(self, key: str, version: int | None) -> tuple[str, bytes] | None:
-        """The directory and :func:`tail` of my entry ``key`` (if ``version``
+        """The directory and tail (see :func:`holds`) of my entry ``key`` (if ``version``
         is None or its version) if I put it in a slot, forgotten now: to be
         released with :meth:`release`."""
         mine = self._mine.get(key)
