@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 
 import moot
+from moot.backends.base import Entry
 from moot.backends.etcd import EtcdBackend
+from moot.backends.etcd.watch import _EntryWatch
 from moot.errors import ConfigurationError, ConnectionLost, InvalidURL, SessionExpired
 from moot.url import parse_url
 from tests import servers
@@ -51,13 +53,15 @@ def prefix() -> str:
 
 
 def count_calls(backend: EtcdBackend) -> list[str]:
-    """Record the path of every request ``backend`` makes from now on."""
+    """Record the path of every request ``backend`` makes from now on, as it is answered."""
     calls: list[str] = []
     real = backend._http.call
 
     def counting(path: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(path)
-        return real(path, *args, **kwargs)
+        try:
+            return real(path, *args, **kwargs)
+        finally:
+            calls.append(path)
 
     backend._http.call = counting  # type: ignore[method-assign]
     return calls
@@ -148,6 +152,109 @@ def test_lease_revoke_and_expiry_fire_watches(make: Callable[..., EtcdBackend], 
     watcher.watch(f"{prefix}k", on_key.set)
     wait_event(on_key, what="the key watch to see the expired lease's key go")
     assert owner.get(f"{prefix}k") is None
+
+
+def test_a_deletion_tells_whether_the_way_is_clear_for_a_queue_entry(
+    make: Callable[..., EtcdBackend], prefix: str
+) -> None:
+    """A watch on a queue entry says whether, when the watched entry went,
+    the entries ahead of another one were all gone and that one still there
+    (``Watch.cleared_for``), from the queue's stream alone: yes when the
+    stream told those deletions and every change since that entry was made;
+    no when an entry ahead is still there, or its lease went first; not
+    known (no) when the stream was confirmed after a later change."""
+    watcher, holder, waiter = make(), make(), make()
+    for backend in (watcher, holder, waiter):
+        backend.open_session(TTL)
+    queue = f"{prefix}q/"
+
+    def watch_deletion(entry: Entry) -> _EntryWatch:
+        watch, unchanged = watcher.watch_unchanged(entry, lambda: None)
+        assert unchanged and isinstance(watch, _EntryWatch)
+        return watch
+
+    def told(watch: _EntryWatch, what: str) -> None:
+        """Wait for the deletion to be told (the key's creation may be told
+        later than it happened, and call the watch too)."""
+        wait_until(lambda: watch.deleted_at is not None, what=what)
+
+    first, _ = holder.enqueue(queue, b"h")
+    opening = watch_deletion(first)  # confirms the queue's stream
+    second, _ = holder.enqueue(queue, b"h")
+    mine, _ = waiter.enqueue(queue, b"w")
+    watch = watch_deletion(second)
+    assert holder.delete(second.key) is True
+    told(watch, "the second's deletion")
+    assert not watch.cleared_for(mine, [first, second]), "the first entry is still there"
+    assert holder.delete(first.key) is True
+    third, _ = holder.enqueue(queue, b"h")
+    fourth, _ = holder.enqueue(queue, b"h")
+    watch = watch_deletion(fourth)
+    assert holder.delete(third.key) is True
+    assert not watch.cleared_for(mine, [third, fourth]), "the watched entry has not gone"
+    assert holder.delete(fourth.key) is True
+    told(watch, "the fourth's deletion")
+    assert watch.cleared_for(mine, [third, fourth])
+    assert watch.cleared_for(mine, [first, second, third, fourth])
+
+    # the waiter's lease goes before the watched entry: its entry was not there
+    fifth, _ = holder.enqueue(queue, b"h")
+    watch = watch_deletion(fifth)
+    waiter.close_session()  # revokes its lease, and its entry with it
+    wait_until(lambda: watcher.get(mine.key) is None, what="the waiter's entry to go with its lease")
+    assert holder.delete(fifth.key) is True
+    told(watch, "the fifth's deletion")
+    assert not watch.cleared_for(mine, [fifth])
+
+    # a stream confirmed after a later change cannot tell
+    waiter.open_session(TTL)
+    other = f"{prefix}other/"
+    sixth, _ = holder.enqueue(other, b"h")
+    late, _ = waiter.enqueue(other, b"w")
+    assert holder.create(f"{prefix}later", b"") is not None
+    watch = watch_deletion(sixth)
+    assert holder.delete(sixth.key) is True
+    told(watch, "the deletion on the late stream")
+    assert watcher.get(late.key) is not None
+    assert not watch.cleared_for(late, [sixth]), "the stream was confirmed after a later change"
+    opening.cancel()
+
+
+def test_a_sole_waiter_is_served_on_its_predecessors_deletion_without_a_read(etcd_url: str) -> None:
+    """A handoff to the one waiter costs the release and its event: the
+    waiter does not read the queue again, on its first wait (whose stream
+    is confirmed with no change after the waiter queued) or a later one."""
+    ns = f"t-{uuid.uuid4().hex[:12]}"
+    coords = [moot.connect(etcd_url, member_id=f"c{i}", namespace=ns, ttl=TTL) for i in range(2)]
+    try:
+        locks = [coord.lock("l") for coord in coords]
+        calls = count_calls(coords[1].session.backend)  # type: ignore[arg-type]
+
+        def handoff() -> list[str]:
+            """c0 holds, c1 waits and is served on c0's release: c1's calls meanwhile."""
+            assert locks[0].acquire(timeout=5)
+            served = threading.Event()
+
+            def take() -> None:
+                if locks[1].acquire(timeout=10):
+                    served.set()
+
+            thread = threading.Thread(target=take, daemon=True)
+            del calls[:]
+            thread.start()
+            wait_until(lambda: len(calls) == 2, what="c1 to queue and arm its watch")  # released sooner: it reads
+            locks[0].release()
+            wait_event(served, what="c1 to be served")
+            thread.join(5)
+            sent = list(calls)
+            locks[1].release()
+            return sent
+
+        for _ in range(2):
+            assert handoff() == ["kv/txn", "kv/range"], "enqueue, and the read that arms the watch: nothing once woken"
+    finally:
+        for coord in coords:
+            coord.close()
 
 
 def test_one_thread_for_all_watches_and_cancel_is_prompt(

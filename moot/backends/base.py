@@ -83,7 +83,7 @@ import abc
 import builtins
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from moot import realthreads
@@ -127,6 +127,14 @@ class Watch(abc.ABC):
     #: its ephemeral keys were alive when the key was gone. None: not known
     #: (any other backend, or any other change).
     deleted_while: str | None = None
+
+    def cleared_for(self, mine: Entry, ahead: Sequence[Entry]) -> bool:
+        """Whether the engine told of the watched key's deletion at a moment
+        when every entry of ``ahead`` (the entries before ``mine`` in its
+        queue as last read; the watched key is the last) was gone and
+        ``mine``, a key of this backend's session, still there. False where
+        that is not known. Set before the call that tells of the change."""
+        return len(ahead) == 1 and self.deleted_while is not None and self.deleted_while == mine.owner
 
     @abc.abstractmethod
     def cancel(self) -> None: ...

@@ -259,29 +259,34 @@ def _check(session: Session, prefix: str, mine: Entry, queue: list[Entry],
 
 
 def _once_gone(mine: Entry, queue: list[Entry], watched: Sequence[Entry],
-               blocker: Blocker) -> tuple[str, list[Entry]] | None:
-    """My entry's session, and the queue as it is once the one entry
-    before mine is gone, where that follows from ``queue`` alone: under
-    exclusive service, with none before mine but the watched one (every
-    later entry has a greater seq, so none can come before it), mine is
-    then first, and it is there as long as its session lives. None where a
-    read is needed (more entries before mine: some may have left meanwhile,
-    and one read learns which)."""
-    if blocker is not predecessor or len(watched) != 1 or mine.owner is None \
-            or len(queue) < 2 or queue[0].key != watched[0].key or queue[1].key != mine.key:
+               blocker: Blocker) -> tuple[Entry, list[Entry], list[Entry]] | None:
+    """Under exclusive service: my entry, the entries before it in
+    ``queue``, and the queue as it is once they are all gone, which then
+    follows from ``queue`` alone: every later entry has a greater seq, so
+    none can come before mine, which is first if it is still there. The
+    backend may know that, when the watched entry (the one just before
+    mine) goes: :meth:`Watch.cleared_for`. None for other services."""
+    if blocker is not predecessor or len(watched) != 1 or mine.owner is None:
         return None
-    return mine.owner, queue[1:]
+    for index, entry in enumerate(queue):
+        if entry.key == mine.key:
+            if index and queue[index - 1].key == watched[0].key:
+                return mine, queue[:index], queue[index:]
+            return None
+    return None
 
 
 def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], woken: Wake,
                      deadline: float | None, session_id: str | None,
-                     once_gone: tuple[str, list[Entry]] | None = None) -> Steps[list[Entry] | Signal | None]:
+                     once_gone: tuple[Entry, list[Entry], list[Entry]] | None = None
+                     ) -> Steps[list[Entry] | Signal | None]:
     """Wait until one of ``watched`` changes or goes; return the queue read
     afresh, None on deadline, or SESSION_ENDED if my session ended meanwhile.
     ``once_gone``'s queue (see :func:`_once_gone`) is returned without a read
-    when the engine told of the watched entry's deletion while the session
-    that made my entry lived (:attr:`Watch.deleted_while`): a lock handoff costs
-    the release and its notice, and no read queued behind the next writes."""
+    when the engine told of the watched entry's deletion at a moment when
+    the entries ahead of mine were gone and mine still there
+    (:meth:`Watch.cleared_for`): a lock handoff costs the release and its
+    notice, and no read queued behind the next writes."""
     watches: list[Watch] = []
     try:
         # Read again once the watches are armed, so a change in between is not missed.
@@ -314,11 +319,11 @@ def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], wo
 
 
 def _after_change(session: Session, prefix: str, watch: Watch,
-                  once_gone: tuple[str, list[Entry]] | None) -> list[Entry]:
+                  once_gone: tuple[Entry, list[Entry], list[Entry]] | None) -> list[Entry]:
     """The queue once ``watch`` told of a change: ``once_gone``'s if the
-    watched entry is known gone while my entry's session lived, else read."""
-    if once_gone is not None and watch.deleted_while == once_gone[0]:
-        return once_gone[1]
+    way is known clear for my entry, else read."""
+    if once_gone is not None and watch.cleared_for(once_gone[0], once_gone[1]):
+        return once_gone[2]
     return ordered(session.backend.list(prefix))
 
 

@@ -17,7 +17,7 @@ from moot.backends._support.tls import ETCD_ALIASES, option_names, tls_context
 from moot.backends.base import Backend, CallbackWatch, Dispatcher, Entry, Watch
 from moot.backends.etcd.http import _RESENT, _b64, _Http, _Json, _prefix_end
 from moot.backends.etcd.lease import _Leases
-from moot.backends.etcd.watch import _LINGER, _QUEUE_ENTRY, _QueueWatch, _WatchHub
+from moot.backends.etcd.watch import _LINGER, _QUEUE_ENTRY, _EntryWatch, _QueueWatch, _WatchHub
 from moot.errors import (
     BackendError,
     CoordinatorClosed,
@@ -343,9 +343,22 @@ class EtcdBackend(Backend):
         stream = self._hub.open(request, lambda _keys: self._dispatcher.fire(watch), lambda: watch.cancelled)
         return watch
 
-    def _watch_entry(self, key: str, callback: Callable[[], None]) -> Watch:
+    def watch_unchanged(self, entry: Entry, callback: Callable[[], None]) -> tuple[Watch, bool]:
+        """As the base's; a watch on a queue entry is not called for the
+        changes up to ``entry``'s, which its queue's stream may tell late
+        (a lingering stream tells the entry's creation after the read that
+        returned it): no wake-up and read for nothing."""
+        if self._closed:
+            self._refuse()
+        if not _QUEUE_ENTRY.match(entry.key.rpartition("/")[2]):
+            return super().watch_unchanged(entry, callback)
+        watch = self._watch_entry(entry.key, callback, entry.version)
+        return watch, self._still_holds(watch, entry)
+
+    def _watch_entry(self, key: str, callback: Callable[[], None], seen: int = 0) -> Watch:
         """A watch on a queue entry, through its queue's shared stream
-        (opened if need be: the only round trip)."""
+        (opened if need be: the only round trip), not called for changes at
+        or before revision ``seen``."""
         directory = key[: key.rfind("/") + 1]
         fresh: _QueueWatch | None = None
         while True:
@@ -355,11 +368,12 @@ class EtcdBackend(Backend):
                     queue = self._queues[directory] = fresh
                     fresh = None
                 if queue is not None:
-                    watch = CallbackWatch(callback, functools.partial(self._unwatch_entry, directory, queue))
+                    watch = _EntryWatch(callback, functools.partial(self._unwatch_entry, directory, queue),
+                                        queue, self._key, seen)
                     queue.add(self._key(key), watch)
                     break
             fresh = _QueueWatch(self._dispatcher)
-            fresh.stream = self._hub.open(self._range(directory), fresh.fire, fresh.is_closed)
+            fresh.opened(self._hub.open(self._range(directory), fresh.fire, fresh.is_closed))
         if fresh is not None:  # another thread opened the queue's watch meanwhile
             assert fresh.stream is not None
             fresh.closed = True

@@ -17,14 +17,26 @@ from moot.backends.etcd.http import _ATTEMPT, _Http, _Json, _StreamLost
 from moot.errors import MootError
 from moot.realthreads import select, threading
 
+#: One change a watch told of: the key, the revision of the change, and
+#: whether it deleted the key (else it put it).
+_Event = tuple[bytes, int, bool]
 
-def _event_keys(message: _Json) -> set[bytes]:
-    return {base64.b64decode(event.get("kv", {}).get("key", "")) for event in message.get("events", ())}
+
+def _events(message: _Json) -> list[_Event]:
+    """The changes of a watch answer, in etcd's order (by revision)."""
+    return [(base64.b64decode(kv.get("key", "")), int(kv.get("mod_revision", 0)), event.get("type") == "DELETE")
+            for event in message.get("events", ()) for kv in (event.get("kv", {}),)]
 
 
-#: What a stream calls with the keys that changed (None: anything may have
+def _created_revision(message: _Json) -> int:
+    """The revision etcd was at when it confirmed a watch (every change
+    after it is reported)."""
+    return int(message.get("header", {}).get("revision", 0))
+
+
+#: What a stream calls with the changes it told of (None: anything may have
 #: changed, e.g. while the stream was being reopened).
-_Fire = Callable[[set[bytes] | None], None]
+_Fire = Callable[[list[_Event] | None], None]
 
 
 class _Watcher:
@@ -39,6 +51,7 @@ class _Watcher:
         self.created = threading.Event()
         self.error: MootError | None = None
         self.confirmed = False  # etcd confirmed it once: later creations are re-creations
+        self.revision = 0  # etcd's revision at the last confirmation (see _created_revision)
         self.abandoned = False  # its opener gave up waiting
 
     def cancelled(self) -> bool:
@@ -92,14 +105,14 @@ class _Shared:
         """A creation has waited for its answer longer than an attempt's time."""
         return bool(self._pending) and now - self._pending[0][1] > _ATTEMPT
 
-    def open(self, http_: _Http) -> set[bytes]:
+    def open(self, http_: _Http) -> list[_Event]:
         """(Re)connect and create every live watcher, waiting for etcd to
         confirm them all (within the per-call bound; a connection that
         answers nothing within 1 s, 2 s, ... is replaced by one to the next
         host). Raises ConnectionLost."""
         return http_.open_watch(functools.partial(self._open, http_), self.close, lambda: self.peer)
 
-    def _open(self, http_: _Http, started: float, end: float, attempt: float) -> set[bytes]:
+    def _open(self, http_: _Http, started: float, end: float, attempt: float) -> list[_Event]:
         self.close()
         key = websocket.new_key()
         self._frames = websocket.Frames(key)
@@ -117,7 +130,7 @@ class _Shared:
                 upgrading = False
                 self.flush()
             self._write()
-        return set()  # events that came along went to their watchers
+        return []  # events that came along went to their watchers
 
     def flush(self) -> None:
         """Send the create and cancel requests handed over (hub thread, connected)."""
@@ -165,11 +178,11 @@ class _Shared:
                 continue
             del self._out[:sent]
 
-    def feed(self) -> set[bytes]:
+    def feed(self) -> list[_Event]:
         """Read what the socket has and hand the events to their watchers."""
         self._read()
         self._write()  # pongs
-        return set()
+        return []
 
     def _read(self) -> None:
         assert self.sock is not None
@@ -196,9 +209,9 @@ class _Shared:
                 self.add(watcher)
                 watcher.fire(None)
                 continue
-            keys = _event_keys(result)
-            if keys:
-                watcher.fire(keys)
+            events = _events(result)
+            if events:
+                watcher.fire(events)
         for reply in self._frames.replies:
             self._out += reply
         self._frames.replies = []
@@ -217,6 +230,7 @@ class _Shared:
             watcher.created.set()
             return
         self._watching[watch_id] = watcher
+        watcher.revision = _created_revision(result)
         if watcher.cancelled():
             self.cancel(watcher)
         elif watcher.confirmed:
@@ -225,7 +239,7 @@ class _Shared:
             watcher.confirmed = True
             watcher.created.set()
 
-    def fire(self, keys: set[bytes] | None) -> None:
+    def fire(self, events: list[_Event] | None) -> None:
         """Nothing: each watcher was fired as it was created again."""
 
     def fail_waiting(self, error: MootError) -> None:

@@ -10,13 +10,13 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from moot import realthreads
 from moot.backends._support.loop import Poller, Timers, Waker
-from moot.backends.base import CallbackWatch, Dispatcher
+from moot.backends.base import CallbackWatch, Dispatcher, Entry
 from moot.backends.etcd.http import _ATTEMPT, _NETWORK_ERRORS, _ChunkedLines, _Http, _Json, _StreamLost
-from moot.backends.etcd.shared import _event_keys, _Fire, _Shared, _Watcher
+from moot.backends.etcd.shared import _created_revision, _Event, _events, _Fire, _Shared, _Watcher
 from moot.errors import (
     ConnectionLost,
     MootError,
@@ -29,7 +29,7 @@ _RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
 class _Stream:
     """One gateway watch stream: its socket and an incremental decoder of the
     chunked HTTP answer into JSON messages. ``fire`` is called (on the hub
-    thread) with the keys of the events received; ``cancelled`` tells the
+    thread) with the events received; ``cancelled`` tells the
     hub to stop reopening it."""
 
     def __init__(self, request: _Json, fire: _Fire, cancelled: Callable[[], bool]):
@@ -39,24 +39,25 @@ class _Stream:
         self.sock: socket.socket | None = None
         self.peer: tuple[str, int] | None = None
         self.failures = 0
+        self.revision = 0  # etcd's revision at the last confirmation (see _created_revision)
         self._decoder = _ChunkedLines()
 
-    def open(self, http_: _Http) -> set[bytes]:
+    def open(self, http_: _Http) -> list[_Event]:
         """(Re)open the stream and wait until etcd confirms the watch, so that
-        every later change is reported; the keys of events that came along
-        already. Within the caller's deadline (see ``_Http``); a confirmation
+        every later change is reported; the events that came along
+        already (in order). Within the caller's deadline (see ``_Http``); a confirmation
         that does not come within 1 s (2 s, ...) is asked for again on the
         next host. Raises ConnectionLost."""
         return http_.open_watch(functools.partial(self._open, http_), self.close, lambda: self.peer)
 
-    def _open(self, http_: _Http, started: float, end: float, attempt: float) -> set[bytes]:
+    def _open(self, http_: _Http, started: float, end: float, attempt: float) -> list[_Event]:
         self.close()
         self._decoder = _ChunkedLines()
         sock, self.peer = http_.open_stream("watch", {"create_request": self.request}, started, end)
         self.sock = sock
         confirm_by = min(end, time.monotonic() + attempt)
         created = False
-        keys: set[bytes] = set()
+        events: list[_Event] = []
         while not created:
             left = confirm_by - time.monotonic()
             if left <= 0:
@@ -66,10 +67,11 @@ class _Stream:
             if not data:
                 raise _StreamLost("closed before the watch was created")
             for message in self._results(self._decoder.feed(data)):
-                created = created or bool(message.get("created"))
-                keys |= _event_keys(message)
+                if message.get("created"):
+                    created, self.revision = True, _created_revision(message)
+                events += _events(message)
         sock.setblocking(False)
-        return keys
+        return events
 
     @staticmethod
     def _results(messages: list[object]) -> list[_Json]:
@@ -83,19 +85,19 @@ class _Stream:
             results.append(result)
         return results
 
-    def feed(self) -> set[bytes]:
-        """Read what the socket has; the keys of the events it brought."""
+    def feed(self) -> list[_Event]:
+        """Read what the socket has; the events it brought, in order."""
         assert self.sock is not None
-        keys: set[bytes] = set()
+        events: list[_Event] = []
         while True:
             try:
                 data = self.sock.recv(65536)
             except (BlockingIOError, ssl.SSLWantReadError):
-                return keys
+                return events
             if not data:
                 raise _StreamLost("the connection closed")
             for message in self._results(self._decoder.feed(data)):
-                keys |= _event_keys(message)
+                events += _events(message)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -140,10 +142,10 @@ class _WatchHub:
         Raises ConnectionLost (or PermissionDenied)."""
         if self._shared is None:
             stream = _Stream(request, fire, cancelled)
-            keys = stream.open(self._http)
+            events = stream.open(self._http)
             self.add(stream)
-            if keys:
-                fire(keys)
+            if events:
+                fire(events)
             return stream
         watcher = _Watcher(request, fire, cancelled)
         self._shared.add(watcher)
@@ -314,6 +316,29 @@ class _WatchHub:
 _QUEUE_ENTRY = re.compile(r"[0-9a-f]{32}\Z")
 #: Seconds a queue's stream stays open after its last watch is cancelled.
 _LINGER = 10.0
+#: Deletions a queue's stream remembers (see :meth:`_QueueWatch.present_at`).
+_REMEMBERED = 4096
+
+
+class _EntryWatch(CallbackWatch):
+    """A watch on a queue entry, carried by its queue's :class:`_QueueWatch`."""
+
+    def __init__(self, callback: Callable[[], None], on_cancel: Callable[[CallbackWatch], None],
+                 queue: _QueueWatch, key_of: Callable[[str], bytes], seen: int = 0):
+        super().__init__(callback, on_cancel)
+        self._queue = queue
+        self._key_of = key_of
+        self.seen = seen  # the watched key's revision as its watcher read it: older changes call nothing
+        self.deleted_at: int | None = None  # the revision that deleted the watched key, once told
+
+    def cleared_for(self, mine: Entry, ahead: Sequence[Entry]) -> bool:
+        """The watched key's deletion was told at a revision where every
+        entry of ``ahead`` was gone and ``mine`` still there, as this
+        queue's stream tells it (:meth:`_QueueWatch.gone_by`, :meth:`_QueueWatch.present_at`)."""
+        deleted_at, queue, key_of = self.deleted_at, self._queue, self._key_of
+        return deleted_at is not None and mine.seq is not None \
+            and all(queue.gone_by(key_of(entry.key), deleted_at) for entry in ahead) \
+            and queue.present_at(key_of(mine.key), mine.seq, deleted_at)
 
 
 class _QueueWatch:
@@ -322,18 +347,55 @@ class _QueueWatch:
     etcd watch per watch would cost a round trip each time and,
     when a write lands while etcd registers the watch, etcd 3.4 delivers its
     events only at its next 100 ms catch-up. The stream stays open
-    ``_LINGER`` seconds after its last watch is cancelled."""
+    ``_LINGER`` seconds after its last watch is cancelled.
+
+    It also remembers the revisions of the last ``_REMEMBERED`` deletions it
+    told of, so that a waiter can tell, without a read, whether the entries
+    ahead of its own were gone and its own still there when the one it
+    watched went (:meth:`gone_by`, :meth:`present_at`)."""
 
     def __init__(self, dispatcher: Dispatcher):
         self._dispatcher = dispatcher
         self._lock = threading.Lock()
-        self._watches: dict[bytes, set[CallbackWatch]] = {}
+        self._watches: dict[bytes, set[_EntryWatch]] = {}
         self._keys: dict[CallbackWatch, bytes] = {}
         self._idle_since: float | None = None
         self.closed = False
         self.stream: _Stream | _Watcher | None = None
+        self._since: int | None = None  # every change after this revision is told (None: not known)
+        self._broken = False  # the stream was created again: changes may have gone untold
+        self._deleted: dict[bytes, int] = {}  # key -> revision of its deletion, oldest first
+        self._forgotten_through = 0  # the newest revision of a deletion dropped from _deleted
 
-    def add(self, key: bytes, watch: CallbackWatch) -> None:
+    def opened(self, stream: _Stream | _Watcher) -> None:
+        """``stream`` carries this queue's watch from its confirmation on."""
+        with self._lock:
+            self.stream = stream
+            if not self._broken:
+                self._since = stream.revision
+
+    def present_at(self, key: bytes, created: int, revision: int) -> bool:
+        """Whether the entry ``key``, created at revision ``created``, was
+        still there at ``revision``: True only if this stream has told every
+        change since before ``created`` (confirmed at or before it, never
+        created again, no deletion after it forgotten) and no deletion of
+        ``key`` up to ``revision``. Entries are never made again under the
+        same key (a random name), and etcd tells a watch's changes in the
+        order of their revisions, all of one revision in one answer."""
+        with self._lock:
+            if self._broken or self._since is None or self._since > created or self._forgotten_through > created:
+                return False
+            deleted = self._deleted.get(key)
+            return deleted is None or deleted > revision
+
+    def gone_by(self, key: bytes, revision: int) -> bool:
+        """Whether this stream told of a deletion of ``key`` at or before
+        ``revision`` (and remembers it): the key is then gone for good."""
+        with self._lock:
+            deleted = self._deleted.get(key)
+            return deleted is not None and deleted <= revision
+
+    def add(self, key: bytes, watch: _EntryWatch) -> None:
         with self._lock:
             self._watches.setdefault(key, set()).add(watch)
             self._keys[watch] = key
@@ -345,7 +407,7 @@ class _QueueWatch:
             key = self._keys.pop(watch, None)
             if key is not None:
                 watches = self._watches[key]
-                watches.discard(watch)
+                watches.discard(watch)  # type: ignore[arg-type]  # the _EntryWatch added with key
                 if not watches:
                     del self._watches[key]
             if self._watches:
@@ -364,11 +426,29 @@ class _QueueWatch:
             self.closed = True
             return True
 
-    def fire(self, keys: set[bytes] | None) -> None:
+    def fire(self, events: list[_Event] | None) -> None:
+        """Record what ``events`` deleted, then call the watches of their keys
+        (every watch if None: the stream was created again)."""
+        targets: list[CallbackWatch] = []
         with self._lock:
-            if keys is None:
-                targets = list(self._keys)
+            if events is None:
+                self._broken = True
+                targets += self._keys
             else:
-                targets = [watch for key in keys for watch in self._watches.get(key, ())]
+                for key, revision, deleted in events:
+                    if deleted:
+                        self._remember(key, revision)
+                    for entry_watch in self._watches.get(key, ()):
+                        if revision > entry_watch.seen:  # not a change its watcher had read already
+                            if deleted and entry_watch.deleted_at is None:
+                                entry_watch.deleted_at = revision
+                            targets.append(entry_watch)
         for watch in targets:
             self._dispatcher.fire(watch)
+
+    def _remember(self, key: bytes, revision: int) -> None:
+        deleted = self._deleted
+        deleted[key] = revision
+        if len(deleted) > _REMEMBERED:
+            oldest = next(iter(deleted))
+            self._forgotten_through = max(self._forgotten_through, deleted.pop(oldest))
