@@ -71,6 +71,10 @@ class Params:
     close_reps: int = 5
     work_ops: int = 200
     work_handoffs: int = 20
+    #: Handoffs stop once this long has passed and ``work_handoffs_least`` were counted: a
+    #: polled handoff (tooz on etcd, PostgreSQL, memcached) takes ~1 s, and its count is the same each time.
+    work_handoffs_seconds: float = 5.0
+    work_handoffs_least: int = 5
 
     @classmethod
     def quick(cls) -> Params:
@@ -540,7 +544,10 @@ def work(system: str, kind: str, url: str, params: Params, note: Note) -> dict[s
         idle: list[int] = []
         if not locks[0].acquire(5.0):
             raise RuntimeError("the first lock was not acquired within 5 s")
+        started = time.monotonic()
         for i in range(params.work_handoffs):
+            if i >= params.work_handoffs_least and time.monotonic() - started > params.work_handoffs_seconds:
+                break
             holder, waiter = locks[i % 2], locks[1 - i % 2]
             served = threading.Event()
 
@@ -560,7 +567,7 @@ def work(system: str, kind: str, url: str, params: Params, note: Note) -> dict[s
             if not served.is_set():
                 raise RuntimeError("a queued waiter was not served within 30 s of the release")
             idle.append(_counted(counter, lambda: None))
-        locks[params.work_handoffs % 2].release()
+        locks[len(handoffs) % 2].release()
     finally:
         first.close()
         second.close()
