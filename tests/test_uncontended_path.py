@@ -6,6 +6,8 @@ the ``Held`` of the latest acquisition)."""
 from __future__ import annotations
 
 import collections
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,3 +121,37 @@ def test_a_timer_records_what_timed_records() -> None:
     by_timed.count("timeouts", "lock")
     assert by_timer.snapshot() == by_timed.snapshot()
     assert seen[:2] == [("acquisitions", "lock", 1.0), ("wait_seconds", "lock", 0.0001)] and len(seen) == 11
+
+
+def test_a_timer_counts_every_value_once_across_threads_and_snapshots() -> None:
+    """A timer call takes no lock; the values it leaves pending are folded
+    in by snapshots and every ``_FOLD_EVERY`` calls: none lost, none
+    counted twice, however the calls and snapshots of threads interleave."""
+    stats = Stats()
+    timer = stats.timer("acquisitions", "wait_seconds", "lock")
+    threads, calls = 4, 5000  # several folds per thread, by calls and by snapshots
+    start = threading.Barrier(threads + 1)
+
+    def record() -> None:
+        start.wait(5)
+        for _ in range(calls):
+            timer(0.001)
+
+    workers = [threading.Thread(target=record) for _ in range(threads)]
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between almost any two bytecodes
+    try:
+        for worker in workers:
+            worker.start()
+        start.wait(5)
+        counts = []
+        while any(worker.is_alive() for worker in workers):
+            counts.append(stats.snapshot()["counters"].get("acquisitions", {}).get("lock", 0))
+        for worker in workers:
+            worker.join(10)
+    finally:
+        sys.setswitchinterval(switching)
+    final = stats.snapshot()
+    assert counts == sorted(counts) and counts[-1] <= threads * calls, "a snapshot counted a value twice"
+    assert final["counters"]["acquisitions"]["lock"] == threads * calls
+    assert final["histograms"]["wait_seconds"]["lock"]["count"] == threads * calls
