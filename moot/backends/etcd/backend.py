@@ -332,10 +332,23 @@ class EtcdBackend(Backend):
         return entry, [self._entry(kv) for kv in answer["responses"][1]["response_range"].get("kvs", [])]
 
     def watch(self, key: str, callback: Callable[[], None]) -> Watch:
+        return self._watch(key, callback)
+
+    def watch_unchanged(self, entry: Entry, callback: Callable[[], None]) -> tuple[Watch, bool]:
+        """As the base's; a watch on a queue entry is not called for the
+        changes up to ``entry``'s, which its queue's stream may tell late
+        (a lingering stream tells the entry's creation after the read that
+        returned it): no wake-up and read for nothing."""
+        watch = self._watch(entry.key, callback, entry.version)
+        return watch, self._still_holds(watch, entry)
+
+    def _watch(self, key: str, callback: Callable[[], None], seen: int = 0) -> Watch:
+        """:meth:`watch`; one on a queue entry is not called for changes at
+        or before revision ``seen``."""
         if self._closed:
             self._refuse()
         if not key.endswith("/") and _QUEUE_ENTRY.match(key.rpartition("/")[2]):
-            return self._watch_entry(key, callback)
+            return self._watch_entry(key, callback, seen)
         request: _Json = {"key": _b64(self._key(key))}
         if key.endswith("/"):
             request = self._range(key)
@@ -343,19 +356,7 @@ class EtcdBackend(Backend):
         stream = self._hub.open(request, lambda _keys: self._dispatcher.fire(watch), lambda: watch.cancelled)
         return watch
 
-    def watch_unchanged(self, entry: Entry, callback: Callable[[], None]) -> tuple[Watch, bool]:
-        """As the base's; a watch on a queue entry is not called for the
-        changes up to ``entry``'s, which its queue's stream may tell late
-        (a lingering stream tells the entry's creation after the read that
-        returned it): no wake-up and read for nothing."""
-        if self._closed:
-            self._refuse()
-        if not _QUEUE_ENTRY.match(entry.key.rpartition("/")[2]):
-            return super().watch_unchanged(entry, callback)
-        watch = self._watch_entry(entry.key, callback, entry.version)
-        return watch, self._still_holds(watch, entry)
-
-    def _watch_entry(self, key: str, callback: Callable[[], None], seen: int = 0) -> Watch:
+    def _watch_entry(self, key: str, callback: Callable[[], None], seen: int) -> Watch:
         """A watch on a queue entry, through its queue's shared stream
         (opened if need be: the only round trip), not called for changes at
         or before revision ``seen``."""

@@ -316,7 +316,7 @@ class _WatchHub:
 _QUEUE_ENTRY = re.compile(r"[0-9a-f]{32}\Z")
 #: Seconds a queue's stream stays open after its last watch is cancelled.
 _LINGER = 10.0
-#: Deletions a queue's stream remembers (see :meth:`_QueueWatch.present_at`).
+#: Deletions a queue's stream remembers (see :meth:`_QueueWatch.cleared`).
 _REMEMBERED = 4096
 
 
@@ -334,11 +334,10 @@ class _EntryWatch(CallbackWatch):
     def cleared_for(self, mine: Entry, ahead: Sequence[Entry]) -> bool:
         """The watched key's deletion was told at a revision where every
         entry of ``ahead`` was gone and ``mine`` still there, as this
-        queue's stream tells it (:meth:`_QueueWatch.gone_by`, :meth:`_QueueWatch.present_at`)."""
-        deleted_at, queue, key_of = self.deleted_at, self._queue, self._key_of
-        return deleted_at is not None and mine.seq is not None \
-            and all(queue.gone_by(key_of(entry.key), deleted_at) for entry in ahead) \
-            and queue.present_at(key_of(mine.key), mine.seq, deleted_at)
+        queue's stream tells it (:meth:`_QueueWatch.cleared`)."""
+        deleted_at, key_of = self.deleted_at, self._key_of
+        return deleted_at is not None and mine.seq is not None and self._queue.cleared(
+            [key_of(entry.key) for entry in ahead], key_of(mine.key), mine.seq, deleted_at)
 
 
 class _QueueWatch:
@@ -352,7 +351,7 @@ class _QueueWatch:
     It also remembers the revisions of the last ``_REMEMBERED`` deletions it
     told of, so that a waiter can tell, without a read, whether the entries
     ahead of its own were gone and its own still there when the one it
-    watched went (:meth:`gone_by`, :meth:`present_at`)."""
+    watched went (:meth:`cleared`)."""
 
     def __init__(self, dispatcher: Dispatcher):
         self._dispatcher = dispatcher
@@ -374,26 +373,23 @@ class _QueueWatch:
             if not self._broken:
                 self._since = stream.revision
 
-    def present_at(self, key: bytes, created: int, revision: int) -> bool:
-        """Whether the entry ``key``, created at revision ``created``, was
-        still there at ``revision``: True only if this stream has told every
-        change since before ``created`` (confirmed at or before it, never
-        created again, no deletion after it forgotten) and no deletion of
-        ``key`` up to ``revision``. Entries are never made again under the
-        same key (a random name), and etcd tells a watch's changes in the
-        order of their revisions, all of one revision in one answer."""
+    def cleared(self, ahead: list[bytes], mine: bytes, created: int, revision: int) -> bool:
+        """Whether at ``revision`` every key of ``ahead`` was gone and the
+        entry ``mine``, created at revision ``created``, still there. Gone:
+        this stream told a deletion at or before ``revision`` (for good:
+        entries are never made again under a name, which is random). Still
+        there: this stream has told every change since before ``created``
+        (confirmed at or before it, never created again, no deletion after
+        it forgotten) and no deletion of ``mine`` up to ``revision`` (etcd
+        tells a watch's changes in the order of their revisions, all of
+        one revision in one answer)."""
         with self._lock:
             if self._broken or self._since is None or self._since > created or self._forgotten_through > created:
                 return False
-            deleted = self._deleted.get(key)
-            return deleted is None or deleted > revision
-
-    def gone_by(self, key: bytes, revision: int) -> bool:
-        """Whether this stream told of a deletion of ``key`` at or before
-        ``revision`` (and remembers it): the key is then gone for good."""
-        with self._lock:
-            deleted = self._deleted.get(key)
-            return deleted is not None and deleted <= revision
+            deleted = self._deleted
+            if not all(key in deleted and deleted[key] <= revision for key in ahead):
+                return False
+            return mine not in deleted or deleted[mine] > revision
 
     def add(self, key: bytes, watch: _EntryWatch) -> None:
         with self._lock:
