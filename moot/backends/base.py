@@ -136,6 +136,12 @@ class Watch(abc.ABC):
         that is not known. Set before the call that tells of the change."""
         return len(ahead) == 1 and self.deleted_while is not None and self.deleted_while == mine.owner
 
+    def will_ask_cleared(self, mine: Entry, ahead: Sequence[Entry]) -> None:  # noqa: B027 (optional hook)
+        """Said once the watch is armed: :meth:`cleared_for` will be asked
+        with these, once the watched key changes. A backend that must read
+        to answer may start that read the moment the engine tells of the
+        change, before the waiter's thread even runs (base: nothing)."""
+
     @abc.abstractmethod
     def cancel(self) -> None: ...
 

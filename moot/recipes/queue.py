@@ -295,6 +295,8 @@ def _wait_for_change(session: Session, prefix: str, watched: Sequence[Entry], wo
             watches.append(watch)
             if not unchanged:
                 return _after_change(session, prefix, watch, once_gone)
+            if once_gone is not None:
+                watch.will_ask_cleared(once_gone[0], once_gone[1])
         else:
             for entry in watched:
                 watches.append(session.backend.watch(entry.key, woken.set))

@@ -5,7 +5,8 @@ its callbacks run and again after a reconnection."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
@@ -15,8 +16,52 @@ from moot.backends.zookeeper.client import _bounded, _Client
 from moot.backends.zookeeper.connection import Result, _Conn, _hex
 from moot.backends.zookeeper.handler import _real_time
 from moot.backends.zookeeper.znodes import _SEGMENT, _as_prefix, _is_prefix, _parent
+from moot.errors import MootError
 from moot.realthreads import threading
 from moot.realthreads import wait_until as _await
+
+
+class _KeyWatch(CallbackWatch):
+    """A key's watch that, asked to (:meth:`will_ask_cleared`, a lock waiter
+    with more than one entry ahead), lists the key's parent the moment the
+    engine tells of the key's deletion: on kazoo's callback thread, before
+    the waiter's thread runs. On a ZooKeeper that fsyncs, a read that comes
+    after the releaser's next write waits for that write's fsync; sent at
+    once, it usually comes before."""
+
+    def __init__(self, key: str, callback: Callable[[], None], on_cancel: Callable[[CallbackWatch], None],
+                 wait: Callable[..., Any]):
+        super().__init__(callback, on_cancel)
+        self.key = key
+        self._wait = wait
+        #: Set as the engine's deletion notice is handled: the children of the
+        #: key's parent, read after the deletion (a kazoo result).
+        self.listing: Result | None = None
+        self.wants_listing = False
+
+    def will_ask_cleared(self, mine: Entry, ahead: Sequence[Entry]) -> None:
+        directory = self.key.rpartition("/")[0]
+        self.wants_listing = len(ahead) > 1 and all(
+            entry.key.rpartition("/")[0] == directory for entry in (mine, *ahead))
+
+    def cleared_for(self, mine: Entry, ahead: Sequence[Entry]) -> bool:
+        """Also true where the listing read after the deletion has ``mine``
+        and none of ``ahead``: no entry can come back before mine (every new
+        one is named after it), and mine, an ephemeral znode, was there with
+        its session after the deletion."""
+        if super().cleared_for(mine, ahead):
+            return True
+        listing = self.listing
+        if listing is None or not self.wants_listing:
+            return False
+        try:
+            names = set(self._wait(listing, NoNodeError))
+        except (NoNodeError, MootError):
+            return False  # the waiter reads the queue itself
+        directory = self.key.rpartition("/")[0]
+        return all(entry.key.rpartition("/")[0] == directory for entry in (mine, *ahead)) \
+            and mine.key.rpartition("/")[2] in names \
+            and not any(entry.key.rpartition("/")[2] in names for entry in ahead)
 
 
 class _Watches(_Client):
@@ -41,7 +86,7 @@ class _Watches(_Client):
         connection, arm it within the deadline. Also what arming answered
         (for a key: its version as read, None if absent); None where this
         call did not arm it, or got no answer in time."""
-        watch = CallbackWatch(callback, lambda w: self._unwatch(key, w))
+        watch = _KeyWatch(key, callback, lambda w: self._unwatch(key, w), self._wait)
         with self._lock:
             first = key not in self._watches
             self._watches.setdefault(key, set()).add(watch)
@@ -79,17 +124,25 @@ class _Watches(_Client):
                 elif conn is not None:
                     conn.absent.discard(self._path(key))
 
-    def _fire(self, *keys: str, deleted_while: str | None = None) -> None:
+    def _fire(self, *keys: str, deleted_while: str | None = None,
+              listing: Callable[[], Result] | None = None) -> None:
         """Have the dispatcher thread call the watches of ``keys`` (never
         kazoo's threads, which must not block), in the order submitted; a
         waiter's wake-up (``quick``) is set at once, on this thread.
         ``deleted_while``: the key was deleted, as an event on the connection
-        of this session told (:attr:`Watch.deleted_while`)."""
+        of this session told (:attr:`Watch.deleted_while`). ``listing``:
+        sends the read of the deleted key's parent, for the watches that
+        want it (:class:`_KeyWatch`), before any is called."""
         with self._lock:
             watches = [w for key in keys for w in self._watches.get(key, ())]
             if deleted_while is not None:
                 for watch in watches:
                     watch.deleted_while = deleted_while
+            wanting = [w for w in watches if isinstance(w, _KeyWatch) and w.wants_listing]
+        if listing is not None and wanting:
+            sent = listing()
+            for watch in wanting:
+                watch.listing = sent
         dispatcher = self._dispatcher
         if dispatcher is not None:
             for watch in watches:
@@ -232,7 +285,8 @@ class _Watches(_Client):
         if key_watched:
             if event.type == EventType.DELETED:  # wake at once (a lock handoff); call again if re-created
                 sid = conn.session()
-                self._fire(key, deleted_while=None if sid is None else _hex(sid))
+                self._fire(key, deleted_while=None if sid is None else _hex(sid),
+                           listing=lambda: conn.zk.get_children_async(parent))
                 self._submit(lambda: self._rearm_deleted(conn, path, key))
             else:
                 self._arm_key(conn, path, lambda _: self._fire(key))
