@@ -385,7 +385,9 @@ def test_listing_again_is_one_multi_read_whose_guesses_are_never_trusted(
     sent.clear()
     mine, entries = backend.enqueue(prefix, b"mine")
     assert entries == [b2, c, *news, mine]
-    assert sent == ["Create2", "_MultiRead"]  # sent together, answered in order
+    # sent together, answered in order: the directories (this backend never made them: not known
+    # to exist; they answer NodeExists), the entry and the listing
+    assert sent == ["Create", "Create", "Create2", "_MultiRead"]
     raw.delete(f"/moot/{ns}", recursive=True)  # an operator wipes the tree: names restart
     again, _ = other.enqueue(prefix, b"again")
     assert backend.list(prefix) == [again]
@@ -571,6 +573,36 @@ def test_a_deletion_with_entries_ahead_is_answered_from_a_listing_read_at_the_ev
     deleted(watch, woken, sixth.key)
     assert not watch.cleared_for(gone, [fifth, sixth])
     watch.cancel()
+
+
+def test_a_first_creation_under_new_directories_sends_them_with_it(
+        make: Callable[..., ZooKeeperBackend], ns: str) -> None:
+    """A lock or group used for the first time makes its directories in the
+    same round trip as its first entry (no existence check, no refused
+    creation first); a directory removed behind the backend's back is made
+    again."""
+    backend, other = make(), make()
+    sent = count_requests(backend)
+    mine, listed = backend.enqueue(f"{ns}/lock/new/q/", b"w")
+    assert [entry.key for entry in listed] == [mine.key]
+    assert sent == ["Create"] * 4 + ["Create2", "GetChildren"], sent  # ns, lock, new, q; the entry
+    sent.clear()
+    second = backend.create(f"{ns}/group/g/m1", b"", ephemeral=True)
+    assert second is not None
+    assert sent == ["Create", "Create", "Create2"], sent  # group, g (ns is known); the key
+    sent.clear()
+    backend.create_sequential(f"{ns}/lock/new/q/", b"w")
+    assert sent == ["Create2"], sent
+
+    assert backend.delete(mine.key) is True
+    assert backend.delete(second.key) is True
+    for entry in backend.list(f"{ns}/lock/new/q/"):
+        assert backend.delete(entry.key) is True
+    other_zk = other._conn.zk  # type: ignore[union-attr]
+    other_zk.delete(other._path(f"{ns}/lock"), recursive=True)
+    again, _ = backend.enqueue(f"{ns}/lock/new/q/", b"w")
+    assert backend.get(again.key) is not None
+    assert other.get(again.key) is not None
 
 
 def waiting(coord: moot.Coordinator, count: int) -> bool:

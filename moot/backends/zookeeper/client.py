@@ -134,6 +134,7 @@ class _Client(Backend):
         self._orphans: dict[bytes, str] = {}  # tag -> parent path of a creation with an unknown outcome
         self._reads = MultiReader(url.redacted())  # many znodes in one request, or one by one
         self._listed: dict[str, tuple[str, ...]] = {}  # parent path -> names its last listing found (a guess)
+        self._made: dict[str, None] = {}  # paths of directories known to exist (a guess; see _send_parents)
         self._warned: set[tuple[float, float]] = set()  # (asked, granted) session timeouts already logged
         self._tick: float | None = None  # the server's tickTime as estimated (tick.py), once known
         self._closed = False
