@@ -13,6 +13,7 @@ restart or fill a server start their own.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import math
 import os
@@ -425,3 +426,32 @@ def test_the_names_item_of_a_hashed_directory_is_checked(make: Make, mc_url: str
     raw(mc_url, ms(hashed, b"ns-longnames/other/sub\n", b"MS"))  # another directory's names
     with pytest.raises(BackendError, match="holds"):
         backend.list(directory)
+
+
+def test_a_directory_over_the_item_limit_is_stored_compressed(make: Make, mc_url: str) -> None:
+    """A directory whose item would pass memcached's default 1 MiB item limit
+    (a group of 10,000 members does) is stored compressed and read back
+    whole by another backend; once it is below COMPRESS_OVER again, it is
+    stored as a moot that predates compression stores and reads it."""
+    from moot.backends.memcached.dirs import COMPRESS_OVER
+
+    writer, reader = make(ttl=30.0), make(ttl=30.0)
+    value = b"a member's record " * 55  # 990 bytes: kept in the directory's item, not spilled
+    threads, each = 32, 32  # 1,024 entries, about 1.04 MB written plain
+
+    def create(thread: int) -> None:
+        for n in range(each):
+            assert writer.create(f"ns-big/g/m{thread:02d}-{n:02d}", value) is not None
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(create, range(threads)))
+    (item,) = raw(mc_url, mg(b"moot:d:ns-big/g/", b"v"))
+    assert item.value is not None and item.value.startswith(b"moot-dir-z1\n") and len(item.value) < COMPRESS_OVER
+    listed = reader.list("ns-big/g/")
+    assert len(listed) == threads * each and all(e.value == value for e in listed)
+    for thread in range(4):  # 128 entries fewer: about 0.93 MB
+        for n in range(each):
+            assert writer.delete(f"ns-big/g/m{thread:02d}-{n:02d}")
+    (item,) = raw(mc_url, mg(b"moot:d:ns-big/g/", b"v"))
+    assert item.value is not None and item.value.startswith(b"moot-dir-1 ")
+    assert len(reader.list("ns-big/g/")) == (threads - 4) * each

@@ -22,7 +22,8 @@ from moot.backends.memcached.dirs import Directory, check_prefix, record, split_
 from moot.backends.memcached.meta import MetaError, Replies, md, mg, ms
 from moot.backends.memcached.poller import Poller
 from moot.backends.memcached.pool import LoginRefused, Pool, dial
-from moot.backends.memcached.store import InLine, Plan, Store, session_key
+from moot.backends.memcached.store import Plan, Store, session_key
+from moot.backends.memcached.turns import InLine
 from moot.deadline import bounded, remaining
 from moot.errors import (
     AuthenticationFailed,

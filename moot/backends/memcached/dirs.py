@@ -16,6 +16,7 @@ item names it. A memcached key longer than 250 bytes
 (or with bytes memcached refuses in a key) is replaced by a SHA-256 of the
 text, under another prefix; the full directory is stored in the item and
 checked on every read, so two directories can never share an item.
+A directory item over :data:`COMPRESS_OVER` bytes is stored compressed.
 See docs/design/memcached.md.
 """
 
@@ -25,6 +26,7 @@ import dataclasses
 import hashlib
 import re
 import time
+import zlib
 from typing import NamedTuple
 
 from moot.backends.base import Entry
@@ -39,6 +41,12 @@ _PLAIN = re.compile(rb"[\x21-\x7e]*")  # what memcached takes in a key (no space
 _KEY = re.compile(r"[A-Za-z0-9_%/-]*")  # the contract's key alphabet (moot/backends/base.py)
 _NAME = re.compile(r"[A-Za-z0-9_%-]*")  # one segment of a key (a key may hold an empty one: "a//b")
 _MAGIC = b"moot-dir-1"
+#: A directory whose item would be larger than this is stored zlib-compressed, after this
+#: first line (the raw item's first line starts with _MAGIC and a space: the two never mix).
+#: Below memcached's default item limit (1 MiB): an item that a moot which predates compression
+#: can store is stored as it would store it.
+COMPRESS_OVER = 1_000_000
+_ZMAGIC = b"moot-dir-z1\n"
 _tuple = tuple.__new__  # builds a Record without its __new__'s Python-level call
 
 
@@ -174,13 +182,18 @@ class Directory:
                 assert r.value is not None
                 out.append(r.value)
         out.extend(name.encode() + b"\n" for name in sorted(self.subdirs))
-        return b"".join(out)
+        raw = b"".join(out)
+        if len(raw) > COMPRESS_OVER:
+            return _ZMAGIC + zlib.compress(raw, 1)
+        return raw
 
 
 def decode(path: str, raw: bytes, cas: int) -> Directory:
     """The directory item ``raw`` read for ``path``; MetaError if it is not
     one, or is another directory's (a hashed key's collision)."""
     try:
+        if raw.startswith(_ZMAGIC):
+            raw = zlib.decompress(raw[len(_ZMAGIC):])
         end = raw.index(b"\n")
         magic, counter, count, subcount, stored = raw[:end].split(b" ", 4)
         if magic != _MAGIC:
@@ -210,6 +223,6 @@ def decode(path: str, raw: bytes, cas: int) -> Directory:
             pos = end + 1
         if pos != len(raw):
             raise ValueError("bytes after the last subdirectory")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, zlib.error) as exc:
         raise MetaError(f"the item of directory {path!r:.80} is not a moot directory ({exc})") from None
     return Directory(path, int(counter), entries, frozenset(subdirs), cas)

@@ -13,7 +13,8 @@ A change (:meth:`Store.transact`) is planned on the directory as last seen
 (the cache, or a fresh read), and sent as one pipeline: the session checks
 its outcome depends on, the spilled values it writes, then the directory
 item with the CAS value it was planned on. A conflict re-reads and plans
-again, until the caller's deadline. An outcome that writes nothing (a key
+again, until the caller's deadline. This process's writers of a directory
+take turns, and one write carries the changes queued (:mod:`.turns`). An outcome that writes nothing (a key
 that exists, a version that does not match) is only ever decided on a
 fresh read, never on the cache.
 
@@ -27,16 +28,16 @@ outlives its server): otherwise the change is planned again on a fresh read.
 from __future__ import annotations
 
 import collections
-import contextlib
+import copy
 import dataclasses
 import functools
-import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from moot import realthreads
+from moot.backends.memcached import turns
 from moot.backends.memcached.dirs import (
     Directory,
     decode,
@@ -91,93 +92,6 @@ def alive_probe(session_id: str) -> bytes:
     """The command that asks whether the session is alive (remembered: a
     listing asks it of every owner, every time)."""
     return mg(session_key(session_id))
-
-
-class InLine(TimeoutError):
-    """The caller's deadline passed while this process's other writers of
-    the directory had their turns (nothing was sent)."""
-
-
-class _Gate:
-    """This process's writers of one directory: one at a time, the others
-    queued in arrival order (``waiting``: the event each one waits on), and
-    ``latest``: the directory as last written or read by one of them."""
-
-    def __init__(self) -> None:
-        self.busy = False
-        self.waiting: collections.deque[threading.Event] = collections.deque()
-        self.users = 0
-        self.latest: Directory | None = None
-
-
-_gates: dict[tuple[str, str], _Gate] = {}
-_gates_lock = threading.Lock()  # real; held for no I/O
-
-
-def _forget_gates() -> None:
-    """In a forked child: the writers that held or awaited a gate stayed in the parent."""
-    global _gates_lock
-    _gates.clear()
-    _gates_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_gates)
-
-
-def _release(key: tuple[str, str], gate: _Gate) -> None:
-    """Pass ``gate`` to the next writer in line (called with _gates_lock held)."""
-    if gate.waiting:
-        gate.waiting.popleft().set()
-    else:
-        gate.busy = False
-    gate.users -= 1
-    if gate.users == 0:
-        del _gates[key]
-
-
-@contextlib.contextmanager
-def _turn(key: tuple[str, str], until: float) -> Iterator[_Gate]:
-    """Run the block as the only writer of directory ``key`` in this process,
-    after those that came first; TimeoutError if the turn does not come
-    before ``until``. Writers in one process that raced for the same CAS
-    value would all but one lose it and send the whole directory again
-    (a thousand members joining at once from a few processes wasted ten
-    writes per member); queued, they lose only to other processes, and
-    each plans on the directory its predecessor wrote (``latest``), as on
-    its own cache: no read first."""
-    with _gates_lock:
-        gate = _gates.get(key)
-        if gate is None:
-            gate = _gates[key] = _Gate()
-        gate.users += 1
-        turn = None
-        if gate.busy:
-            turn = threading.Event()
-            gate.waiting.append(turn)
-        else:
-            gate.busy = True
-    if turn is not None:
-        interrupted = True
-        try:
-            realthreads.wait_until(turn.is_set, turn.wait, max(0.0, until - time.monotonic()))
-            interrupted = False
-        finally:
-            with _gates_lock:
-                mine = turn.is_set()
-                if mine and interrupted:  # the turn came, but the caller leaves: pass it on
-                    _release(key, gate)
-                elif not mine:  # the deadline passed (or the wait was interrupted) in line
-                    gate.waiting.remove(turn)
-                    gate.users -= 1
-                    if gate.users == 0:
-                        del _gates[key]
-        if not mine:
-            raise InLine(f"this process's other writers of directory {key[1]!r:.80} took the time left")
-    try:
-        yield gate
-    finally:
-        with _gates_lock:
-            _release(key, gate)
 
 
 class Store:
@@ -345,66 +259,108 @@ class Store:
     def transact(self, path: str, plan: Callable[[Directory], Plan], until: float) -> tuple[Plan, dict[str, bool]]:
         """Apply ``plan`` to directory ``path`` under its CAS value (see the
         module docstring); returns the plan committed (or the one that wrote
-        nothing) and the liveness of its ``check`` sessions."""
-        with _turn((self._server, path), until) as gate:
-            return self._transact(path, plan, until, gate)
+        nothing) and the liveness of its ``check`` sessions.
 
-    def _transact(self, path: str, plan: Callable[[Directory], Plan], until: float,
-                  gate: _Gate) -> tuple[Plan, dict[str, bool]]:
+        The writer whose turn it is carries the changes of this process's
+        writers queued behind it (:func:`turns.lead`): their plans
+        run one after the other, each on the directory as the one before
+        left it, and one compare-and-set writes them all. Each outcome is
+        then decided on the state that write replaced, as if written alone
+        in that order; a lost race plans them all again."""
+        key = (self._server, path)
+        me = turns.Writer(plan, until)
+        gate = turns.line_up(key, me)
+        if gate is None:
+            return me.outcome()
+        carried: list[turns.Writer] = []
+        try:
+            carried = turns.lead(gate, me)
+            self._transact(path, [me, *carried], until, gate)
+        except BaseException as exc:
+            for writer in carried:
+                if writer.done is None and writer.error is None:
+                    writer.error = _for_follower(exc)
+            raise
+        finally:
+            turns.pass_on(key, gate, carried)
+        return me.outcome()
+
+    def _transact(self, path: str, batch: list[turns.Writer], until: float, gate: turns.Gate) -> None:
+        """Give every writer of ``batch`` its outcome (or error)."""
         state = _newer(self.cached(path), gate.latest)
         fresh = False
         conflicts = 0
-        while True:
+        pending = batch
+        while pending:
             if state is None:
                 state, fresh = self._read_raw(path, until), True
                 gate.latest = state
             stored, state = state, self.without_dead(state)
-            attempt = plan(state)
-            if attempt.new is None and not fresh:
+            attempts: list[tuple[turns.Writer, Plan]] = []
+            new = state
+            for writer in pending:
+                try:
+                    attempt = writer.plan(new)
+                except Exception as exc:  # that caller's alone: the others' changes go on
+                    writer.error = exc
+                    continue
+                attempts.append((writer, attempt))
+                new = new if attempt.new is None else attempt.new
+            if not attempts:
+                return
+            pending = [writer for writer, _ in attempts]
+            writes = new is not state
+            if not writes and not fresh:  # nothing written is only ever decided on a fresh read
                 state = None
                 continue
-            commands = [alive_probe(s) for s in attempt.check]
+            check = list(dict.fromkeys(s for _, attempt in attempts for s in attempt.check))
+            commands = [alive_probe(s) for s in check]
             spills: list[bytes] = []
-            if attempt.new is not None:
-                if attempt.new.cas == 0 and path:
+            if writes:
+                if new.cas == 0 and path:
                     self.register(path, until)
-                writes = []
-                for leaf, r in attempt.new.entries.items():
+                spill_writes = []
+                for leaf, r in new.entries.items():
                     if r.spilled and state.entries.get(leaf) is not r:
                         assert r.value is not None
                         spills.append(spill_key(path, r.version))
-                        writes.append(ms(spills[-1], r.value, b"MS"))
-                if writes:  # stored before the directory names them (an error raises before it does)
-                    self._run(writes, until)
-                mode = b"c ME" if attempt.new.cas == 0 else b"c C%d" % attempt.new.cas
-                commands.append(ms(mkey(b"d", path), attempt.new.encode(), mode))
+                        spill_writes.append(ms(spills[-1], r.value, b"MS"))
+                if spill_writes:  # stored before the directory names them (an error raises before it does)
+                    self._run(spill_writes, until)
+                mode = b"c ME" if new.cas == 0 else b"c C%d" % new.cas
+                commands.append(ms(mkey(b"d", path), new.encode(), mode))
             try:
-                replies = self._run(commands, until, None if attempt.new is None or attempt.new.cas == 0
-                                    else attempt.new.server)
+                replies = self._run(commands, until, None if not writes or new.cas == 0 else new.server)
             except ServerChanged:  # planned on a read from before a restart
                 self.drop_spills(spills, until)
                 state, fresh = None, False
                 continue
-            alive = self._alive(attempt.check, replies[:len(attempt.check)])
-            if attempt.new is None:
-                if attempt.again_if_dead and not all(alive.values()):
+            alive = self._alive(check, replies[:len(check)])
+            if writes:
+                reply = replies[-1]
+                if reply.code not in _CONFLICT and reply.code != b"HD":
+                    raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} "
+                                       "to a directory write")
+                if reply.code != b"HD":
+                    self.drop_spills(spills, until)
+                    state, fresh = None, False
+                    conflicts += 1
+                    pause = random.uniform(0, min(_BACKOFF_BASE * 2 ** min(conflicts, 16), _BACKOFF_CAP))
+                    realthreads.pause(max(0.0, min(pause, until - time.monotonic())))
                     continue
-                return attempt, alive
-            reply = replies[-1]
-            if reply.code == b"HD":
-                attempt.new.cas, attempt.new.server = reply.cas, replies.server
-                self._remember(attempt.new)
-                gate.latest = attempt.new
-                self._committed(attempt.new)
-                self.drop_spills(_replaced_spills(stored, attempt.new), until)
-                return attempt, alive
-            if reply.code not in _CONFLICT:
-                raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} to a directory write")
-            self.drop_spills(spills, until)
-            state, fresh = None, False
-            conflicts += 1
-            pause = random.uniform(0, min(_BACKOFF_BASE * 2 ** min(conflicts, 16), _BACKOFF_CAP))
-            realthreads.pause(max(0.0, min(pause, until - time.monotonic())))
+                new.cas, new.server = reply.cas, replies.server
+                self._remember(new)
+                gate.latest = new
+                self._committed(new)
+                self.drop_spills(_replaced_spills(stored, new), until)
+                state, fresh = new, False
+            pending = []
+            for writer, attempt in attempts:
+                mine = {s: alive[s] for s in attempt.check}
+                if attempt.new is None and attempt.again_if_dead and not all(mine.values()):
+                    pending.append(writer)  # planned again without the entries of the gone
+                else:
+                    writer.done = attempt, mine
 
     def _read_raw(self, path: str, until: float) -> Directory:
         replies = self._run([mg(mkey(b"d", path), b"v c")], until)
@@ -432,6 +388,19 @@ class Store:
                 return
             if reply.code != b"NS":  # NS: another writer added it meanwhile: append to it
                 raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} to an add")
+
+
+def _for_follower(error: BaseException) -> BaseException:
+    """What a writer whose change a failed write carried raises: a copy of
+    the error (its own traceback), or, if the carrying writer was
+    interrupted (not an error of the write), a TimeoutError: the change may
+    have been written."""
+    if not isinstance(error, Exception):
+        return TimeoutError("the writer that carried this change was interrupted (it may have been written)")
+    try:
+        return copy.copy(error)
+    except Exception:
+        return error
 
 
 def _newer(mine: Directory | None, shared: Directory | None) -> Directory | None:
