@@ -232,3 +232,28 @@ def test_writers_carried_by_a_write_that_fails_all_learn_it(own: servers.Cluster
     assert len(outcomes) == 4 and all(isinstance(o, ConnectionLost) for o in outcomes), outcomes
     assert waited < 1.0 + 0.5, waited  # each by its deadline (1 s), plus the backend's slack
     assert len(backend.list("carried/")) in (0, 4)  # one write: all of the changes or none
+
+
+def test_a_backend_whose_change_another_write_carried_is_told_of_it(own: servers.Cluster,
+                                                                     open_backend: MakeBackend) -> None:
+    """Backend ``late``'s create is carried by ``early``'s write: ``late``
+    learns of that write as of one of its own (its view of the directory is
+    the item written, which its watches are told of), not at its next poll."""
+    early = _backend(open_backend, own.url)
+    late = _backend(open_backend, own.url, poll_interval=5.0)
+    fired = threading.Event()
+    late.watch("told/", fired.set)  # reads the directory: late's view is the item before the write
+    holder, go_on = _hold_the_turn(early, "told/")
+    outcomes: list[object] = []
+    threads = [threading.Thread(target=lambda b=b, n=n: outcomes.append(b.create(f"told/{n}", b"v")))
+               for n, b in (("a", early), ("b", late))]
+    for index, thread in enumerate(threads):
+        thread.start()
+        wait_until(lambda i=index: _queued(own, "told/") == i + 1, what=f"writer {index} is queued")
+    go_on.set()
+    for thread in [holder, *threads]:
+        thread.join(BOUND)
+    assert len(outcomes) == 2 and None not in outcomes
+    seen = late._store.cached("told/")
+    assert seen is not None and sorted(seen.entries) == ["a", "b"]
+    assert fired.wait(BOUND)

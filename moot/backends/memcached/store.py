@@ -50,7 +50,7 @@ from moot.backends.memcached.dirs import (
 )
 from moot.backends.memcached.meta import Replies, Reply, md, mg, ms
 from moot.backends.memcached.pool import ServerChanged
-from moot.errors import BackendError
+from moot.errors import BackendError, CoordinatorClosed
 from moot.realthreads import threading
 
 
@@ -268,7 +268,7 @@ class Store:
         then decided on the state that write replaced, as if written alone
         in that order; a lost race plans them all again."""
         key = (self._server, path)
-        me = turns.Writer(plan, until)
+        me = turns.Writer(plan, until, self)
         gate = turns.line_up(key, me)
         if gate is None:
             return me.outcome()
@@ -349,9 +349,10 @@ class Store:
                     realthreads.pause(max(0.0, min(pause, until - time.monotonic())))
                     continue
                 new.cas, new.server = reply.cas, replies.server
-                self._remember(new)
                 gate.latest = new
-                self._committed(new)
+                for store in dict.fromkeys(writer.store for writer, _ in attempts):  # each caller's backend
+                    store._remember(new)
+                    store._committed(new)
                 self.drop_spills(_replaced_spills(stored, new), until)
                 state, fresh = new, False
             pending = []
@@ -392,11 +393,13 @@ class Store:
 
 def _for_follower(error: BaseException) -> BaseException:
     """What a writer whose change a failed write carried raises: a copy of
-    the error (its own traceback), or, if the carrying writer was
-    interrupted (not an error of the write), a TimeoutError: the change may
-    have been written."""
-    if not isinstance(error, Exception):
-        return TimeoutError("the writer that carried this change was interrupted (it may have been written)")
+    the error (its own traceback), or, if the carrying writer stopped (an
+    interrupted call, its own backend closed: not an error of the write), a
+    TimeoutError (ConnectionLost to the caller): the change may have been
+    written."""
+    if not isinstance(error, Exception) or isinstance(error, CoordinatorClosed):  # the carrier's, not the write's
+        return TimeoutError("the writer that carried this change stopped (its call was interrupted, or its "
+                            "backend closed); the change may have been written")
     try:
         return copy.copy(error)
     except Exception:

@@ -25,7 +25,7 @@ from moot.backends.memcached.dirs import Directory
 from moot.realthreads import threading
 
 if TYPE_CHECKING:
-    from moot.backends.memcached.store import Plan
+    from moot.backends.memcached.store import Plan, Store
 
 #: The most changes of one directory that one write carries (the writer whose turn it is, and
 #: those of this process queued behind it).
@@ -47,11 +47,12 @@ class Writer:
     set when the caller's turn comes or when another writer's batch did the
     change (``taken``)."""
 
-    __slots__ = ("done", "error", "event", "plan", "taken", "until")
+    __slots__ = ("done", "error", "event", "plan", "store", "taken", "until")
 
-    def __init__(self, plan: Callable[[Directory], Plan], until: float):
+    def __init__(self, plan: Callable[[Directory], Plan], until: float, store: Store):
         self.plan = plan
         self.until = until
+        self.store = store  # the caller's: told of the write that carries the change
         self.event = threading.Event()
         self.taken = False
         self.done: tuple[Plan, dict[str, bool]] | None = None
