@@ -455,3 +455,22 @@ def test_a_directory_over_the_item_limit_is_stored_compressed(make: Make, mc_url
     (item,) = raw(mc_url, mg(b"moot:d:ns-big/g/", b"v"))
     assert item.value is not None and item.value.startswith(b"moot-dir-1 ")
     assert len(reader.list("ns-big/g/")) == (threads - 4) * each
+
+
+def test_names_go_on_to_a_new_page_once_memcached_will_not_make_one_larger(make: Make, mc_url: str) -> None:
+    """A directory that has named some 25,000 subdirectories (lock names:
+    they are never forgotten) fills its names item to memcached's item
+    limit, which then refuses every append: new names go to the next page,
+    and every name of every page is listed, by this backend and by one that
+    never saw a page."""
+    filler = b"".join(b"gone-%07d\n" % n for n in range(1_040_000 // 13))  # named, without items
+    raw(mc_url, ms(b"moot:n:ns-pages/", filler, b"MS"))
+    while all(r.code == b"HD" for r in raw(mc_url, *[ms(b"moot:n:ns-pages/", b"g\n", b"MA")] * 1000)):
+        pass  # to within a byte of the limit: no line of a name fits
+    writer = make(ttl=30.0)
+    assert writer.create("ns-pages/new/k", b"") is not None  # page 0 is full: "new" goes to page 1
+    (page1,) = raw(mc_url, mg(b"moot:n:ns-pages/#1", b"v"))
+    assert page1.value == b"new\n"
+    assert writer.create("ns-pages/newer/k", b"") is not None
+    for reader in (writer, make(ttl=30.0)):
+        assert [e.key for e in reader.list("ns-pages/")] == ["ns-pages/new/k", "ns-pages/newer/k"]

@@ -7,7 +7,8 @@ A *directory* is the part of a key up to and including its last ``/``
 sequence numbers come from it) and its entries (leaf, version, seq, owner
 session, value). The names of its subdirectories (for recursive listing)
 are appended, one line each, to an item of their own,
-``moot:n:<directory>``: naming a new subdirectory sends a few bytes,
+``moot:n:<directory>`` (then ``moot:n:<directory>#1`` and on, once one is
+full): naming a new subdirectory sends a few bytes,
 however many names there are (items written by moot before this layout
 also hold names, which are still read). Values larger than
 :data:`INLINE_MAX` bytes are *spilled* to an item of their own,
@@ -60,23 +61,31 @@ def mkey(kind: bytes, text: str) -> bytes:
     return KP + kind.upper() + b":" + hashlib.sha256(raw).hexdigest().encode()
 
 
-def names_key(directory: str) -> bytes:
-    """The item that ``directory``'s subdirectories are appended to."""
-    return mkey(b"n", directory)
+def names_key(directory: str, page: int = 0) -> bytes:
+    """The item that ``directory``'s subdirectories are appended to: page 0,
+    then, once a page is full (memcached refuses to make an item larger than
+    its limit), page 1, and so on. A page's key holds a ``#``, which no
+    directory does, so no page is another directory's item."""
+    return mkey(b"n", directory if page == 0 else f"{directory}#{page}")
 
 
-def name_line(directory: str, name: str) -> bytes:
-    """The line appended to ``directory``'s names item for subdirectory
-    ``name``: the name alone, or the subdirectory's full path when the item's
-    key is hashed (so a reader can check that the item is this directory's)."""
-    hashed = names_key(directory)[len(KP):len(KP) + 1] == b"N"
-    return (directory + name if hashed else name).encode() + b"\n"
+def _hashed(directory: str, page: int) -> bool:
+    return names_key(directory, page)[len(KP):len(KP) + 1] == b"N"
 
 
-def decode_names(directory: str, raw: bytes) -> frozenset[str]:
-    """The subdirectory names in ``directory``'s names item ``raw`` (a name
-    appended more than once counts once); MetaError if it is not one."""
-    hashed = names_key(directory)[len(KP):len(KP) + 1] == b"N"
+def name_line(directory: str, name: str, page: int = 0) -> bytes:
+    """The line appended to page ``page`` of ``directory``'s names for
+    subdirectory ``name``: the name alone, or the subdirectory's full path
+    when the page's key is hashed (so a reader can check that the item is
+    this directory's)."""
+    return (directory + name if _hashed(directory, page) else name).encode() + b"\n"
+
+
+def decode_names(directory: str, raw: bytes, page: int = 0) -> frozenset[str]:
+    """The subdirectory names in page ``page`` of ``directory``'s names,
+    ``raw`` (a name appended more than once counts once); MetaError if it is
+    not one."""
+    hashed = _hashed(directory, page)
     if raw and not raw.endswith(b"\n"):
         raise MetaError(f"the names item of directory {directory!r:.80} is cut short")
     names = set()

@@ -105,6 +105,7 @@ class Store:
         self._lock = threading.Lock()  # real; held for no I/O
         self._cache: collections.OrderedDict[str, Directory] = collections.OrderedDict()
         self._dead: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._pages: dict[str, int] = {}  # directory -> the last page of its names seen (0 if absent)
 
     # -- what is known ------------------------------------------------------
     def is_dead(self, session_id: str) -> bool:
@@ -173,7 +174,8 @@ class Store:
         read in the same pipeline."""
         run = run or self._run
         guessed = sorted(self.not_dead({o for p in paths if (c := self.cached(p)) for o in c.owners()}))
-        listing = [mg(names_key(p), b"v") for p in paths] if names is not None else []
+        pages = {p: self.names_pages(p) + 1 for p in paths} if names is not None else {}  # and one more
+        listing = [mg(names_key(p, page), b"v") for p, count in pages.items() for page in range(count)]
         replies = run([mg(mkey(b"d", p), b"v c") for p in paths] + listing + [alive_probe(s) for s in guessed],
                       until)
         alive = self._alive(guessed, replies[len(paths) + len(listing):])
@@ -181,9 +183,10 @@ class Store:
         for path, reply in zip(paths, replies, strict=False):
             found[path] = self._directory(path, reply, replies.server)
         if names is not None:
-            for path, reply in zip(paths, replies[len(paths):len(paths) + len(listing)], strict=True):
-                appended = frozenset() if reply.code == b"EN" else decode_names(path, _value(reply))
-                names[path] = found[path].subdirs | appended
+            at = len(paths)
+            for path in paths:
+                names[path] = found[path].subdirs | self._names(path, replies[at:at + pages[path]], until, run)
+                at += pages[path]
         unknown = sorted({o for d in found.values() for o in d.owners()} - set(alive))
         alive.update(self.check_sessions(self.not_dead(unknown), until, run))
         live = {path: self.without_dead(d) for path, d in found.items()}
@@ -367,28 +370,64 @@ class Store:
         replies = self._run([mg(mkey(b"d", path), b"v c")], until)
         return self._directory(path, replies[0], replies.server)
 
+    def names_pages(self, directory: str) -> int:
+        """How many pages of ``directory``'s names this object has seen (at least one)."""
+        with self._lock:
+            return self._pages.get(directory, 0) + 1
+
+    def _saw_page(self, directory: str, page: int) -> None:
+        with self._lock:
+            if page > self._pages.get(directory, 0):
+                if len(self._pages) >= _CACHED_DIRS:
+                    self._pages.clear()
+                self._pages[directory] = page
+
+    def _names(self, directory: str, replies: Sequence[Reply], until: float, run: Runner) -> frozenset[str]:
+        """The names in the pages of ``directory`` that ``replies`` read
+        (pages 0, 1, ...), reading the pages after them until one is missing:
+        pages are added in order and never removed."""
+        found: set[str] = set()
+        page = 0
+        while True:
+            for reply in replies:
+                if reply.code == b"EN":
+                    return frozenset(found)
+                found |= decode_names(directory, _value(reply), page)
+                self._saw_page(directory, page)
+                page += 1
+            replies = run([mg(names_key(directory, page), b"v")], until)
+
     def register(self, path: str, until: float) -> None:
         """Name directory ``path`` in its parent, before ``path``'s item is
         created, so that a directory item that exists is always reachable from
-        the root: one append of the name to the parent's names item (a few
-        bytes, however many names it holds; no CAS: appends never lose one
-        another). A parent without a names item yet is first named in its own
-        parent (and so on up), then its names item is added."""
+        the root: one append of the name to the last page of the parent's
+        names (a few bytes, however many names it holds; no CAS: appends
+        never lose one another). A parent without names yet is first named
+        in its own parent (and so on up), then its first page is added. A
+        page memcached will not make larger (its item size limit: some
+        25,000 names) is full: the name goes to the next page."""
         above, name = parent(path)
-        key, line = names_key(above), name_line(above, name)
+        page = self.names_pages(above) - 1
         while True:
-            (reply,) = self._run([ms(key, line, b"MA")], until)
-            if reply.code == b"HD":
+            key, line = names_key(above, page), name_line(above, name, page)
+            appended, there = self._run([ms(key, line, b"MA"), mg(key)], until)
+            if appended.code == b"HD":
+                self._saw_page(above, page)
                 return
-            if reply.code != b"NS":  # NS: no names item yet
-                raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} to an append")
-            if above:
+            if appended.code != b"NS":
+                raise BackendError(f"memcached answered {appended.code.decode(errors='replace')} to an append")
+            if there.code == b"HD":  # not stored, yet there: full
+                self._saw_page(above, page)
+                page += 1
+                continue
+            if above and page == 0:
                 self.register(above, until)
-            (reply,) = self._run([ms(key, line, b"ME")], until)
-            if reply.code == b"HD":
+            (added,) = self._run([ms(key, line, b"ME")], until)
+            if added.code == b"HD":
+                self._saw_page(above, page)
                 return
-            if reply.code != b"NS":  # NS: another writer added it meanwhile: append to it
-                raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} to an add")
+            if added.code != b"NS":  # NS: another writer added it meanwhile: append to it
+                raise BackendError(f"memcached answered {added.code.decode(errors='replace')} to an add")
 
 
 def _for_follower(error: BaseException) -> BaseException:
