@@ -98,8 +98,12 @@ class GroupWatch:
                 self._on_join(_decode(member_id, current[member_id], now))
 
     def cancel(self) -> None:
-        with self._mutex:
-            self._cancelled = True
+        """No callback of a change seen after this call. It does not wait for
+        a refresh in progress (its callbacks may still run): the refresh
+        holds the mutex while it reads the group, on the callback thread,
+        which is a green thread under eventlet, where waiting for it here
+        would block the very hub it needs to finish."""
+        self._cancelled = True
         self._watch.cancel()
 
 

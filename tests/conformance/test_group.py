@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import pytest
 
 import moot
-from tests.conftest import Connect
+from moot.backends.base import Entry
+from tests.conftest import TEST_TTL, Connect
 from tests.waiting import wait_event, wait_until
 
 
@@ -118,6 +120,39 @@ def test_watch_reports_joins_and_leaves(connect: Connect) -> None:
     b.group("g").leave()
     assert fresh.get(timeout=20) == "b"
     assert events.empty()
+
+
+def test_cancel_does_not_wait_for_a_refresh_in_progress(url: str, namespace: str) -> None:
+    """A watch's refresh reads the group on the callbacks' thread; cancel()
+    returns at once even then. It used to wait for the refresh: under
+    eventlet, where that thread is a green thread, the wait blocked the
+    hub the refresh needed (a deadlock, seen in this suite's eventlet run).
+    The blocking API's own watch, which moot.aio's is built on."""
+    with moot.connect(url, member_id="observer", namespace=namespace, ttl=TEST_TTL) as observer, \
+            moot.connect(url, member_id="m", namespace=namespace, ttl=TEST_TTL) as member:
+        group = observer.group("g")
+        group.create()
+        watch = group.watch(on_join=lambda m: None)
+        entered, release = threading.Event(), threading.Event()
+        read = group._member_entries
+
+        def slow_read() -> dict[str, Entry]:
+            entered.set()
+            release.wait(10)
+            return read()
+
+        group._member_entries = slow_read  # type: ignore[method-assign]
+        unblock = threading.Timer(3.0, release.set)  # bounds the wait of a cancel() that waits
+        unblock.start()
+        try:
+            member.group("g").join()
+            wait_event(entered, what="a refresh reading the group")
+            began = time.monotonic()
+            watch.cancel()
+            assert time.monotonic() - began < 1.0
+        finally:
+            release.set()
+            unblock.cancel()
 
 
 def test_watch_can_start_with_the_present_members_and_reports_members_both_ways(connect: Connect) -> None:
