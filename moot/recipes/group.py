@@ -74,22 +74,21 @@ class GroupWatch:
         self._on_leave = on_leave
         self._known = {} if existing else group._member_entries()
         self._known_at = time.time()
-        self._mutex = threading.Lock()
         self._cancelled = False
         session = group._session
         self._watch = session.backend.watch(group._members_prefix, lambda: session.run_callback(self._refresh))
         session.run_callback(self._refresh)  # a change between the snapshot and the watch is not lost
 
     def _refresh(self) -> None:
-        with self._mutex:
-            if self._cancelled:
-                return
-            before, seen_at = self._known, self._known_at
-            current = self._group._member_entries()
-            now = time.time()
-            left = sorted(m for m, e in before.items() if m not in current or current[m].owner != e.owner)
-            joined = sorted(m for m, e in current.items() if m not in before or before[m].owner != e.owner)
-            self._known, self._known_at = current, now
+        # Only ever run on the coordinator's callback thread, one call after the other.
+        if self._cancelled:
+            return
+        before, seen_at = self._known, self._known_at
+        current = self._group._member_entries()
+        now = time.time()
+        left = sorted(m for m, e in before.items() if m not in current or current[m].owner != e.owner)
+        joined = sorted(m for m, e in current.items() if m not in before or before[m].owner != e.owner)
+        self._known, self._known_at = current, now
         for member_id in left:
             if self._on_leave is not None:
                 self._on_leave(_decode(member_id, before[member_id], seen_at))
@@ -100,9 +99,9 @@ class GroupWatch:
     def cancel(self) -> None:
         """No callback of a change seen after this call. It does not wait for
         a refresh in progress (its callbacks may still run): the refresh
-        holds the mutex while it reads the group, on the callback thread,
-        which is a green thread under eventlet, where waiting for it here
-        would block the very hub it needs to finish."""
+        reads the group on the callback thread, a green thread under
+        eventlet, where waiting for it here would block the very hub it
+        needs to finish."""
         self._cancelled = True
         self._watch.cancel()
 
