@@ -174,7 +174,7 @@ class Store:
         read in the same pipeline."""
         run = run or self._run
         guessed = sorted(self.not_dead({o for p in paths if (c := self.cached(p)) for o in c.owners()}))
-        pages = {p: self.names_pages(p) + 1 for p in paths} if names is not None else {}  # and one more
+        pages = {p: self._last_page(p) + 2 for p in paths} if names is not None else {}  # and the one after
         listing = [mg(names_key(p, page), b"v") for p, count in pages.items() for page in range(count)]
         replies = run([mg(mkey(b"d", p), b"v c") for p in paths] + listing + [alive_probe(s) for s in guessed],
                       until)
@@ -341,16 +341,16 @@ class Store:
             alive = self._alive(check, replies[:len(check)])
             if writes:
                 reply = replies[-1]
-                if reply.code not in _CONFLICT and reply.code != b"HD":
-                    raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} "
-                                       "to a directory write")
-                if reply.code != b"HD":
+                if reply.code in _CONFLICT:
                     self.drop_spills(spills, until)
                     state, fresh = None, False
                     conflicts += 1
                     pause = random.uniform(0, min(_BACKOFF_BASE * 2 ** min(conflicts, 16), _BACKOFF_CAP))
                     realthreads.pause(max(0.0, min(pause, until - time.monotonic())))
                     continue
+                if reply.code != b"HD":
+                    raise BackendError(f"memcached answered {reply.code.decode(errors='replace')} "
+                                       "to a directory write")
                 new.cas, new.server = reply.cas, replies.server
                 gate.latest = new
                 for store in dict.fromkeys(writer.store for writer, _ in attempts):  # each caller's backend
@@ -370,10 +370,10 @@ class Store:
         replies = self._run([mg(mkey(b"d", path), b"v c")], until)
         return self._directory(path, replies[0], replies.server)
 
-    def names_pages(self, directory: str) -> int:
-        """How many pages of ``directory``'s names this object has seen (at least one)."""
+    def _last_page(self, directory: str) -> int:
+        """The last page of ``directory``'s names this object has seen (0 if none)."""
         with self._lock:
-            return self._pages.get(directory, 0) + 1
+            return self._pages.get(directory, 0)
 
     def _saw_page(self, directory: str, page: int) -> None:
         with self._lock:
@@ -407,7 +407,7 @@ class Store:
         page memcached will not make larger (its item size limit: some
         25,000 names) is full: the name goes to the next page."""
         above, name = parent(path)
-        page = self.names_pages(above) - 1
+        page = self._last_page(above)
         while True:
             key, line = names_key(above, page), name_line(above, name, page)
             appended, there = self._run([ms(key, line, b"MA"), mg(key)], until)

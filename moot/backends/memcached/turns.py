@@ -43,9 +43,9 @@ class InLine(TimeoutError):
 class Writer:
     """One change of a directory by one caller: its plan and deadline, and,
     once done, its outcome (``done``: the plan committed or the one that
-    wrote nothing, and its sessions' liveness) or ``error``. ``event`` is
-    set when the caller's turn comes or when another writer's batch did the
-    change (``taken``)."""
+    wrote nothing, and its sessions' liveness) or ``error``. ``event``,
+    made once the writer has to queue, is set when the caller's turn comes
+    or when another writer's batch did the change (``taken``)."""
 
     __slots__ = ("done", "error", "event", "plan", "store", "taken", "until")
 
@@ -53,7 +53,7 @@ class Writer:
         self.plan = plan
         self.until = until
         self.store = store  # the caller's: told of the write that carries the change
-        self.event = threading.Event()
+        self.event: threading.Event | None = None  # a writer whose turn is at once never waits
         self.taken = False
         self.done: tuple[Plan, dict[str, bool]] | None = None
         self.error: BaseException | None = None
@@ -94,7 +94,7 @@ os.register_at_fork(after_in_child=_forget_gates)
 def _release(key: tuple[str, str], gate: Gate) -> None:
     """Pass ``gate`` to the next writer in line (called with _gates_lock held)."""
     if gate.waiting:
-        gate.waiting.popleft().event.set()
+        _wake(gate.waiting.popleft())
     else:
         gate.busy = False
     gate.users -= 1
@@ -116,8 +116,8 @@ def line_up(key: tuple[str, str], writer: Writer) -> Gate | None:
         if not gate.busy:
             gate.busy = True
             return gate
+        writer.event = event = threading.Event()
         gate.waiting.append(writer)
-    event = writer.event
     interrupted = True
     try:
         realthreads.wait_until(event.is_set, event.wait, max(0.0, writer.until - time.monotonic()))
@@ -154,6 +154,8 @@ def lead(gate: Gate, leader: Writer) -> list[Writer]:
     taken: list[Writer] = []
     kept: collections.deque[Writer] = collections.deque()
     with _gates_lock:
+        if not gate.waiting:
+            return taken
         for writer in gate.waiting:
             if len(taken) < BATCH - 1 and writer.until >= leader.until:
                 writer.taken = True
@@ -171,4 +173,10 @@ def pass_on(key: tuple[str, str], gate: Gate, carried: list[Writer]) -> None:
     with _gates_lock:
         _release(key, gate)
     for writer in carried:
-        writer.event.set()
+        _wake(writer)
+
+
+def _wake(writer: Writer) -> None:
+    """Tell a queued writer that its turn came, or that its change was written."""
+    assert writer.event is not None  # made when it queued
+    writer.event.set()
