@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="moot,tooz,tooz-on-moot (default: all)")
     parser.add_argument("--quick", action="store_true", help="shorter loops and smaller groups (a smoke run)")
     parser.add_argument("--out", default=str(RESULTS), help="directory for the results (default: bench/results)")
+    parser.add_argument("--runs", type=int, default=1, metavar="N",
+                        help="run the selected steps N times (1-9), one pass after another; each figure is then "
+                             "its median run's, with the lowest and highest of the N beside it (default: 1)")
     parser.add_argument("--report", metavar="FILE.json", help="only redraw the table and plot of an earlier run")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 1 <= args.runs <= 9:
+        parser.error(f"--runs takes 1 to 9 passes, not {args.runs}")
+    return args
 
 
 def _summary(workload: str, r: dict[str, Any]) -> str:
@@ -157,6 +164,33 @@ def _plan(kinds: list[str], workloads: list[str], systems: list[str]) -> list[tu
     return steps
 
 
+def _run_pass(steps: list[tuple[str, str, str]], urls: dict[str, str], params: Params, progress: Progress,
+              raw: dict[str, Any], results: dict[str, Any], save: Callable[[], None]) -> None:
+    """Every step once: engine limits into ``raw`` (the last pass's are
+    kept), the rest into ``results``; ``save()`` after each step."""
+    killed: dict[tuple[str, str], dict[str, Any]] | None = None  # every kill step runs in the first
+    for kind, workload, system in steps:
+        progress.begin(kind, system, workload)
+        result: dict[str, Any]
+        try:
+            if workload == "kill":
+                if killed is None:
+                    victims = [(s, k, urls[k]) for k, w, s in steps if w == "kill"]
+                    killed = kill_all(victims, params, progress.note)
+                result = killed[(kind, system)]
+            elif workload == "raw":
+                result = engines.raw(kind, urls[kind], params.raw_ops, params.raw_seconds)
+                raw[kind] = result
+            else:
+                result = WORKLOADS[workload](system, kind, urls[kind], params, progress.note)
+        except Exception:
+            result = {"error": traceback.format_exc(limit=8)}
+        if workload != "raw":
+            results.setdefault(kind, {}).setdefault(workload, {})[system] = result
+        progress.end(_summary(workload, result))
+        save()
+
+
 def write_outputs(run: dict[str, Any], base: Path) -> tuple[Path, Path, Path | None]:
     json_path = base.with_suffix(".json")
     json_path.write_text(json.dumps(run, indent=1))
@@ -187,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the bench needs {', '.join(missing)}: {sys.executable} -m pip install -r "
                          f"{REPO / 'bench' / 'requirements.txt'}   (or measure moot alone: --systems moot)")
     steps = _plan(kinds, workloads, systems)
-    progress = Progress(len(steps))
+    progress = Progress(len(steps) * args.runs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -201,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
         "quick": args.quick, "params": vars(params), "raw": {}, "results": {},
     }
+    passes: list[dict[str, Any]] = []  # each pass's results, merged into run["results"]
     try:
         wanted = [k for k in kinds if k in SERVER_KINDS]
         urls: dict[str, str] = {}
@@ -211,29 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         urls["memory"] = "memory://bench"
         urls["file"] = f"file://{scratch}/moot"
         run["environment"] = environment.describe(urls)
-        progress.say(f"{len(steps)} steps; load average {run['environment']['machine']['load_at_start']}")
-        killed: dict[tuple[str, str], dict[str, Any]] | None = None  # every kill step runs in the first
-        for kind, workload, system in steps:
-            progress.begin(kind, system, workload)
-            result: dict[str, Any]
-            try:
-                if workload == "kill":
-                    if killed is None:
-                        victims = [(s, k, urls[k]) for k, w, s in steps if w == "kill"]
-                        killed = kill_all(victims, params, progress.note)
-                    result = killed[(kind, system)]
-                elif workload == "raw":
-                    result = engines.raw(kind, urls[kind], params.raw_ops, params.raw_seconds)
-                    run["raw"][kind] = result
-                else:
-                    result = WORKLOADS[workload](system, kind, urls[kind], params, progress.note)
-            except Exception:
-                result = {"error": traceback.format_exc(limit=8)}
-            if workload != "raw":
-                run["results"].setdefault(kind, {}).setdefault(workload, {})[system] = result
-            progress.end(_summary(workload, result))
+        progress.say(f"{len(steps) * args.runs} steps; load average {run['environment']['machine']['load_at_start']}")
+
+        def save() -> None:  # after every step: partial results survive a stop
+            run["results"] = report.merge_passes(passes)
             run["durations"] = progress.durations
-            base.with_suffix(".json").write_text(json.dumps(run, indent=1))  # partial results survive a stop
+            base.with_suffix(".json").write_text(json.dumps(run, indent=1))
+
+        for number in range(args.runs):
+            if args.runs > 1:
+                progress.say(f"pass {number + 1} of {args.runs}")
+            passes.append({})
+            run["passes"] = len(passes)
+            _run_pass(steps, urls, params, progress, run["raw"], passes[-1], save)
     finally:
         servers.stop()
         shutil.rmtree(scratch, ignore_errors=True)
