@@ -31,9 +31,9 @@ def test_passes_merge_into_each_steps_median_run_with_every_runs_headline() -> N
               {"file": {"uncontended": {"moot": step(20), "tooz": step(40)}}}]
     merged = report.merge_passes(passes)["file"]
     assert merged["uncontended"]["moot"]["per_second"] == 20
-    assert merged["uncontended"]["moot"]["runs"] == [30, 10, 20]
+    assert merged["uncontended"]["moot"]["runs"] == {"per_second": [30, 10, 20]}
     assert merged["uncontended"]["tooz"]["per_second"] == 40  # the lower median of the two that measured
-    assert merged["uncontended"]["tooz"]["runs"] == [50, 40]
+    assert merged["uncontended"]["tooz"]["runs"] == {"per_second": [50, 40]}
     assert merged["scaling"]["moot"] == {"n": 2}  # no headline: the last pass's
     # the spread is now the runs', not one run's windows
     assert report._rate_cell(merged["uncontended"]["moot"]) == "20.0 (10.0-30.0)"
@@ -43,7 +43,7 @@ def test_passes_merge_into_each_steps_median_run_with_every_runs_headline() -> N
 
 def test_members_above_the_target_are_met_only_when_the_runs_overlap() -> None:
     def members(p50: float, *runs: float) -> dict[str, object]:
-        return {"members": 1000, "p50_ms": p50, "runs": list(runs)}
+        return {"members": 1000, "p50_ms": p50, "runs": {"p50_ms": list(runs)}}
 
     def row(moot: dict[str, object]) -> list[str]:
         run = {"passes": 3, "results": {"zookeeper": {"members": {"tooz": members(1.0, 0.9, 1.0, 1.2)}},
