@@ -4,7 +4,7 @@ Starts its own servers (``tests/servers.py``: loopback, free ports, stopped
 at the end) on each engine's production settings (``servers.PRODUCTION``:
 fsync on, default timing; never the test suite's fast settings), runs the
 selected workloads per backend and system, and writes
-``bench/results/bench-<time>.{json,md,png}`` (the markdown also goes to
+``bench/results/bench-<time>.{json,md,png}`` and ``bench-<time>-scaling.png`` (the markdown also goes to
 stdout). Progress goes to stderr. ``--report FILE.json`` redraws the table
 and the plot of an earlier run.
 """
@@ -191,16 +191,16 @@ def _run_pass(steps: list[tuple[str, str, str]], urls: dict[str, str], params: P
         save()
 
 
-def write_outputs(run: dict[str, Any], base: Path) -> tuple[Path, Path, Path | None]:
+def write_outputs(run: dict[str, Any], base: Path) -> tuple[Path, Path, list[Path]]:
+    """The JSON, the markdown, and the plots there are results for."""
     json_path = base.with_suffix(".json")
     json_path.write_text(json.dumps(run, indent=1))
-    png: Path | None = base.with_suffix(".png")
-    assert png is not None
-    if not plot.handoff_cdf(run, str(png)):
-        png = None
+    handoffs, growth = base.with_suffix(".png"), base.with_name(base.name + "-scaling.png")
+    drawn = [path if draw(run, str(path)) else None
+             for draw, path in ((plot.handoff_cdf, handoffs), (plot.scaling, growth))]
     md_path = base.with_suffix(".md")
-    md_path.write_text(report.markdown(run, png.name if png else None))
-    return json_path, md_path, png
+    md_path.write_text(report.markdown(run, *(path.name if path else None for path in drawn)))
+    return json_path, md_path, [path for path in drawn if path]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     run["seconds"] = time.monotonic() - progress.started
     run["durations"] = progress.durations
     run["load_at_end"] = environment.load()
-    json_path, md_path, png = write_outputs(run, base)
+    json_path, md_path, plots = write_outputs(run, base)
     sys.stdout.write(md_path.read_text())
     progress.say(progress.summary())
-    progress.say(f"wrote {json_path}, {md_path}" + (f", {png}" if png else ""))
+    progress.say(f"wrote {', '.join(str(path) for path in (json_path, md_path, *plots))}")
     return 0

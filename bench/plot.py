@@ -53,3 +53,57 @@ def handoff_cdf(run: dict[str, Any], path: str) -> bool:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
+
+
+#: The scaling plot's panels: (series in the results, size key, y label, the value of one cell).
+_SCALING = (
+    ("handoff_requests", "handoff", "requests per handoff", lambda v: v["requests"] if isinstance(v, dict) else v),
+    ("heartbeat_ms", "heartbeat", "one heartbeat (ms)", lambda v: v),
+    ("members", "members", "member_ids() (ms)", lambda v: v["member_ids_ms"]),
+    ("threads_per_second", "threads", "acquire+release /s", lambda v: v),
+    ("waiting", "waiting", "file descriptors", lambda v: v["fds"]),
+)
+_X_LABELS = {"handoff": "waiters queued", "heartbeat": "locks held", "members": "members",
+             "threads": "threads, each on its own lock", "waiting": "locks waited for (one process)"}
+
+
+def scaling(run: dict[str, Any], path: str) -> bool:
+    """Write moot's cost as the work grows (the scaling table), one panel
+    per series and one line per backend on log axes, to ``path``; False if
+    the run has no scaling results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = {kind: run["results"][kind]["scaling"]["moot"] for kind in KINDS
+               if "error" not in run.get("results", {}).get(kind, {}).get("scaling", {}).get("moot", {"error": 1})}
+    if not results:
+        return False
+    fig, axes = plt.subplots(1, len(_SCALING), figsize=(3.3 * len(_SCALING), 3.6), squeeze=False)
+    for ax, (series, size_key, label, value_of) in zip(axes[0], _SCALING, strict=True):
+        for kind, result in results.items():
+            points = []
+            for n in result["sizes"][size_key]:
+                cell = result.get(series, {}).get(str(n), result.get(series, {}).get(n))  # JSON keys are text
+                if cell is not None:
+                    points.append((n, value_of(cell)))
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, linewidth=1.2, label=kind,
+                        color=f"C{KINDS.index(kind)}")  # one colour per backend in every panel
+        ax.set_xscale("log")
+        if series not in ("handoff_requests", "waiting"):  # counts that must stay flat read best on a linear axis
+            ax.set_yscale("log")
+        ax.set_xlabel(_X_LABELS[size_key], fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="major", linewidth=0.3)
+    handles = {label: line for ax in axes[0] for line, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    kinds = sorted(handles, key=KINDS.index)
+    fig.legend([handles[kind] for kind in kinds], kinds, loc="lower center", ncol=len(kinds), fontsize=8)
+    fig.suptitle("moot's cost as the work grows (flat is the goal for requests per handoff, heartbeat and "
+                 "descriptors)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True

@@ -381,7 +381,7 @@ def spread_text(run: Result) -> str:
             "same measurement; a rate below tooz's counts as met when the two ranges overlap (within spread).")
 
 
-def markdown(run: Result, plot: str | None = None) -> str:
+def markdown(run: Result, plot: str | None = None, scaling_plot: str | None = None) -> str:
     env = run.get("environment", {})
     machine = env.get("machine", {})
     packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
@@ -411,6 +411,8 @@ def markdown(run: Result, plot: str | None = None) -> str:
                   "Requests per handoff are counted from the holder's release to the first waiter's acquire "
                   "returning, less the same window with nothing released; in brackets, what that idle window "
                   "counted where it was not 0 (the waiters' polls on MySQL: a figure below it is noise)."]
+        if scaling_plot:
+            parts += ["", f"![moot's cost as the work grows]({scaling_plot})"]
     tooz_api = _tooz_api_table(run)
     if tooz_api:
         parts += ["", "tooz's API, 4 processes on one lock: tooz's own driver, and moot's tooz driver "
