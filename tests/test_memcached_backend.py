@@ -474,3 +474,63 @@ def test_names_go_on_to_a_new_page_once_memcached_will_not_make_one_larger(make:
     assert writer.create("ns-pages/newer/k", b"") is not None
     for reader in (writer, make(ttl=30.0)):
         assert [e.key for e in reader.list("ns-pages/")] == ["ns-pages/new/k", "ns-pages/newer/k"]
+
+
+def test_a_waiter_is_served_on_the_poll_that_saw_the_entries_ahead_go_without_reading_again(mc_url: str) -> None:
+    """The poll round that reads a changed queue reads its owners' sessions
+    too: a waiter that it shows first in line (every entry ahead gone, its
+    own there, its session alive) is served on it, without reading the
+    queue again. Also with two entries ahead: each waiter is served by its
+    own poller's read once the holder and then the waiter before it release."""
+    ns = f"served-{os.getpid()}-{time.monotonic_ns()}"
+    coords = [moot.connect(mc_url, member_id=f"c{i}", namespace=ns, ttl=5) for i in range(3)]
+    try:
+        locks = [coord.lock("l") for coord in coords]
+        assert locks[0].acquire(timeout=BOUND)
+        served = [threading.Event() for _ in coords]
+        release = [threading.Event() for _ in coords]
+        sent: list[list[bytes]] = [[], [], []]
+
+        def take(index: int) -> None:
+            if locks[index].acquire(timeout=BOUND):
+                served[index].set()
+                release[index].wait(BOUND)
+                locks[index].release()
+
+        def counting(index: int) -> None:
+            backend = coords[index].session.backend
+            assert isinstance(backend, MemcachedBackend) and backend._pool is not None
+            run = backend._pool.run
+
+            def counted(payload: bytes, count: int, *args: object, **kwargs: object) -> object:
+                # what reads or writes the queue (not a heartbeat's session item)
+                sent[index].extend(line[:60] for line in payload.split(b"\r\n")
+                                   if line[:2] in (b"mg", b"ms", b"md", b"ma") and b" moot:s:" not in line)
+                return run(payload, count, *args, **kwargs)  # type: ignore[arg-type]
+
+            backend._pool.run = counted  # type: ignore[method-assign]
+
+        threads = []
+        for index in (1, 2):
+            counting(index)
+            threads.append(threading.Thread(target=take, args=(index,), daemon=True))
+            threads[-1].start()
+            wait_until(lambda n=index: len(getattr(coords[0].lock_info("l"), "waiters", ())) == n,  # type: ignore[misc]
+                       what=f"waiter {index} to queue")
+        wait_until(lambda: all(coords[i].session.backend._poller._targets for i in (1, 2)),  # type: ignore[attr-defined]
+                   what="both waiters' watches")
+        sent[1].clear()
+        sent[2].clear()
+        locks[0].release()
+        wait_event(served[1], what="the first waiter to be served")
+        assert sent[1] == [], f"the waiter next in line sent {sent[1]} once woken"
+        assert not served[2].is_set()
+        release[1].set()
+        wait_event(served[2], what="the second waiter to be served")
+        assert sent[2] == [], f"the waiter that had two ahead sent {sent[2]} once woken"
+        release[2].set()
+        for thread in threads:
+            thread.join(BOUND)
+    finally:
+        for coord in coords:
+            coord.close()

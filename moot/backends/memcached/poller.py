@@ -17,15 +17,19 @@ nothing is watched. The quick rounds after a change look at the directories
 only: an owner's death is seen within one ``poll_interval`` either way (the
 rounds come that far apart once nothing changes), and a waiter's round then
 costs one read per directory it watches, not one per owner as well.
+
+A key watch woken by a round's read keeps what that read found
+(:meth:`_Handle.cleared_for`): a lock waiter whose predecessor is gone is
+then served on it, without reading its queue again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from moot.backends.base import CallbackWatch, Dispatcher, Watch
+from moot.backends.base import CallbackWatch, Dispatcher, Entry, Watch
 from moot.backends.memcached.dirs import Directory
 from moot.backends.memcached.store import Runner, Store
 from moot.errors import BackendError, ConnectionLost, CoordinatorClosed
@@ -45,6 +49,31 @@ class _Handle(CallbackWatch):
                  leaf: str | None):
         super().__init__(callback, on_cancel)
         self.path, self.leaf = path, leaf
+        #: The live entries' versions by leaf as a poll round read them when
+        #: it last woke this watch: one read of the directory item and of
+        #: the session of every owner there (``Store.read``: an entry whose
+        #: owner was not found alive in it is not among them). None when the
+        #: last wake came from anything else (this object's own write).
+        self.read: dict[str, int] | None = None
+
+    def cleared_for(self, mine: Entry, ahead: Sequence[Entry]) -> bool:
+        """The read that woke this watch found every entry of ``ahead`` gone
+        and ``mine`` there at its version, its owner's session alive: what a
+        waiter's own read of its queue would find, made after the change."""
+        read = self.read
+        if read is None:
+            return False
+        own, others = self._leaf(mine.key), [self._leaf(entry.key) for entry in ahead]
+        if own is None or None in others:
+            return False
+        return read.get(own) == mine.version and all(leaf not in read for leaf in others)
+
+    def _leaf(self, key: str) -> str | None:
+        """``key``'s leaf if it lies directly in this watch's directory."""
+        if not key.startswith(self.path):
+            return None
+        leaf = key[len(self.path):]
+        return leaf if leaf and "/" not in leaf else None
 
 
 class _Target:
@@ -61,8 +90,10 @@ class _Target:
     def empty(self) -> bool:
         return not self.prefix and not self.keys
 
-    def update(self, seen: Directory) -> set[CallbackWatch]:
-        """Take ``seen`` (live entries only) as the new state; the watches it wakes.
+    def update(self, seen: Directory, fresh: bool = False) -> set[CallbackWatch]:
+        """Take ``seen`` (live entries only) as the new state; the watches it
+        wakes. ``fresh``: ``seen`` is a poll round's read (``Store.read``),
+        which the key watches it wakes keep (:attr:`_Handle.read`).
 
         A state older than the one already taken is ignored: a poll round's
         read can be overtaken by a write of this object (:meth:`Poller.changed`),
@@ -79,6 +110,9 @@ class _Target:
             woken |= self.prefix
             for leaf, watches in self.keys.items():
                 if versions.get(leaf) != self.versions.get(leaf):
+                    for handle in watches:
+                        if isinstance(handle, _Handle):
+                            handle.read = versions if fresh else None
                     woken |= watches
         self.cas, self.versions, self.owners = (seen.server, seen.cas), versions, seen.owners()
         return woken
@@ -219,7 +253,7 @@ class Poller:
             for path, directory in seen.items():
                 target = self._targets.get(path)
                 if target is not None:
-                    woken |= target.update(directory)
+                    woken |= target.update(directory, fresh=True)
         self._fire(woken)
         return True
 
