@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import KINDS
+from bench.report import KINDS, scaling_results, scaling_value
 
 COLORS = {"moot": "#1f77b4", "tooz": "#d62728", "tooz-on-moot": "#2ca02c"}
 ROWS = (("handoffs", "handoff_p99_ms", "handoff (ms, log)"), ("waits", "longest_wait_ms", "wait (ms, log)"))
@@ -76,8 +76,7 @@ def scaling(run: dict[str, Any], path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = {kind: run["results"][kind]["scaling"]["moot"] for kind in KINDS
-               if "error" not in run.get("results", {}).get(kind, {}).get("scaling", {}).get("moot", {"error": 1})}
+    results = scaling_results(run)
     if not results:
         return False
     fig, axes = plt.subplots(1, len(_SCALING), figsize=(3.3 * len(_SCALING), 3.6), squeeze=False)
@@ -85,7 +84,7 @@ def scaling(run: dict[str, Any], path: str) -> bool:
         for kind, result in results.items():
             points = []
             for n in result["sizes"][size_key]:
-                cell = result.get(series, {}).get(str(n), result.get(series, {}).get(n))  # JSON keys are text
+                cell = scaling_value(result, series, n)
                 if cell is not None:
                     points.append((n, value_of(cell)))
             if points:

@@ -125,6 +125,14 @@ def _spread(r: Result | None) -> tuple[float, float] | None:
     return (min(windows), max(windows)) if windows else None
 
 
+def _within_runs(moot: Result | None, reference: Result | None, field: str, factor: float = 1.0) -> bool:
+    """For a time (lower is better) that missed ``factor`` x the
+    reference's: whether the passes overlap, moot's best run at or below
+    ``factor`` x the reference's worst (run-to-run noise)."""
+    mine, theirs = _runs(moot, field), _runs(reference, field)
+    return bool(mine and theirs and min(mine) <= factor * max(theirs))
+
+
 def _ms_cell(r: Result | None, field: str) -> str:
     """A time in ms, with the lowest and highest of the passes when there were several."""
     value, runs = (r or {}).get(field), _runs(r, field)
@@ -191,9 +199,8 @@ def targets(run: Result) -> _Table:
                   ">= tooz", met)
         m, t = moot["handoff_p50_ms"], tooz["handoff_p50_ms"]
         ratio, ok = _ratio(m, t, False), m <= t
-        mine, theirs = _runs(moot, "handoff_p50_ms"), _runs(tooz, "handoff_p50_ms")
-        if not ok and mine and theirs and min(mine) <= max(theirs):
-            ok, ratio = True, ratio + ", within spread"  # the passes overlap: run-to-run noise
+        if not ok and _within_runs(moot, tooz, "handoff_p50_ms"):
+            ok, ratio = True, ratio + ", within spread"
         table.add("4 procs: handoff p50", kind, _ms_cell(moot, "handoff_p50_ms"), _ms_cell(tooz, "handoff_p50_ms"),
                   ratio, "<= tooz", ok)
     for kind in kinds:
@@ -261,9 +268,8 @@ def targets(run: Result) -> _Table:
         size = (moot or tooz or {}).get("members")
         ratio = _ratio(m, t, False)
         ok = None if reference is None else m is not None and m <= 2 * reference
-        mine, theirs = _runs(moot, "p50_ms"), _runs(zk, "p50_ms")
-        if ok is False and mine and theirs and min(mine) <= 2 * max(theirs):
-            ok, ratio = True, ratio + ", within spread"  # the passes overlap: run-to-run noise
+        if ok is False and _within_runs(moot, zk, "p50_ms", factor=2.0):
+            ok, ratio = True, ratio + ", within spread"
         target = f"<= 2x ZooKeeper ({_num(2 * reference, ' ms') if reference else '-'})"
         table.add(f"members() of {size}, p50", kind, _ms_cell(moot, "p50_ms"), _ms_cell(tooz, "p50_ms"), ratio,
                   target, ok)
@@ -301,8 +307,19 @@ def _tooz_api_table(run: Result) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def scaling_results(run: Result) -> dict[str, Result]:
+    """moot's scaling results by backend, those that ran without an error."""
+    found = {kind: _get(run, kind, "scaling", "moot") for kind in KINDS}
+    return {kind: result for kind, result in found.items() if result}
+
+
+def scaling_value(r: Result, series: str, n: int) -> Any:
+    """The figure of ``series`` at size ``n`` in one backend's scaling result, None if not measured."""
+    return r.get(series, {}).get(str(n), r.get(series, {}).get(n))  # JSON keys are text
+
+
 def _scaling_cell(r: Result, series: str, n: int) -> str:
-    value = r.get(series, {}).get(str(n), r.get(series, {}).get(n))  # JSON keys are text
+    value = scaling_value(r, series, n)
     if value is None:
         return "-"
     if series == "handoff_requests":
@@ -331,11 +348,7 @@ _SCALING_ROWS = (
 
 def _scaling_table(run: Result) -> str:
     """How moot's cost grows: one row per measure and size, one column per backend."""
-    found: dict[str, Result] = {}
-    for kind in KINDS:
-        result = _get(run, kind, "scaling", "moot")
-        if result:
-            found[kind] = result
+    found = scaling_results(run)
     if not found:
         return ""
     lines = ["| measure | " + " | ".join(found) + " |", "|---|" + "---|" * len(found)]
