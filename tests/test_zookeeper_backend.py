@@ -19,6 +19,7 @@ import logging
 import socket
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,7 +31,7 @@ from kazoo.protocol.connection import _CONNECTION_DROP
 
 import moot
 from moot.backends.base import Entry, Watch
-from moot.backends.zookeeper import ZooKeeperBackend, multiread
+from moot.backends.zookeeper import ZooKeeperBackend, multiread, sweeper
 from moot.backends.zookeeper.multiread import TESTED_KAZOO
 from moot.backends.zookeeper.znodes import _SEQ, _SESSIONS
 from moot.errors import BackendError, ConnectionLost, SessionExpired
@@ -657,3 +658,107 @@ def test_a_sole_waiter_is_served_on_its_predecessors_deletion_without_a_read(zk_
     finally:
         for coord in coords:
             coord.close()
+
+
+def _lock_dirs(raw: KazooClient, ns: str) -> list[str]:
+    """The znodes under the namespace's lock directory (its lock names)."""
+    return raw.get_children(f"/moot/{ns}/lock") if raw.exists(f"/moot/{ns}/lock") else []
+
+
+def test_released_locks_leave_no_znodes_once_swept(
+        zk_url: str, raw: KazooClient, ns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock per object (a volume) must not leave two znodes per object ever
+    locked: the name's and queue's parent znodes go a while after the last
+    release; a lock still held keeps its own; a name used again is made
+    again, and its fencing token still grows."""
+    monkeypatch.setattr(sweeper, "SWEEP_AFTER", 0.2)
+    with moot.connect(zk_url, member_id="a", namespace=ns, ttl=TTL) as coord:
+        kept = coord.lock("kept")
+        assert kept.acquire(timeout=5)
+        tokens = {}
+        for i in range(20):
+            lock = coord.lock(f"vol-{i}")
+            assert lock.acquire(timeout=5)
+            tokens[i] = lock.token
+            lock.release()
+        assert len(_lock_dirs(raw, ns)) == 21
+        wait_until(lambda: _lock_dirs(raw, ns) == ["kept"], timeout=10, what="the released locks' znodes to go")
+        assert raw.get_children(f"/moot/{ns}/lock/kept/q") != []
+        assert [info.name for info in coord.locks()] == ["kept"]
+        again = coord.lock("vol-0")
+        assert again.acquire(timeout=5)
+        assert again.token > max(tokens.values())
+        again.release()
+        kept.release()
+
+
+def test_close_removes_the_znodes_of_the_locks_it_released_at_once(
+        zk_url: str, raw: KazooClient, ns: str) -> None:
+    """close() releases the held locks and removes their parent znodes
+    before it returns, without waiting for the sweep's delay; a lock another
+    session still waits on keeps its own."""
+    other = moot.connect(zk_url, member_id="b", namespace=ns, ttl=TTL)
+    try:
+        coord = moot.connect(zk_url, member_id="a", namespace=ns, ttl=TTL)
+        for name in ("x", "y", "busy"):
+            assert coord.lock(name).acquire(timeout=5)
+        waiter = threading.Thread(target=lambda: other.lock("busy").acquire(timeout=10), daemon=True)
+        waiter.start()
+        wait_until(lambda: getattr(coord.lock_info("busy"), "waiters", None), what="the other session to wait")
+        coord.close()
+        assert _lock_dirs(raw, ns) == ["busy"]
+        waiter.join(10)
+        assert [info.name for info in other.locks()] == ["busy"]
+    finally:
+        other.close()
+    assert _lock_dirs(raw, ns) == []
+
+
+def test_removing_released_directories_while_others_acquire_never_admits_two_holders(
+        zk_url: str, raw: KazooClient, ns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the sweep at once after each release, three sessions take and
+    release two locks in a loop: the queue directories are removed and made
+    again under the creations racing them, and each lock still has one
+    holder at a time with tokens that only grow."""
+    monkeypatch.setattr(sweeper, "SWEEP_AFTER", 0.0)
+    coords = [moot.connect(zk_url, member_id=f"c{i}", namespace=ns, ttl=TTL) for i in range(3)]
+    guard = threading.Lock()
+    holders: dict[str, str | None] = {"p": None, "q": None}
+    last_token = {"p": 0, "q": 0}
+    incarnations: dict[str, set[int]] = {"p": set(), "q": set()}
+    failures: list[str] = []
+    stop = time.monotonic() + 3.0
+
+    def run(coord: moot.Coordinator) -> None:
+        try:
+            while time.monotonic() < stop:
+                for name in ("p", "q"):
+                    lock = coord.lock(name)
+                    assert lock.acquire(timeout=10)
+                    with guard:
+                        if holders[name] is not None:
+                            failures.append(f"{coord.member_id} took {name} held by {holders[name]}")
+                        if lock.token <= last_token[name]:
+                            failures.append(f"token {lock.token} of {name} after {last_token[name]}")
+                        holders[name], last_token[name] = coord.member_id, lock.token
+                    stat = raw.exists(f"/moot/{ns}/lock/{name}/q")
+                    if stat is not None:
+                        incarnations[name].add(stat.czxid)
+                    with guard:
+                        holders[name] = None
+                    lock.release()
+        except BaseException as exc:  # reported below, with where it came from
+            failures.append("".join(traceback.format_exception(exc)))
+
+    threads = [threading.Thread(target=run, args=(coord,), daemon=True) for coord in coords]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        for coord in coords:
+            coord.close()
+    assert failures == [], "\n".join(failures)
+    assert all(len(seen) > 1 for seen in incarnations.values()), \
+        f"the directories were never removed under the racing acquisitions: {incarnations}"

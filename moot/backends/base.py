@@ -321,6 +321,16 @@ class Backend(abc.ABC):
         entry = self.create_sequential(prefix, value, ephemeral=True)
         return entry, self.list(prefix)
 
+    def sweep(self, directories: Sequence[str]) -> None:  # noqa: B027 (optional hook)
+        """The caller is done with ``directories`` for now (prefixes ending in
+        ``/``, each inside the one after it: a lock's queue, then its name).
+        The caller's layout guarantees that none of them is ever a key. An
+        engine that keeps an object per directory (ZooKeeper's parent znodes,
+        which are never removed by themselves) removes each one that is empty
+        later, off the caller's path, so that names used once (a lock per
+        volume) leave nothing behind. A directory in use again is left, or is
+        made again by the next creation in it. No I/O here; never raises."""
+
 
 class Dispatcher:
     """A daemon thread that runs callbacks in order, off the caller's thread

@@ -86,6 +86,9 @@ class Hold:
         self.name = name
         self._session = session
         self._prefix = prefix
+        # The queue's directory, then the name's (``<kind>/<name>/q/``): this
+        # layout's alone, never keys; handed to Backend.sweep on release.
+        self._directories = (prefix, prefix[:prefix.rstrip("/").rfind("/") + 1])
         self._timeout = timeout
         self._on_lost = on_lost
         self._entry: Entry | None = None
@@ -294,7 +297,9 @@ class Hold:
             self._session.unbind(self)
             self._released(time.monotonic() - self._held_at)
             with self._session.bounded():
-                return self._session.delete_entry(entry.key)  # seq-named: never made again, no version needed
+                deleted = self._session.delete_entry(entry.key)  # seq-named: never made again, no version needed
+            self._session.backend.sweep(self._directories)
+            return deleted
         finally:
             with self._mutex:
                 if self._user is not None and not self._acquiring:

@@ -41,6 +41,10 @@ Guarantees (how they are kept: ``docs/design/zookeeper.md``):
 * Fencing tokens (``seq``, the creation's ``czxid``) grow strictly for ever,
   even if the tree is deleted; versions (``mzxid``) are never reused. A
   creation whose reply was lost never leaves a phantom queue entry.
+* A released lock (semaphore, election) leaves no znode behind: its name's
+  and queue's parent znodes are removed once empty, 10 s after its last
+  release in this process or at ``close()``, off the caller's path; a
+  queue with anyone in it is never removed (the server refuses).
 * Watches are called once after every reconnection; a watched key's
   deletion calls back without waiting for a round trip.
 * Values over :data:`moot.backends.base.MAX_VALUE_BYTES` raise

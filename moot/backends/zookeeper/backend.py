@@ -4,8 +4,10 @@ delete, list, and sequential keys (create_sequential, enqueue)."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import re
+from collections.abc import Sequence
 
 from kazoo.exceptions import BadVersionError, NoChildrenForEphemeralsError, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.protocol.states import ZnodeStat
@@ -14,9 +16,11 @@ from moot.backends.base import Entry
 from moot.backends.zookeeper.client import _bounded
 from moot.backends.zookeeper.connection import Result, _Conn, _hex
 from moot.backends.zookeeper.session import _Sessions
+from moot.backends.zookeeper.sweeper import Paths, Sweeper
 from moot.backends.zookeeper.watches import _Watches
 from moot.backends.zookeeper.znodes import _KEY, _SEGMENT, _SEQ, _TAG, _header, _parent, _split, _value
 from moot.errors import BackendError, ConnectionLost
+from moot.url import BackendURL
 
 #: Listings whose names :meth:`ZooKeeperBackend.list` remembers (the most
 #: recent ones), and the most names it remembers of one.
@@ -34,6 +38,20 @@ class ZooKeeperBackend(_Sessions, _Watches):
     """Primitives over ZooKeeper; see the package docstring."""
 
     kept_alive_by_client = True  # kazoo pings the server by itself
+
+    def __init__(self, url: BackendURL, options: dict[str, object]):
+        super().__init__(url, options)
+        self._sweeper = Sweeper(self._remove_directories)
+
+    def close(self) -> None:
+        if not self._forked:  # first the directories just released (close() released the locks)
+            conn = self._conn  # never wait for a reconnection here
+            self._sweeper.close(now=conn is not None and conn.zk.connected and not self._closed)
+        super().close()
+
+    def forget_after_fork(self) -> None:
+        self._sweeper = Sweeper.stopped()  # the parent's lock may have been held at fork
+        super().forget_after_fork()
 
     def _entry(self, path: str, data: bytes, stat: ZnodeStat) -> Entry | None:
         split = _split(data)
@@ -59,6 +77,7 @@ class ZooKeeperBackend(_Sessions, _Watches):
         conn = self._client()
         session = self._live_session(conn) if ephemeral else None
         path = self._path(key)
+        refused = 0
         while True:
             self._send_parents(conn, _parent(path))
             try:
@@ -66,8 +85,8 @@ class ZooKeeperBackend(_Sessions, _Watches):
                                      NodeExistsError, NoNodeError, NoChildrenForEphemeralsError,
                                      session=ephemeral)
             except NoNodeError:
-                self._forget_made(_parent(path))
-                self._wait(conn.zk.ensure_path_async(_parent(path)))
+                refused += 1
+                self._make_parents(conn, _parent(path), refused)
                 continue
             except NoChildrenForEphemeralsError:
                 raise BackendError(f"cannot create {key!r}: on ZooKeeper an ephemeral key has no keys "
@@ -289,6 +308,56 @@ class ZooKeeperBackend(_Sessions, _Watches):
         for path in reversed(missing):
             conn.zk.create_async(path, b"")
 
+    def sweep(self, directories: Sequence[str]) -> None:
+        paths = tuple(self._dir(directory) for directory in directories)
+        if paths and all(path.startswith(self._root + "/") for path in paths):
+            self._sweeper.add(paths)
+
+    @_bounded
+    def _remove_directories(self, batch: builtins.list[Paths]) -> None:
+        """Remove each released directory of ``batch`` that is a mere parent
+        with no children, at the version read, then its parent likewise,
+        stopping at the first one kept: per level, one pipelined read, then
+        one pipelined removal. The server refuses to remove a znode that
+        gained a child meanwhile (NotEmpty) or was made a key (BadVersion)."""
+        conn = self._client()
+        level = [(paths, 0) for paths in batch]
+        while level:
+            read = [(paths, i, conn.zk.exists_async(paths[i])) for paths, i in level]
+            removals, gone = [], []
+            for paths, i, sent in read:
+                stat = self._wait(sent)
+                if stat is None:
+                    gone.append((paths, i))  # removed by another process: its parent may be empty
+                elif stat.numChildren == 0 and stat.dataLength == 0 and stat.ephemeralOwner == 0:
+                    removals.append((paths, i, conn.zk.delete_async(paths[i], stat.version)))
+            for paths, i, sent in removals:
+                try:
+                    self._wait(sent, NoNodeError, NotEmptyError, BadVersionError)
+                except (NotEmptyError, BadVersionError):
+                    continue  # in use again: kept, and so are its parents
+                except NoNodeError:
+                    pass
+                gone.append((paths, i))
+            with self._lock:
+                for paths, i in gone:
+                    self._made.pop(paths[i], None)
+                    self._listed.pop(paths[i], None)
+            level = [(paths, i + 1) for paths, i in gone if i + 1 < len(paths)]
+
+    def _make_parents(self, conn: _Conn, directory: str, refused: int) -> None:
+        """After the ``refused``-th creation refused for want of a parent:
+        the first time, only forget that ``directory`` and its parents were
+        made, so that the next try sends their creations with it (one round
+        trip: another process removed the released directory, see
+        :meth:`sweep`); after that, make them one level after the other,
+        raising any refusal but a level removed again meanwhile (no
+        permission, say)."""
+        self._forget_made(directory)
+        if refused > 1:
+            with contextlib.suppress(NoNodeError):
+                self._wait(conn.zk.ensure_path_async(directory), NoNodeError)
+
     def _forget_made(self, directory: str) -> None:
         """``directory`` and its parents may be gone: send their creations again next time."""
         with self._lock:
@@ -305,6 +374,7 @@ class ZooKeeperBackend(_Sessions, _Watches):
         parent = self._dir(prefix)
         tag = os.urandom(_TAG)
         data = _SEQ + tag + value
+        refused = 0
         while True:
             self._send_parents(conn, parent)
             created = conn.zk.create_async(parent + "/", data, ephemeral=ephemeral, sequence=True,
@@ -314,8 +384,8 @@ class ZooKeeperBackend(_Sessions, _Watches):
             try:
                 path, stat = self._wait(created, NoNodeError, session=ephemeral)
             except NoNodeError:
-                self._forget_made(parent)
-                self._wait(conn.zk.ensure_path_async(parent))
+                refused += 1
+                self._make_parents(conn, parent, refused)
                 continue
             except ConnectionLost:
                 self._track_orphan(conn, created, parent, tag)
