@@ -16,7 +16,7 @@ from moot.backends.base import Entry
 from moot.backends.zookeeper.client import _bounded
 from moot.backends.zookeeper.connection import Result, _Conn, _hex
 from moot.backends.zookeeper.session import _Sessions
-from moot.backends.zookeeper.sweeper import Paths, Sweeper
+from moot.backends.zookeeper.sweeper import AT_CLOSE, Paths, Sweeper
 from moot.backends.zookeeper.watches import _Watches
 from moot.backends.zookeeper.znodes import _KEY, _SEGMENT, _SEQ, _TAG, _header, _parent, _split, _value
 from moot.errors import BackendError, ConnectionLost
@@ -44,9 +44,18 @@ class ZooKeeperBackend(_Sessions, _Watches):
         self._sweeper = Sweeper(self._remove_directories)
 
     def close(self) -> None:
-        if not self._forked:  # first the directories just released (close() released the locks)
-            conn = self._conn  # never wait for a reconnection here
-            self._sweeper.close(now=conn is not None and conn.zk.connected and not self._closed)
+        """First remove the directories released last (close() has released
+        the locks), at the version of a mere parent never changed, not
+        waiting: the close request sent next is answered after them, and
+        they are usually written with its fsync. The server refuses a
+        directory still in use (NotEmpty), which the layout keeps from ever
+        being a key (see :meth:`sweep`)."""
+        if not self._forked:
+            left, conn = self._sweeper.close()[-AT_CLOSE:], self._conn
+            if conn is not None and conn.zk.connected and not self._closed:
+                for paths in left:
+                    for path in paths:
+                        conn.zk.delete_async(path, 0)
         super().close()
 
     def forget_after_fork(self) -> None:
@@ -315,35 +324,41 @@ class ZooKeeperBackend(_Sessions, _Watches):
 
     @_bounded
     def _remove_directories(self, batch: builtins.list[Paths]) -> None:
-        """Remove each released directory of ``batch`` that is a mere parent
-        with no children, at the version read, then its parent likewise,
-        stopping at the first one kept: per level, one pipelined read, then
-        one pipelined removal. The server refuses to remove a znode that
-        gained a child meanwhile (NotEmpty) or was made a key (BadVersion)."""
+        """Remove the released directories of ``batch`` that are empty: one
+        pipelined read of every level, then one pipelined removal of each
+        chain's empty levels, deepest first, each at the version read. A
+        level goes if it is a mere parent whose only child, if any, is the
+        level below it, removed just before. The server refuses a removal
+        of a znode that has a child by then (NotEmpty, and so its parents
+        too) or that was made a key (BadVersion)."""
         conn = self._client()
-        level = [(paths, 0) for paths in batch]
-        while level:
-            read = [(paths, i, conn.zk.exists_async(paths[i])) for paths, i in level]
-            removals, gone = [], []
-            for paths, i, sent in read:
-                stat = self._wait(sent)
-                if stat is None:
-                    gone.append((paths, i))  # removed by another process: its parent may be empty
-                elif stat.numChildren == 0 and stat.dataLength == 0 and stat.ephemeralOwner == 0:
-                    removals.append((paths, i, conn.zk.delete_async(paths[i], stat.version)))
-            for paths, i, sent in removals:
-                try:
-                    self._wait(sent, NoNodeError, NotEmptyError, BadVersionError)
-                except (NotEmptyError, BadVersionError):
-                    continue  # in use again: kept, and so are its parents
-                except NoNodeError:
-                    pass
-                gone.append((paths, i))
-            with self._lock:
-                for paths, i in gone:
-                    self._made.pop(paths[i], None)
-                    self._listed.pop(paths[i], None)
-            level = [(paths, i + 1) for paths, i in gone if i + 1 < len(paths)]
+        reads = [(paths, [conn.zk.exists_async(path) for path in paths]) for paths in batch]
+        removals: builtins.list[tuple[str, Result]] = []
+        gone: builtins.list[str] = []
+        for paths, sent in reads:
+            below = 0  # children the level will have lost: the level below it, if removed here
+            for path, answer in zip(paths, sent, strict=True):
+                stat = self._wait(answer)
+                if stat is None:  # removed by another process: the level above may be empty
+                    gone.append(path)
+                    below = 0
+                    continue
+                if stat.numChildren != below or stat.dataLength or stat.ephemeralOwner:
+                    break
+                removals.append((path, conn.zk.delete_async(path, stat.version)))
+                below = 1
+        for path, sent in removals:
+            try:
+                self._wait(sent, NoNodeError, NotEmptyError, BadVersionError)
+            except (NotEmptyError, BadVersionError):
+                continue  # in use again: kept
+            except NoNodeError:
+                pass
+            gone.append(path)
+        with self._lock:
+            for path in gone:
+                self._made.pop(path, None)
+                self._listed.pop(path, None)
 
     def _make_parents(self, conn: _Conn, directory: str, refused: int) -> None:
         """After the ``refused``-th creation refused for want of a parent:

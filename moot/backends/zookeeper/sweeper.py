@@ -10,18 +10,16 @@ release in it, on a thread of its own, never on the caller's path.
 
 Why a delay, and why this is safe, is in docs/design/zookeeper.md
 ("Parents that go"): a directory is removed only if it is empty (the server
-refuses otherwise) and unchanged since it was read; a creation that finds it
-gone makes it again.
+refuses otherwise) and unchanged (at the version read; at close, that of a
+mere parent never changed); a creation that finds it gone makes it again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
-from moot import deadline
 from moot.realthreads import threading
 
 log = logging.getLogger("moot.backends.zookeeper")
@@ -29,9 +27,9 @@ log = logging.getLogger("moot.backends.zookeeper")
 #: Seconds after the last release in a directory before it is removed: a name
 #: used again within this never pays for its parents again.
 SWEEP_AFTER = 10.0
-#: Seconds the backend's close() grants the removal of those not removed yet.
-AT_CLOSE = 1.0
-#: Directories removed together (one pipelined read, one pipelined removal per level).
+#: Directories not removed yet that the backend's close() still removes (the most recent).
+AT_CLOSE = 1_000
+#: Directories removed together (one pipelined read, then one pipelined removal).
 BATCH = 128
 #: Directories remembered at most; beyond, the oldest are left in place.
 MAX_PENDING = 50_000
@@ -44,9 +42,9 @@ class Sweeper:
     """Remembers released directories and calls ``remove(batch)`` with those
     due, from one daemon thread started at the first release."""
 
-    def __init__(self, remove: Callable[[list[Paths]], None], delay: float | None = None):
+    def __init__(self, remove: Callable[[list[Paths]], None]):
         self._remove = remove
-        self._delay = SWEEP_AFTER if delay is None else delay
+        self._delay = SWEEP_AFTER
         self._changed = threading.Condition()
         self._due: dict[Paths, float] = {}  # in the order they fall due: a repeat moves to the end
         self._thread: threading.Thread | None = None
@@ -56,7 +54,7 @@ class Sweeper:
     def stopped(cls) -> Sweeper:
         """One that removes nothing (a forked child's)."""
         sweeper = cls(lambda batch: None)
-        sweeper.close(now=False)
+        sweeper.close()
         return sweeper
 
     def add(self, paths: Paths) -> None:
@@ -73,17 +71,13 @@ class Sweeper:
             elif len(self._due) == 1:
                 self._changed.notify()
 
-    def close(self, now: bool) -> None:
-        """Stop. With ``now``, remove what is left at once (a batch at a
-        time, none queued past the bound), within :data:`AT_CLOSE` seconds."""
+    def close(self) -> list[Paths]:
+        """Stop; return those not removed yet, the most recent last."""
         with self._changed:
             self._closed = True
             left, self._due = list(self._due), {}
             self._changed.notify()
-        if left and now:
-            with contextlib.suppress(Exception), deadline.bounded(time.monotonic() + AT_CLOSE):
-                for start in range(0, len(left), BATCH):
-                    self._remove(left[start:start + BATCH])
+        return left
 
     def _run(self) -> None:
         while True:
