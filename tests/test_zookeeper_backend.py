@@ -762,3 +762,25 @@ def test_removing_released_directories_while_others_acquire_never_admits_two_hol
     assert failures == [], "\n".join(failures)
     assert all(len(seen) > 1 for seen in incarnations.values()), \
         f"the directories were never removed under the racing acquisitions: {incarnations}"
+
+
+def test_a_session_that_knew_a_removed_lock_reads_and_takes_it_again(
+        zk_url: str, raw: KazooClient, ns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process remembers the lock's directories as made and their
+    names as listed; once they are removed, its listing finds the lock free
+    and its acquire makes them again."""
+    monkeypatch.setattr(sweeper, "SWEEP_AFTER", 0.0)
+    with moot.connect(zk_url, member_id="a", namespace=ns, ttl=TTL) as a, \
+            moot.connect(zk_url, member_id="b", namespace=ns, ttl=TTL) as b:
+        lock = b.lock("x")
+        assert lock.acquire(timeout=5)
+        info = a.lock_info("x")
+        assert info is not None and info.holder == "b"
+        lock.release()
+        wait_until(lambda: _lock_dirs(raw, ns) == [], what="the released lock's znodes to go")
+        assert a.lock_info("x") is None and a.locks() == []
+        again = a.lock("x")
+        assert again.acquire(timeout=5)
+        info = a.lock_info("x")
+        assert info is not None and info.holder == "a"
+        again.release()
