@@ -4,7 +4,8 @@ a dropped connection and a server restart, one round trip per enqueue and per
 release, fencing tokens that keep growing even if the tree is deleted, nested
 listing, the multi-read (one request per listed level, its fallback on a
 server that refuses it, and the kazoo releases it is tested with), the URL's
-chroot, and the ``kazoo://`` spelling.
+chroot, the ``kazoo://`` spelling, and the removal of a released lock's
+parent znodes (also racing acquisitions).
 
 The server is ``$MOOT_TEST_ZOOKEEPER_URL`` if set, else one started by
 ``tests/servers.py`` (a missing ZooKeeper fails these tests; they never skip).
