@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 import moot
 from moot.backends._support import idle
-from moot.backends.postgresql import PostgreSQLBackend, listener
+from moot.backends.postgresql import PostgreSQLBackend, listener, schema
 from moot.backends.postgresql.schema import VERSION
 from moot.errors import ConnectionLost, InvalidURL, PermissionDenied
 from moot.url import parse_url
@@ -101,6 +101,41 @@ def test_a_role_that_may_not_create_the_schema_is_told_the_statements_to_run(
     finally:
         admin.execute(f"DROP SCHEMA IF EXISTS {fresh_schema} CASCADE".encode())
         admin.execute(f"DROP ROLE {role}".encode())
+
+
+def test_a_large_groups_listing_checks_owners_against_one_hashed_set_with_the_same_answer(
+        make: Make, admin: psycopg.Connection, fresh_schema: str, prefix: str) -> None:
+    lister, owner = make(schema=fresh_schema, ttl=TTL * 10), make(schema=fresh_schema, ttl=TTL * 10)
+    directory = f"{prefix}g/"
+    live = {f"m{i:03d}" for i in range(70)}
+    for name in live:
+        assert lister.create(directory + name, b"", ephemeral=True) is not None
+    assert lister.create(directory + "kept", b"", ephemeral=False) is not None
+    assert lister.create(directory + "sub/x", b"", ephemeral=True) is not None  # not directly under it
+    expiring = {f"x{i}" for i in range(5)}
+    made = [owner.create(directory + name, b"", ephemeral=True) for name in expiring]
+    owner_id = made[0].owner if made[0] is not None else None
+    admin.execute(f"INSERT INTO {fresh_schema}.entries VALUES (%s, '', 1, NULL, 'vanished')".encode(),
+                  (directory + "orphan",))
+    expected = sorted(live | {"kept"})
+    assert lister.names(directory) == sorted(expected + sorted(expiring))  # the probe per entry
+    assert directory in lister._hashed_listings  # 76 names, 2 sessions: the next listing hashes them
+    plan = admin.execute(b"EXPLAIN " + schema.queries(fresh_schema)["names_hashed"].encode(),
+                         (len(directory) + 1, directory, directory[:-1] + "0", len(directory) + 1)).fetchall()
+    assert any("hashed SubPlan" in line for (line,) in plan), plan
+    assert lister.names(directory) == sorted(expected + sorted(expiring))
+
+    # the owner's session expires on the server while the owner (as if paused) does not know it
+    admin.execute(f"UPDATE {fresh_schema}.sessions SET expires = clock_timestamp() - interval '1 ms' "
+                  "WHERE id = %s".encode(), (owner_id,))
+    still = f"SELECT count(*) FROM {fresh_schema}.entries WHERE owner = %s".encode()
+    assert lister.names(directory) == expected
+    assert directory in lister._hashed_listings
+    assert admin.execute(still, (owner_id,)).fetchall() == [(5,)]  # expired, not yet reaped
+    assert make(schema=fresh_schema).names(directory) == expected  # a new client: the probe per entry
+    assert admin.execute(still, (owner_id,)).fetchall() == [(5,)]
+    lister._plan_listing(directory, 76, 229)  # sessions more than 3 names each: the probe again
+    assert directory not in lister._hashed_listings
 
 
 def colliding_names(count: int) -> list[str]:

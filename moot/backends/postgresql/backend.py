@@ -50,6 +50,12 @@ _NO_CONNECT_TEXT = re.compile(r"permission denied for database")
 _RETRIED = ("40P01", "40001")  # deadlock detected, serialization failure
 #: A root certificate file that cannot exist (/dev/null is no directory).
 _NO_ROOT_CERT = "/dev/null/moot-verify-false"
+#: names() of a directory checks liveness with a hashed set of the live
+#: sessions when it listed at least this many names, against at most this
+#: many sessions; the directories so marked are at most this many.
+_HASHED_MIN_NAMES = 64
+_HASHED_MAX_SESSIONS = 2000
+_HASHED_DIRECTORIES = 256
 
 
 def _ttl_ms(ttl: float) -> int:
@@ -102,34 +108,9 @@ class PostgreSQLBackend(Backend):
         self._pool: Pool | None = None
         self._listener: Listener | None = None
         self._dispatcher: Dispatcher | None = None
-        s = self._schema
-        self._sql = {
-            "get": f"SELECT e.key, e.value, e.version, e.seq, e.owner FROM {s}.entries e WHERE e.key = %s "
-                   f"AND {schema.live(s)}",
-            # the scan function's body, inline: the planner sees the range (a function call is a
-            # separate plan whose rows are materialized first: twice the server time for 1,000 rows)
-            "scan": f"SELECT e.key, e.value, e.version, e.seq, e.owner FROM {s}.entries e "
-                    f"WHERE e.key >= %s AND e.key < %s AND {schema.live(s)} ORDER BY e.key",
-            # the live names directly under a directory joined by '/' (in no name): one value, not a row
-            # each; unsorted (names() sorts faster than the server, in the same order: COLLATE "C")
-            "names": f"SELECT string_agg(substr(e.key, %s), '/') FROM {s}.entries e WHERE e.key >= %s "
-                     f"AND e.key < %s AND strpos(substr(e.key, %s), '/') = 0 AND {schema.live(s)}",
-            "add": f"SELECT {s}.add(%s, %s, %s)",
-            "sequential": f"SELECT * FROM {s}.sequential(%s, %s, %s, %s, %s)",
-            "cas": f"SELECT * FROM {s}.cas(%s, %s, %s::bigint)",
-            "remove": f"SELECT {s}.remove(%s, %s::bigint)",
-            "open": f"INSERT INTO {s}.sessions VALUES (%s, %s::bigint, "
-                    "clock_timestamp() + %s::bigint * interval '1 millisecond')",
-            "refresh": f"UPDATE {s}.sessions SET expires = clock_timestamp() + ttl_ms * interval '1 millisecond' "
-                       "WHERE id = %s AND expires > clock_timestamp() RETURNING 1",
-            "reap": f"SELECT {s}.reap(ARRAY[%s], %s)",
-            "left": f"SELECT ceil(extract(epoch FROM expires - clock_timestamp()) * 1000)::bigint "
-                    f"FROM {s}.sessions WHERE id = %s AND expires > clock_timestamp()",
-            "seen": f"SELECT extract(epoch FROM clock_timestamp() - expires)::float8 * 1000 + ttl_ms "
-                    f"FROM {s}.sessions WHERE id = %s AND expires > clock_timestamp()",
-            "recheck": f"SELECT {s}.recheck(%s, %s, %s, %s)",
-            "version": f"SELECT version FROM {s}.meta",
-        }
+        self._sql = schema.queries(self._schema)
+        #: Directories whose next names() checks liveness with one hashed set (see _plan_listing).
+        self._hashed_listings: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<PostgreSQLBackend {self.url.redacted()} schema={self._schema}>"
@@ -461,8 +442,24 @@ class PostgreSQLBackend(Backend):
     def names(self, directory: str) -> builtins.list[str]:
         """One SELECT returning the names only (no values, no versions), joined by '/'."""
         start = len(directory) + 1  # substr() counts characters from 1, as len() counts them
-        ((joined,),) = self._query(self._sql["names"], (start, directory, _upper(directory), start))
-        return sorted(joined.split("/")) if joined is not None else []
+        query = self._sql["names_hashed" if directory in self._hashed_listings else "names"]
+        ((joined, sessions),) = self._query(query, (start, directory, _upper(directory), start))
+        listed = joined.split("/") if joined is not None else []
+        self._plan_listing(directory, len(listed), int(sessions))
+        return sorted(listed)
+
+    def _plan_listing(self, directory: str, listed: int, sessions: int) -> None:
+        """Choose how the next names() of ``directory`` checks its owners'
+        liveness: an index probe per entry (~1 us each), or one hashed set of
+        every live session (~0.3 us per session) when the ``listed`` names
+        outnumber a third of the ``sessions``, up to a set small enough to
+        hash within any work_mem (docs/design/postgresql.md, "Listings")."""
+        if listed >= _HASHED_MIN_NAMES and sessions <= min(3 * listed, _HASHED_MAX_SESSIONS):
+            if len(self._hashed_listings) >= _HASHED_DIRECTORIES:
+                self._hashed_listings.clear()
+            self._hashed_listings.add(directory)
+        else:
+            self._hashed_listings.discard(directory)
 
     def _sequential(self, prefix: str, value: bytes, ephemeral: bool, listed: bool) -> builtins.list[Entry]:
         owner = self._owner(ephemeral)

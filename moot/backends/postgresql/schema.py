@@ -45,6 +45,52 @@ def live(s: str) -> str:
            "AND x.expires > clock_timestamp()))"
 
 
+def live_hashed(s: str) -> str:
+    """:func:`live`, checking the owners against one hashed set of every
+    live session (one scan of ``sessions``) instead of an index probe per
+    entry: cheaper once the entries checked are more than about a third of
+    the live sessions."""
+    return f"(e.owner IS NULL OR e.owner IN (SELECT x.id FROM {s}.sessions x " \
+           "WHERE x.expires > clock_timestamp()))"
+
+
+def queries(s: str) -> dict[str, str]:
+    """The statements the backend runs on schema ``s``, by name."""
+    # names: the live names directly under a directory joined by '/' (in no name): one value, not
+    # a row each, unsorted (names() sorts faster than the server, in the same order: COLLATE "C");
+    # with the live sessions counted (the larger of the statistics' two counts, so that statistics
+    # lost in a crash do not make the table look small), for the choice of liveness check
+    names = "SELECT string_agg(substr(e.key, %s), '/'), " \
+            f"greatest(pg_stat_get_live_tuples('{s}.sessions'::regclass), " \
+            f"(SELECT c.reltuples::bigint FROM pg_class c WHERE c.oid = '{s}.sessions'::regclass)) " \
+            f"FROM {s}.entries e WHERE e.key >= %s AND e.key < %s AND strpos(substr(e.key, %s), '/') = 0 AND "
+    return {
+        "get": f"SELECT e.key, e.value, e.version, e.seq, e.owner FROM {s}.entries e WHERE e.key = %s "
+               f"AND {live(s)}",
+        # the scan function's body, inline: the planner sees the range (a function call is a
+        # separate plan whose rows are materialized first: twice the server time for 1,000 rows)
+        "scan": f"SELECT e.key, e.value, e.version, e.seq, e.owner FROM {s}.entries e "
+                f"WHERE e.key >= %s AND e.key < %s AND {live(s)} ORDER BY e.key",
+        "names": names + live(s),
+        "names_hashed": names + live_hashed(s),
+        "add": f"SELECT {s}.add(%s, %s, %s)",
+        "sequential": f"SELECT * FROM {s}.sequential(%s, %s, %s, %s, %s)",
+        "cas": f"SELECT * FROM {s}.cas(%s, %s, %s::bigint)",
+        "remove": f"SELECT {s}.remove(%s, %s::bigint)",
+        "open": f"INSERT INTO {s}.sessions VALUES (%s, %s::bigint, "
+                "clock_timestamp() + %s::bigint * interval '1 millisecond')",
+        "refresh": f"UPDATE {s}.sessions SET expires = clock_timestamp() + ttl_ms * interval '1 millisecond' "
+                   "WHERE id = %s AND expires > clock_timestamp() RETURNING 1",
+        "reap": f"SELECT {s}.reap(ARRAY[%s], %s)",
+        "left": f"SELECT ceil(extract(epoch FROM expires - clock_timestamp()) * 1000)::bigint "
+                f"FROM {s}.sessions WHERE id = %s AND expires > clock_timestamp()",
+        "seen": f"SELECT extract(epoch FROM clock_timestamp() - expires)::float8 * 1000 + ttl_ms "
+                f"FROM {s}.sessions WHERE id = %s AND expires > clock_timestamp()",
+        "recheck": f"SELECT {s}.recheck(%s, %s, %s, %s)",
+        "version": f"SELECT version FROM {s}.meta",
+    }
+
+
 def _functions(s: str) -> list[str]:
     alive = live(s)
     ms = "ceil(extract(epoch FROM x.expires - clock_timestamp()) * 1000)::bigint"
