@@ -26,5 +26,5 @@ def test_lock_and_group_conformance_in_a_monkey_patched_process(server_urls: dic
          "tests/conformance/test_lock.py", "tests/conformance/test_group.py",
          "tests/test_eventlet_threads.py"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=540, check=False)
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-20000:]  # a hang's stacks are on stderr
     assert " passed" in run.stdout and " failed" not in run.stdout
