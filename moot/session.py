@@ -197,7 +197,8 @@ class Session:
             raise ConnectionLost(f"cannot connect to {self.url}: {type(exc).__name__}") from None
         self.callbacks = Dispatcher("moot-callbacks", application=True)
         ref = weakref.ref(self)
-        self._heartbeat = threading.Thread(target=_heartbeat_loop, args=(ref, self._stop, self._wake),
+        self._heartbeat = threading.Thread(target=_heartbeat_loop,
+                                           args=(ref, self._stop, self._wake, self._heartbeat_wait()),
                                            name="moot-heartbeat", daemon=True)
         self._watchdog = threading.Thread(target=_watchdog_loop, args=(ref, self._stop),
                                           name="moot-watchdog", daemon=True)
@@ -579,10 +580,11 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _heartbeat_loop(ref: weakref.ref[Session], stop: Any, wake: Any) -> None:
+def _heartbeat_loop(ref: weakref.ref[Session], stop: Any, wake: Any, wait: float) -> None:
     """The heartbeat thread; holds the session only while it works (an
-    abandoned coordinator must be collectable)."""
-    wait = 0.0
+    abandoned coordinator must be collectable). The first renewal is due
+    ``wait`` seconds after the session opened, not at once: it was just
+    opened, and renewing it then is a wasted request per connect."""
     while True:
         wake.wait(wait)
         wake.clear()
