@@ -191,9 +191,9 @@ def test_a_session_opens_after_its_clean_up_of_old_sessions_timed_out_on_a_lock(
 
 def test_a_coordinator_that_watches_nothing_holds_one_connection(
         my_url: str, admin: pymysql.connections.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Its heartbeat, whose first beat comes with the first calls, waits for
-    the busy connection rather than open a second one; and a second one that
-    a slow call made needed is closed once it stayed idle SPARE_IDLE s."""
+    """Its heartbeat, when it comes during a call, waits for the busy
+    connection rather than open a second one; and a second one that a slow
+    call made needed is closed once it stayed idle SPARE_IDLE s."""
     monkeypatch.setattr(idle, "SPARE_IDLE", 1.0)
     database = f"t_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cursor:
