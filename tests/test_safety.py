@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -232,11 +233,23 @@ def test_a_coordinator_collected_in_a_thread_holding_a_backend_lock_does_not_dea
     """Garbage collection runs a dropped coordinator's finalizer in whatever
     thread allocates, possibly one inside a backend's critical section: the
     finalizer must not take that backend's locks in that thread."""
+    # Again if its heartbeat thread, mid-renewal, held it and so freed it last.
+    assert any(_finalized_under_the_store_lock() for _attempt in range(3)), \
+        "never finalized in the thread holding the lock: nothing was tested"
+
+
+def _finalized_under_the_store_lock() -> bool:
+    """Drop a memory:// coordinator in a thread holding its store's lock;
+    True if its finalizer ran in that thread (it must not deadlock there)."""
     dropped = [moot.connect("memory://collected-under-lock", member_id="dropped", ttl=TEST_TTL)]
     store_lock = dropped[0].backend._store.lock  # type: ignore[attr-defined]
+    finalized_in: list[int] = []
+    weakref.finalize(dropped[0].session, lambda: finalized_in.append(threading.get_ident()))
+    collector: list[int] = []
     collected = threading.Event()
 
     def collect_under_the_store_lock() -> None:
+        collector.append(threading.get_ident())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             with store_lock:
@@ -245,7 +258,9 @@ def test_a_coordinator_collected_in_a_thread_holding_a_backend_lock_does_not_dea
         collected.set()
 
     threading.Thread(target=collect_under_the_store_lock, daemon=True).start()
-    assert collected.wait(BOUND)
+    assert collected.wait(BOUND), "the collecting thread deadlocked"
+    wait_until(lambda: bool(finalized_in), what="the dropped coordinator's finalizer")
+    return finalized_in == collector
 
 
 @pytest.mark.multiprocess
