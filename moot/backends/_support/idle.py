@@ -8,8 +8,8 @@ from typing import Generic, TypeVar
 
 #: Seconds a call waits for a busy connection before the pool opens one more:
 #: a new connection costs the server a process or thread and a login, dearer
-#: than waiting out one statement. A coordinator's heartbeat, whose first beat
-#: comes with the application's first calls, would otherwise keep a second
+#: than waiting out one statement. A coordinator's heartbeat, when it comes
+#: during one of the application's calls, would otherwise keep a second
 #: connection for the coordinator's life.
 GRACE = 0.01
 #: Seconds an idle connection is kept while another one is idle too: a pool
