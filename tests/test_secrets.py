@@ -349,7 +349,7 @@ def test_memcached(memcached_login: str, seen: Seen) -> None:
     f"redis+sentinel://127.0.0.1:1/moot?ttl=5&sentinel_password={SENTINEL_PASSWORD}&timeout=1",
     f"redis+sentinel://127.0.0.1:1/moot?Sentinel_Password={SENTINEL_PASSWORD}",  # not an option: refused, unseen
     f"redis://127.0.0.1:1/0?password={SENTINEL_PASSWORD}",  # likewise
-])
+], ids=["sentinel_password", "among-options", "Sentinel_Password", "redis-password"])  # the secret differs per process
 def test_a_secret_option_in_the_query_never_shows(url: str, seen: Seen) -> None:
     """No server: the URL's text, its parse and the refusal all hide the value."""
     parsed = parse_url(url)
