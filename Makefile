@@ -53,8 +53,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check moot tests
 	$(VENV)/bin/mypy moot
 
+# Two test processes (pytest-xdist), each with its own servers, a file's tests in one process (its
+# module-scoped clusters start once): the suite mostly waits on TTLs, failovers and fault schedules, so
+# two share the 2 cores and halve the wall time.
 test: $(STAMP) servers-install lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # Known vulnerabilities in the dependencies (scripts/audit-deps.py says which
 # sets and what blocks). pip-audit lives in a venv of its own so that it and

@@ -3,8 +3,10 @@ against, coordinators isolated per test by a fresh namespace, and raw
 backend objects (the primitives, below any coordinator).
 
 By default every backend kind in :data:`KINDS` is tested; the servers behind
-them are started once per run by ``tests/servers.py`` (a missing server fails
-the run, it is never skipped). ``MOOT_TEST_URLS=url[,url...]`` runs the suite
+them are started once per test process by ``tests/servers.py`` (a missing
+server fails the run, it is never skipped; ``make test`` runs two processes,
+pytest-xdist's workers, each on servers of its own, so that no test sees
+another's requests or faults). ``MOOT_TEST_URLS=url[,url...]`` runs the suite
 against those URLs only, and a bare kind (``MOOT_TEST_URLS=redis``) against
 a server of that kind started for the run (handy while developing one backend).
 """
@@ -12,6 +14,8 @@ a server of that kind started for the run (handy while developing one backend).
 from __future__ import annotations
 
 import os
+import random
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,6 +38,12 @@ BOTH_APIS = {"test_lock", "test_group", "test_election", "test_rwlock", "test_se
 
 #: Short session TTL used by tests so that expiry-based tests stay fast.
 TEST_TTL = 2.0
+
+
+#: The fault suite's seed (tests/faults), drawn once per run when this file is first loaded: before
+#: pytest-xdist starts its workers, which inherit the environment. One seed, which the summary prints,
+#: replays the run.
+os.environ.setdefault("MOOT_FAULT_SEED", str(random.SystemRandom().randrange(1, 1_000_000)))
 
 
 def _selected() -> list[tuple[str, str | None]]:
@@ -59,7 +69,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """kind -> base URL for every selected kind; servers started once per run."""
+    """kind -> base URL for every selected kind; servers started once per test process."""
     selected = _selected()
     urls = {kind: url for kind, url in selected if url is not None}
     missing = [kind for kind, url in selected if url is None]
@@ -199,15 +209,48 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"expected difference on {kind}: {reason}"))
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """asyncio's slow-callback reports (over 5 ms) where moot.aio ran in debug
-    mode; moot's own I/O and waits on a loop's thread fail the tests instead."""
+def _summaries() -> dict[str, list[str]]:
+    """This process's sections of the end-of-run summary: title -> lines."""
+    sections: dict[str, list[str]] = {}
     rows = list(aio_bridge.STALLS)
     bridge = aio_bridge.summary()
     if bridge is not None:
         rows.append(bridge)
-    if not rows:
-        return
-    terminalreporter.section("asyncio debug mode: slow callbacks (> 5 ms)")
-    for where, count, longest in rows:
-        terminalreporter.write_line(f"{where}: {count} reported, longest {longest * 1000:.1f} ms")
+    if rows:  # where moot.aio ran in debug mode; moot's own I/O and waits on a loop's thread fail the tests instead
+        sections["asyncio debug mode: slow callbacks (> 5 ms)"] = [
+            f"{where}: {count} reported, longest {longest * 1000:.1f} ms" for where, count, longest in rows]
+    faults = sys.modules.get("tests.faults.conftest")
+    if faults is not None and faults.RESULTS:
+        sections[f"fault suite (MOOT_FAULT_SEED={faults.SEED})"] = [
+            *(f"{test_id} [{seconds:.0f}s]: {line}" for test_id, line, seconds in faults.RESULTS),
+            f"fault scenarios: {sum(r[2] for r in faults.RESULTS):.0f} s in all"]
+    return sections
+
+
+#: The summary sections pytest-xdist's workers handed over as they ended.
+_FROM_WORKERS: dict[str, list[str]] = {}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: its summary goes to the controller, which prints it
+        workeroutput["summaries"] = _summaries()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    worker = getattr(getattr(node, "gateway", None), "id", "?")
+    for title, lines in getattr(node, "workeroutput", {}).get("summaries", {}).items():
+        _FROM_WORKERS.setdefault(title, []).extend(f"{line} ({worker})" for line in lines)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """asyncio's slow-callback reports and the fault suite's scenarios, of this process and of every
+    pytest-xdist worker."""
+    sections = _summaries()
+    for title, lines in _FROM_WORKERS.items():
+        sections.setdefault(title, []).extend(lines)
+    for title, lines in sections.items():
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)

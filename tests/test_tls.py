@@ -1,6 +1,6 @@
 """TLS on etcd, PostgreSQL, MySQL/MariaDB and memcached, against real servers
 that speak it with the test certificates of tests/certs.py (the TLS kinds of
-tests/servers.py, started once per run, each with a twin that presents a
+tests/servers.py, started once per test process, each with a twin that presents a
 certificate naming another host).
 
 For each backend: moot works end to end over TLS (a lock held, a watch
