@@ -658,7 +658,7 @@ def tls_certificates() -> Certificates:
     with _tls_lock:
         if _tls_dir is None:
             directory = Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}tls-"))
-            (directory / "pids").write_text(f"{os.getpid()}\n")
+            _write_pids(directory, os.getpid())
             atexit.register(shutil.rmtree, directory, True)
             _tls_dir = directory
         return certificates(_tls_dir)
@@ -1090,7 +1090,16 @@ def _spawn(member: Member, detach: bool) -> None:
             cwd=member.directory, start_new_session=True,
         )  # fmt: skip
     member.pid = member.process.pid
-    (member.directory / "pids").write_text(f"{member.pid} {os.getpid()}\n")  # server, owner
+    _write_pids(member.directory, member.pid, os.getpid())  # server, owner
+
+
+def _write_pids(directory: Path, *pids: int) -> None:
+    """Record the processes a server directory belongs to, for :func:`_sweep_stale_dirs`: written
+    whole and then renamed, so that another test process sweeping at that moment (``make test`` runs
+    two) never reads an empty file and takes a live server's directory for a dead one's."""
+    partial = directory / "pids.partial"
+    partial.write_text(" ".join(map(str, pids)) + "\n")
+    os.replace(partial, directory / "pids")
 
 
 def _sweep_stale_dirs() -> None:
@@ -1101,7 +1110,7 @@ def _sweep_stale_dirs() -> None:
             pids = [int(pid) for pid in (directory / "pids").read_text().split()]
         except (OSError, ValueError):
             continue  # being created right now, or not ours
-        if not any(_pid_alive(pid) for pid in pids):
+        if pids and not any(_pid_alive(pid) for pid in pids):
             shutil.rmtree(directory, ignore_errors=True)
 
 
