@@ -932,11 +932,24 @@ _given_ports: set[int] = set()
 _running: list[Cluster] = []
 
 
+def _port_range() -> tuple[int, int]:
+    """This process's share of :data:`_PORT_RANGE`: each of pytest-xdist's test processes (``make test``
+    runs two) draws from its own slice, so that a port one of them leaves free for a moment (a server it
+    restarts on the same port) is never taken by another."""
+    low, high = _PORT_RANGE
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2:
+        return low, high
+    size = (high - low) // count
+    low += int(worker[2:]) * size
+    return low, low + size
+
+
 def _free_ports(count: int) -> list[int]:
     """``count`` distinct ports of 127.0.0.1 that nothing listens on now."""
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randrange(*_PORT_RANGE)
+        port = random.randrange(*_port_range())
         if port in _given_ports:
             continue
         with socket.socket() as probe:
