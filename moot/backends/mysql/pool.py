@@ -276,13 +276,21 @@ class Pool:
         """In a forked child: close every inherited descriptor, no COM_QUIT,
         without taking a lock. Only the descriptor is closed: the connection's
         buffered reader may have been locked by a parent thread reading at the
-        fork, so it is never closed nor finalized (the object is kept)."""
+        fork, so it is not closed nor finalized while the process runs (the
+        object is kept). The raw stream under it is marked closed (that takes
+        no lock), so that the reader's finalization at interpreter exit finds
+        nothing left to close: closing the stream then would fail on the
+        already torn-down ``io`` module and print "Exception ignored"."""
         self._closed = True
         for conn in list(self._open):
             sock = conn.raw._sock
             if sock is not None:
                 with contextlib.suppress(OSError):
                     os.close(sock.detach())
+            reader = getattr(conn.raw, "_rfile", None)
+            if reader is not None:
+                with contextlib.suppress(Exception):
+                    reader.raw.close()
             _ORPHANS.append(conn)
         self._open, self._idle = set(), Idle()
 
