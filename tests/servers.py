@@ -948,8 +948,9 @@ def _port_range() -> tuple[int, int]:
 def _free_ports(count: int) -> list[int]:
     """``count`` distinct ports of 127.0.0.1 that nothing listens on now."""
     ports: list[int] = []
+    low, high = _port_range()
     while len(ports) < count:
-        port = random.randrange(*_port_range())
+        port = random.randrange(low, high)
         if port in _given_ports:
             continue
         with socket.socket() as probe:
