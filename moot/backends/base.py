@@ -317,7 +317,9 @@ class Backend(abc.ABC):
 
     def enqueue(self, prefix: str, value: bytes) -> tuple[Entry, builtins.list[Entry]]:
         """Create an ephemeral sequential key under ``prefix`` and return it
-        with the live entries under ``prefix`` at that moment (which include it)."""
+        with the live entries under ``prefix`` at that moment (which include it).
+        A queue's prefix holds no directories, so an engine may list only the
+        entries directly under it."""
         entry = self.create_sequential(prefix, value, ephemeral=True)
         return entry, self.list(prefix)
 

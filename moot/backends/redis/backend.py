@@ -24,7 +24,7 @@ from moot.backends.redis.dialer import Dialer, _is_auth_error
 from moot.backends.redis.listener import _Listener
 from moot.backends.redis.pool import _Pool
 from moot.backends.redis.resp import _AuthFailed, _pack, _RespError
-from moot.backends.redis.scripts import _COMMON, _SCRIPTS, KP, PREFIX_CHARS, _entry, dir_key, split_key
+from moot.backends.redis.scripts import KP, PREFIX_CHARS, SCRIPTS, _entry, dir_key, split_key
 from moot.deadline import bounded, remaining
 from moot.errors import (
     AuthenticationFailed,
@@ -111,7 +111,7 @@ class RedisBackend(Backend):
         self._switches: _Listener | None = None
         self._dispatcher: Dispatcher | None = None
         self._kp, self._cp = prefix.encode(), self._channels.encode()
-        self._scripts = {name: (_COMMON + body).encode() for name, body in _SCRIPTS.items()}
+        self._scripts = {name: body.encode() for name, body in SCRIPTS.items()}
         self._shas = {name: hashlib.sha1(body).hexdigest().encode() for name, body in self._scripts.items()}
 
     def __repr__(self) -> str:
