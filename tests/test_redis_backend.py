@@ -177,6 +177,27 @@ def test_dead_entries_read_as_absent_and_are_removed(make: Make, raw: redis.Redi
     assert reader.list(prefix) == []
 
 
+@pytest.mark.parametrize("version", [None, "its own", "another"])
+def test_delete_of_an_entry_whose_owner_is_gone_answers_false_and_removes_it(
+        make: Make, raw: redis.Redis, prefix: str, version: str | None) -> None:
+    """The delete script tells a live owner by its session's index of keys,
+    not by the session's TTL; an owner whose session key expired (entries
+    are left behind, unlike a closed session's) must still read as gone."""
+    owner, other = make(), make()
+    session = owner.open_session(60)
+    kept = owner.create(f"{prefix}kept", b"", ephemeral=True)
+    entry, _ = owner.enqueue(prefix, b"")
+    assert kept is not None and other.delete(kept.key) is True  # a live owner's entry: deleted, True
+    index = set(raw.hkeys(f"moot:s:{session}"))
+    assert entry.key.encode() in index and kept.key.encode() not in index
+    raw.delete(f"moot:s:{session}")  # as its expiry does: the entries stay behind
+    leaf = entry.key.rsplit("/", 1)[1]
+    assert raw.hget(dir_key(prefix), leaf) is not None
+    asked = {None: None, "its own": entry.version, "another": entry.version + 1}[version]
+    assert other.delete(entry.key, asked) is False
+    assert raw.hget(dir_key(prefix), leaf) is None
+    assert other.get(entry.key) is None
+
 def test_eviction_tells_the_owner_at_once(make: Make, prefix: str) -> None:
     owner, admin = make(), make()
     lost = threading.Event()

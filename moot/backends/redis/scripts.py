@@ -230,17 +230,28 @@ announce(dir, leaf, writer(owner))
 return raw
 """
 
-# KEYS[1] = directory hash; ARGV[3] = directory, ARGV[4] = leaf, ARGV[5] = version or ''
+# KEYS[1] = directory hash; ARGV[3] = directory, ARGV[4] = leaf, ARGV[5] = version or ''.
+# An owner's session hash indexes the owner's entries for as long as it exists, so removing the key
+# from it also tells whether the owner lives; no PTTL. An entry whose owner is gone is absent, as
+# for live(): it is removed and announced, and the answer is 0.
 _DELETE = """
 local dkey, dir, leaf = KEYS[1], ARGV[3], ARGV[4]
-local raw = read(dkey, dir, leaf)
+local raw = redis.call('HGET', dkey, leaf)
 if not raw then return 0 end
 local version, owner = string.match(raw, '^(%d+):%d*:([^:]*):')
-if ARGV[5] ~= '' and version ~= ARGV[5] then return 0 end
+local session = KP .. 's:' .. owner
+if ARGV[5] ~= '' and version ~= ARGV[5] then
+  if owner ~= '' and redis.call('PTTL', session) == -2 then
+    redis.call('HDEL', dkey, leaf)
+    announce(dir, leaf, '')
+  end
+  return 0
+end
+local alive = owner == '' or redis.call('HDEL', session, dir .. leaf) == 1
 redis.call('HDEL', dkey, leaf)
-if owner ~= '' then redis.call('HDEL', KP .. 's:' .. owner, dir .. leaf) end
 announce(dir, leaf, '')
-return 1
+if alive then return 1 end
+return 0
 """
 
 # KEYS[1] = session hash; ARGV[3] = session id
