@@ -229,6 +229,29 @@ def test_a_coordinator_dropped_without_close_warns_and_frees_its_locks(url: str,
         observer.close()
 
 
+def test_a_coordinator_dropped_holding_nothing_ends_its_session_without_a_garbage_collection(
+        url: str, namespace: str) -> None:
+    """Nothing refers back to a session that holds nothing: dropping the
+    last reference ends it (the README), with the cyclic collector off."""
+    coord = moot.connect(url, member_id="dropped", namespace=namespace, ttl=60)
+    lock = coord.lock("volume")
+    assert lock.acquire(timeout=BOUND)
+    lock.release()
+    ended = threading.Event()
+    weakref.finalize(coord.session, ended.set)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            del coord, lock
+            # At once, or when a renewal in flight on the heartbeat thread lets go of it.
+            assert ended.wait(BOUND), "the dropped coordinator's session outlived its last reference"
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def test_a_coordinator_collected_in_a_thread_holding_a_backend_lock_does_not_deadlock() -> None:
     """Garbage collection runs a dropped coordinator's finalizer in whatever
     thread allocates, possibly one inside a backend's critical section: the
