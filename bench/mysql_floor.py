@@ -13,8 +13,12 @@ and prints, per cycle, with PyMySQL on one connection:
   one entry row, each sent in one round trip: the least that moot's model writes (the counter orders a
   directory's writes and gives versions and tokens on Galera too, where
   ``GET_LOCK`` is node-local), with none of moot's checks;
-* moot's own ``enqueue`` + ``delete`` through the backend.
+* moot's own ``enqueue`` + ``delete`` through the backend;
+* a whole acquire+release of a lock, moot's and tooz's (tooz's driver opens
+  a connection for every acquire: its release closes it).
 
+Each row also gives the CPU time per cycle of this process (the client) and
+of the server (from ``/proc``, in ticks: hence rounds of some seconds).
 The gap between the third row and the first is what a lock that outlives
 its connection, carries a fencing token and holds on Galera costs over one
 that writes nothing.
@@ -22,9 +26,12 @@ that writes nothing.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from pymysql.constants import CLIENT
 
@@ -32,22 +39,33 @@ import moot
 from bench.engines import _mysql
 from tests import servers
 
-SECONDS = 2.0
+SECONDS = 3.0
 
 
-def _per_cycle(cycle: Callable[[], object]) -> float:
-    """Milliseconds per ``cycle``, over ``SECONDS`` after a short warm-up."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_cycle(cycle: Callable[[], object], server_pid: int) -> str:
+    """Wall time, this process's CPU and the server's CPU per ``cycle``, over
+    ``SECONDS`` after a short warm-up."""
     for _ in range(50):
         cycle()
-    count, started = 0, time.perf_counter()
+    count, started, client, server = 0, time.perf_counter(), time.process_time(), _cpu_seconds(server_pid)
     while time.perf_counter() - started < SECONDS:
         cycle()
         count += 1
-    return (time.perf_counter() - started) / count * 1000
+    wall = (time.perf_counter() - started) / count * 1000
+    client = (time.process_time() - client) / count * 1e6
+    server = (_cpu_seconds(server_pid) - server) / count * 1e6
+    return f"{wall:.3f} ms per cycle (CPU: client {client:.0f} us, server {server:.0f} us)"
 
 
 def main() -> None:
-    url = servers.start_production(["mysql"])["mysql"]
+    cluster = servers.start_cluster(servers.PRODUCTION["mysql"], size=1)
+    url, server_pid = cluster.url, cluster.members[0].pid
     conn = _mysql(url, client_flag=CLIENT.MULTI_STATEMENTS)
     cursor = conn.cursor()
     table = f"bench_floor_{uuid.uuid4().hex[:12]}"
@@ -71,11 +89,25 @@ def main() -> None:
     }
     try:
         for name, cycle in rows.items():
-            print(f"{name}: {_per_cycle(cycle):.3f} ms per cycle")
-        with moot.connect(url) as coordinator:
+            print(f"{name}: {_per_cycle(cycle, server_pid)}", flush=True)
+        with moot.connect(url, member_id="floor") as coordinator:
             backend = coordinator.backend
-            print(f"moot enqueue + delete: "
-                  f"{_per_cycle(lambda: backend.delete(backend.enqueue('floor/', b'v')[0].key)):.3f} ms per cycle")
+            print("moot enqueue + delete: "
+                  f"{_per_cycle(lambda: backend.delete(backend.enqueue('floor/', b'v')[0].key), server_pid)}",
+                  flush=True)
+            lock = coordinator.lock("floor")
+            print(f"moot Lock acquire + release: {_per_cycle(lambda: (lock.acquire(), lock.release()), server_pid)}",
+                  flush=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tooz imports eventlet, which warns that it is deprecated
+            from tooz import coordination
+        client = coordination.get_coordinator(url, b"floor")
+        client.start()
+        try:
+            held = client.get_lock(b"floor")
+            print(f"tooz lock acquire + release: {_per_cycle(lambda: (held.acquire(), held.release()), server_pid)}")
+        finally:
+            client.stop()
     finally:
         cursor.execute(f"DROP TABLE {table}_n, {table}_e")
         conn.close()  # the server stops when the process ends (tests/servers.py)
