@@ -133,6 +133,10 @@ def readable(sock: socket.socket) -> bool:
     (or sent what nobody asked for). Never blocks."""
     if isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
         return True
+    if hasattr(select, "poll"):  # the OS's poll() alone: this runs before every pooled call
+        once = select.poll()
+        once.register(sock.fileno(), select.POLLIN)
+        return bool(once.poll(0))
     poller: Poller[None] = Poller()
     poller.register(sock.fileno(), None)
     return bool(poller.poll(0))
