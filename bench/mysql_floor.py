@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from pymysql.constants import CLIENT
 
 import moot
 from bench.engines import _mysql
+from bench.systems import open_client
 from tests import servers
 
 SECONDS = 3.0
@@ -98,16 +98,12 @@ def main() -> None:
             lock = coordinator.lock("floor")
             print(f"moot Lock acquire + release: {_per_cycle(lambda: (lock.acquire(), lock.release()), server_pid)}",
                   flush=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tooz imports eventlet, which warns that it is deprecated
-            from tooz import coordination
-        client = coordination.get_coordinator(url, b"floor")
-        client.start()
+        tooz = open_client("tooz", url, "floor", "floor")
         try:
-            held = client.get_lock(b"floor")
-            print(f"tooz lock acquire + release: {_per_cycle(lambda: (held.acquire(), held.release()), server_pid)}")
+            held = tooz.lock("floor")
+            print(f"tooz lock acquire + release: {_per_cycle(lambda: (held.acquire(5), held.release()), server_pid)}")
         finally:
-            client.stop()
+            tooz.close()
     finally:
         cursor.execute(f"DROP TABLE {table}_n, {table}_e")
         conn.close()  # the server stops when the process ends (tests/servers.py)

@@ -19,11 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import moot
+from bench.systems import open_client
 
 CYCLES = 500
 ROUNDS = 2
@@ -79,23 +78,15 @@ def main() -> None:
         try:
             _wait_for(port, 60)
             url = f"redis://127.0.0.1:{port}"
-            with moot.connect(url, member_id="counted", namespace="instructions") as coordinator:
-                lock = coordinator.lock("x")
-                for round_ in range(ROUNDS):
-                    count = _per_cycle(server.pid, out, lambda: (lock.acquire(), lock.release()))
-                    print(f"moot acquire+release, round {round_ + 1}: {count:,.0f} instructions", flush=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tooz imports eventlet, which warns that it is deprecated
-                from tooz import coordination
-            client = coordination.get_coordinator(url, b"counted")
-            client.start()
-            try:
-                held = client.get_lock(b"x")
-                for round_ in range(ROUNDS):
-                    count = _per_cycle(server.pid, out, lambda: (held.acquire(), held.release()))
-                    print(f"tooz acquire+release, round {round_ + 1}: {count:,.0f} instructions", flush=True)
-            finally:
-                client.stop()
+            for system in ("moot", "tooz"):
+                client = open_client(system, url, "counted", "instructions")
+                try:
+                    lock = client.lock("x")
+                    for round_ in range(ROUNDS):
+                        count = _per_cycle(server.pid, out, lambda held=lock: (held.acquire(5), held.release()))
+                        print(f"{system} acquire+release, round {round_ + 1}: {count:,.0f} instructions", flush=True)
+                finally:
+                    client.close()
         finally:
             server.terminate()
             try:
