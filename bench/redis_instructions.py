@@ -23,16 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.systems import open_client
+from tests import servers
 
 CYCLES = 500
 ROUNDS = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_for(port: int, within: float) -> None:
@@ -58,6 +52,8 @@ def _per_cycle(pid: int, out: Path, cycle: Callable[[], object]) -> float:
     deadline = time.monotonic() + 30
     while not (dumps := set(out.glob("cg.*")) - before) and time.monotonic() < deadline:
         time.sleep(0.1)
+    if not dumps:
+        raise SystemExit("callgrind wrote no dump within 30 s of callgrind_control --dump")
     for line in max(dumps, key=lambda p: p.stat().st_mtime).read_text().splitlines():
         if line.startswith("summary:"):
             return int(line.split()[1]) / CYCLES
@@ -68,7 +64,7 @@ def main() -> None:
     missing = [tool for tool in ("valgrind", "callgrind_control", "redis-server") if not shutil.which(tool)]
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: apt-get install valgrind redis-server")
-    port = _free_port()
+    (port,) = servers._free_ports(1)
     with tempfile.TemporaryDirectory(prefix="moot-callgrind-") as tmp:
         out = Path(tmp)
         server = subprocess.Popen(

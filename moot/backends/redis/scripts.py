@@ -124,9 +124,9 @@ local function list(prefix, out)
   end
   return out
 end
--- The directory's next number after its counter `old` (false: a new directory, entered in the index);
--- the caller stores it as '#n' in the same HSET as the entry it writes.
 local function advance(dkey, dir, old)
+  -- the directory's next number after its counter `old` (false: a new directory, entered in the
+  -- index); the caller stores it as '#n' in the same HSET as the entry it writes
   local t = time()
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   if not old then
@@ -172,9 +172,9 @@ local dkey, dir, leaf, owner = KEYS[1], ARGV[3], ARGV[4], ARGV[5]
 local payload = writer(owner)
 if not payload then return redis.error_reply('MOOTSESSION') end
 if read(dkey, dir, leaf) then return false end
-local n = bump(dkey, dir)
-local raw = string.format('%d', n) .. '::' .. owner .. ':' .. ARGV[6]
-redis.call('HSET', dkey, '#n', string.format('%d', n), leaf, raw)
+local counter = string.format('%d', bump(dkey, dir))
+local raw = counter .. '::' .. owner .. ':' .. ARGV[6]
+redis.call('HSET', dkey, '#n', counter, leaf, raw)
 own(owner, dir .. leaf, dkey)
 announce(dir, leaf, payload)
 return raw
@@ -223,9 +223,9 @@ local raw = read(dkey, dir, leaf)
 if not raw then return false end
 local version, seq, owner = string.match(raw, '^(%d+):(%d*):([^:]*):')
 if version ~= ARGV[5] then return false end
-local n = bump(dkey, dir)
-raw = string.format('%d', n) .. ':' .. seq .. ':' .. owner .. ':' .. ARGV[6]
-redis.call('HSET', dkey, '#n', string.format('%d', n), leaf, raw)
+local counter = string.format('%d', bump(dkey, dir))
+raw = counter .. ':' .. seq .. ':' .. owner .. ':' .. ARGV[6]
+redis.call('HSET', dkey, '#n', counter, leaf, raw)
 announce(dir, leaf, writer(owner))
 return raw
 """
@@ -305,19 +305,22 @@ _BODIES = {"get": _GET, "list": _LIST, "names": _NAMES, "create": _CREATE, "sequ
            "delete": _DELETE, "end_session": _END_SESSION, "recheck": _RECHECK}
 
 
+_HEADER, *_PARTS = re.split(r"(?m)^local function (\w+)\(", _COMMON)
+#: (name, definition) of each helper of :data:`_COMMON`, in their order there.
+_HELPERS = [(name, f"local function {name}({rest}") for name, rest in zip(_PARTS[::2], _PARTS[1::2], strict=True)]
+
+
 def _compose(body: str) -> str:
     """``body`` after the header of :data:`_COMMON` and only the helpers it
     calls, directly or through another helper. Redis runs a script's whole
     text on every call, so each helper defined and not used costs time: all
     of them, about 2.5 us a call on Redis 7."""
-    header, *parts = re.split(r"(?m)^local function (\w+)\(", _COMMON)
-    named = [(name, f"local function {name}({rest}") for name, rest in zip(parts[::2], parts[1::2], strict=True)]
     needed, text = set(), body
-    for name, code in reversed(named):  # a helper calls only helpers defined before it
+    for name, code in reversed(_HELPERS):  # a helper calls only helpers defined before it
         if re.search(rf"\b{name}\(", text):
             needed.add(name)
             text += code
-    return header + "".join(code for name, code in named if name in needed) + body
+    return _HEADER + "".join(code for name, code in _HELPERS if name in needed) + body
 
 
 #: Every script's full text, by name.
