@@ -234,6 +234,29 @@ def test_delete_with_and_without_version(make_backend: MakeBackend, ns: str) -> 
     assert a.get(key) is None
 
 
+@pytest.mark.parametrize("version", [None, "its own", "another"])
+def test_delete_after_the_owners_session_ended_answers_false_and_leaves_nothing(
+        make_backend: MakeBackend, ns: str, version: str | None) -> None:
+    """An ephemeral entry whose owner's session ended is absent: deleting it
+    (nothing read it since the end, so an engine that removes dead entries
+    lazily meets it in the delete itself) answers False, at any version, and
+    nothing of it is left. The session ends by its TTL, or, where the
+    engine's client keeps it alive while the process lives, by an expiry."""
+    owner, other = make_backend(ttl=None), make_backend()
+    session = owner.open_session(SHORT_TTL)
+    key = f"{ns}d/e"
+    entry = owner.create(key, b"", ephemeral=True)
+    assert entry is not None
+    if owner.kept_alive_by_client:
+        assert other.expire_session(session) is True
+    granted = owner.granted_ttl or SHORT_TTL
+    wait_until(lambda: other.session_last_seen(session) is None, timeout=granted + EXPIRY_SLACK + BOUND,
+               what="the owner's session to end")
+    asked = {None: None, "its own": entry.version, "another": entry.version + 1}[version]
+    assert other.delete(key, asked) is False
+    assert other.get(key) is None and other.list(f"{ns}d/") == []
+
+
 def test_list_by_prefix_is_recursive_sorted_and_live_only(make_backend: MakeBackend, ns: str) -> None:
     a, b = make_backend(), make_backend()
     under = ["9", "10", "B", "a", "_", "-", "%41", "x/deep", "x/deeper/still"]
